@@ -1,0 +1,47 @@
+# PainControl compendium. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PY_SOURCES := paincontrol_lib tests scripts
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -e .
+	touch $(STAMP)
+
+env: $(STAMP) ## Create .venv and install the pinned packages (idempotent)
+
+repro: $(STAMP) ## Run the whole pipeline on the embedded default (dvc repro)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: $(STAMP) ## Run the test suite (tiny profile, no GPU, offline)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+bench: $(STAMP) ## Print speed benchmarks (landmarks, SynthPain rendering)
+	$(BIN)/python scripts/bench.py
+
+lab: $(STAMP) ## Start JupyterLab on the notebooks
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(STAMP) ## Lint and check formatting with ruff
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
+
+format: $(STAMP) ## Format the code with ruff
+	$(BIN)/ruff check --fix $(PY_SOURCES)
+	$(BIN)/ruff format $(PY_SOURCES)
+
+clean: ## Remove generated data and reports (keeps committed metrics)
+	rm -rf data/synthpain data/landmarks reports/notebooks reports/figures
+
+.PHONY: help env repro test bench lab lint format clean

@@ -1,0 +1,168 @@
+"""Write the SynthPain dataset: images plus one table with every AU, PSPI, split and landmarks.
+
+Deterministic: each identity is rendered from its own seeded generators, so the bytes do not
+depend on the number of worker processes. The dataset is written to a temporary folder beside
+the target and moved into place at the end, so an interrupted run never leaves a half dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from paincontrol_lib.data.synthpain.expressions import SYNTHPAIN_AUS, sample_apex, sequence_frames
+from paincontrol_lib.data.synthpain.identity import sample_identity
+from paincontrol_lib.data.synthpain.render import default_renderer
+from paincontrol_lib.facs import pspi
+
+TABLE = "synthpain.parquet"
+
+
+@dataclass(frozen=True)
+class SynthPainConfig:
+    """Size and look of the dataset (``params.yaml: synthesize``)."""
+
+    seed: int = 0
+    n_identities: int = 60
+    n_sequences: int = 3
+    frames_per_sequence: int = 10
+    image_size: int = 128
+    face_fraction: float = 0.6
+    supersample: int = 2
+    pain_probability: float = 0.5
+    test_fraction: float = 0.2
+    max_pose_jitter: float = 2.0  # degrees of head motion within a sequence
+
+    def __post_init__(self):
+        if self.n_identities < 2:
+            raise ValueError("n_identities must be >= 2 (train and test need different people)")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction={self.test_fraction} must lie strictly in (0, 1)")
+        if self.n_sequences < 1:
+            raise ValueError("n_sequences must be >= 1")
+        if self.supersample not in (1, 2, 3, 4):
+            raise ValueError(f"supersample={self.supersample} must be 1, 2, 3 or 4")
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_sequences * self.frames_per_sequence
+
+
+def test_subjects(config: SynthPainConfig) -> list[str]:
+    """Identities held out for evaluation, chosen by a seeded permutation."""
+    rng = np.random.default_rng([config.seed, 0x7E57])
+    n_test = max(1, int(round(config.test_fraction * config.n_identities)))
+    n_test = min(n_test, config.n_identities - 1)
+    order = rng.permutation(config.n_identities)[:n_test]
+    return sorted(f"S{i:03d}" for i in order)
+
+
+def _render_identity(args) -> list[dict]:
+    index, config, out_dir = args
+    renderer = default_renderer(config.image_size, config.face_fraction, config.supersample)
+    identity = sample_identity(renderer.model, config.seed, index)
+    rng = np.random.default_rng([config.seed, index, 1])
+    held_out = set(test_subjects(config))
+    rows = []
+    subject_dir = Path(out_dir) / "images" / identity.subject
+    subject_dir.mkdir(parents=True, exist_ok=True)
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    for seq in range(config.n_sequences):
+        kind, apex = sample_apex(rng, config.pain_probability)
+        for frame, aus in enumerate(sequence_frames(apex, config.frames_per_sequence)):
+            t = seq * config.frames_per_sequence + frame
+            jitter = config.max_pose_jitter * np.sin(phase + 0.35 * t)
+            result = renderer.render(identity, aus, pose_jitter=jitter, rng=rng)
+            rel = f"images/{identity.subject}/q{seq}_f{frame:02d}.png"
+            Image.fromarray(result.image).save(Path(out_dir) / rel, optimize=False)
+            pose = identity.pose + jitter
+            rows.append(
+                {
+                    "subject": identity.subject,
+                    "sequence": f"{identity.subject}_q{seq}",
+                    "frame": frame,
+                    "kind": kind,
+                    "image": rel,
+                    "split": "test" if identity.subject in held_out else "train",
+                    "neutral_reference": bool(seq == 0 and frame == 0),
+                    "yaw": float(pose[0]),
+                    "pitch": float(pose[1]),
+                    "roll": float(pose[2]),
+                    **aus,
+                    "PSPI": pspi(aus),
+                    "landmarks_2d": result.landmarks_2d.astype(np.float32).ravel(),
+                    "landmarks_3d": result.landmarks_3d.astype(np.float32).ravel(),
+                }
+            )
+    return rows
+
+
+def generate(
+    config: SynthPainConfig, out_dir: str | Path, workers: int | None = None
+) -> pd.DataFrame:
+    """Render the dataset into ``out_dir`` (replaced atomically) and return its table."""
+    out_dir = Path(out_dir)
+    workers = workers or min(os.cpu_count() or 1, 2)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    start = time.perf_counter()
+    try:
+        jobs = [(i, config, tmp) for i in range(config.n_identities)]
+        if workers > 1:
+            import multiprocessing
+
+            # fork: workers inherit the loaded AU model and need no __main__ guard in scripts.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            ctx = multiprocessing.get_context(method)
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                per_identity = list(pool.map(_render_identity, jobs))
+        else:
+            per_identity = [_render_identity(job) for job in jobs]
+        table = pd.DataFrame([row for rows in per_identity for row in rows])
+        table.to_parquet(tmp / TABLE, index=False)
+        (tmp / "config.json").write_text(pd.Series(asdict(config)).to_json(indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # Kept out of the parquet file (pandas would store attrs there and break byte-determinism).
+    table.attrs["generation_seconds"] = time.perf_counter() - start
+    return table
+
+
+def load_table(data_dir: str | Path) -> pd.DataFrame:
+    """Read the SynthPain table; a missing dataset gets a message saying how to make it."""
+    path = Path(data_dir) / TABLE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: generate SynthPain first (`dvc repro synthesize` or "
+            "`paincontrol synthesize --out data/synthpain`)."
+        )
+    return pd.read_parquet(path)
+
+
+def landmarks(table: pd.DataFrame, kind: str = "2d") -> np.ndarray:
+    """Stack the ground-truth landmark column into (n, 478, 2|3)."""
+    dims = {"2d": 2, "3d": 3}[kind]
+    return np.stack(table[f"landmarks_{kind}"].to_numpy()).reshape(len(table), -1, dims)
+
+
+__all__ = [
+    "SYNTHPAIN_AUS",
+    "SynthPainConfig",
+    "generate",
+    "landmarks",
+    "load_table",
+    "test_subjects",
+]
