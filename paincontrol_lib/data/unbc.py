@@ -1,0 +1,120 @@
+"""UNBC-McMaster Shoulder Pain Archive adapter (the licensed dataset; never redistributed).
+
+Layout under the dataset root (some mirrors nest ``Frame_Labels`` twice, which is accepted)::
+
+    Images/<subject>/<sequence>/<frame>.png
+    Frame_Labels/FACS/<subject>/<sequence>/<frame>_facs.txt   rows "AU intensity"
+    Frame_Labels/PSPI/<subject>/<sequence>/<frame>_facs.txt   one number
+    AAM_landmarks/<subject>/<sequence>/<frame>_aam.txt        66 rows "x y"
+    Sequence_Labels/{AFF,OPR,SEN,VAS}/<subject>/<sequence>.txt   (optional)
+
+UNBC codes AU4, 6, 7, 9, 10, 12, 20, 25, 26 and 43; an AU missing from a frame's FACS file is
+0, AUs outside that set are NaN (not coded).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from paincontrol_lib.data.records import LayoutError, finish_records
+from paincontrol_lib.facs import au_name
+
+CODED_AUS = ("AU04", "AU06", "AU07", "AU09", "AU10", "AU12", "AU20", "AU25", "AU26", "AU43")
+LAYOUT = __doc__.split("::", 1)[1].split("\n\n")[1]
+
+
+def _labels_dir(root: Path) -> Path:
+    for candidate in (root / "Frame_Labels", root / "Frame_Labels" / "Frame_Labels"):
+        if (candidate / "FACS").is_dir() and (candidate / "PSPI").is_dir():
+            return candidate
+    missing = root / "Frame_Labels" / ("FACS" if (root / "Frame_Labels").is_dir() else "")
+    raise LayoutError("unbc", missing, LAYOUT)
+
+
+def _read_numbers(path: Path) -> np.ndarray:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"unbc: cannot read {path}: {exc}") from exc
+    try:
+        return np.array([float(v) for v in text.split()], dtype=np.float64)
+    except ValueError as exc:
+        raise ValueError(f"unbc: {path} does not hold numbers ({exc})") from exc
+
+
+def read_facs(path: Path) -> dict[str, float]:
+    values = _read_numbers(path)
+    if values.size % 2:
+        raise ValueError(
+            f"unbc: {path} should hold rows of 'AU intensity', found {values.size} numbers"
+        )
+    aus = dict.fromkeys(CODED_AUS, 0.0)
+    for code, intensity in values.reshape(-1, 2):
+        aus[au_name(int(code))] = float(intensity)
+    return aus
+
+
+def read_aam(path: Path) -> np.ndarray:
+    values = _read_numbers(path)
+    if values.size != 132:
+        raise ValueError(f"unbc: {path} should hold 66 'x y' rows, found {values.size} numbers")
+    return values.astype(np.float32)
+
+
+def records(root: Path, require_aam: bool = True) -> pd.DataFrame:
+    root = Path(root)
+    images_dir = root / "Images"
+    if not images_dir.is_dir():
+        raise LayoutError("unbc", images_dir, LAYOUT)
+    labels = _labels_dir(root)
+    aam_dir = root / "AAM_landmarks"
+    if require_aam and not aam_dir.is_dir():
+        raise LayoutError("unbc", f"{aam_dir} (pass require_aam=False to go without)", LAYOUT)
+    images = sorted(images_dir.glob("*/*/*"))
+    images = [p for p in images if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp")]
+    if not images:
+        raise LayoutError("unbc", images_dir / "<subject>/<sequence>/<frame>.png", LAYOUT)
+    rows = []
+    for path in images:
+        subject, sequence, stem = path.parent.parent.name, path.parent.name, path.stem
+        rel = Path(subject) / sequence
+        facs_file = labels / "FACS" / rel / f"{stem}_facs.txt"
+        pspi_file = labels / "PSPI" / rel / f"{stem}_facs.txt"
+        for needed in (facs_file, pspi_file):
+            if not needed.is_file():
+                raise LayoutError("unbc", needed, LAYOUT)
+        pspi_value = _read_numbers(pspi_file)
+        if pspi_value.size != 1:
+            raise ValueError(f"unbc: {pspi_file} should hold one number")
+        digits = re.findall(r"\d+", stem)
+        row = {
+            "subject": subject,
+            "sequence": f"{subject}/{sequence}",
+            "frame": int(digits[-1]) if digits else 0,
+            "image": str(path),
+            **read_facs(facs_file),
+            "PSPI": float(pspi_value[0]),
+        }
+        aam_file = aam_dir / rel / f"{stem}_aam.txt"
+        row["aam_66"] = read_aam(aam_file) if aam_file.is_file() else None
+        if require_aam and row["aam_66"] is None:
+            raise LayoutError("unbc", aam_file, LAYOUT)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for label in ("AFF", "OPR", "SEN", "VAS"):
+        folder = root / "Sequence_Labels" / label
+        if folder.is_dir():
+            table[label.lower()] = [_sequence_label(folder, seq) for seq in table["sequence"]]
+    return finish_records(table, "unbc")
+
+
+def _sequence_label(folder: Path, sequence: str) -> float:
+    path = folder / f"{sequence}.txt"
+    if not path.is_file():
+        return float("nan")
+    values = _read_numbers(path)
+    return float(values[0]) if values.size else float("nan")

@@ -1,0 +1,172 @@
+"""Dataset adapters on small fixture trees written here in each dataset's layout."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from paincontrol_lib.data.records import (
+    AU_COLUMNS,
+    RECORD_COLUMNS,
+    LayoutError,
+    assert_subject_independent,
+    load_records,
+    parse_facs_code,
+    subject_split,
+)
+
+
+def _img(path: Path, value: int = 128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((40, 40, 3), value, np.uint8)).save(path)
+
+
+def make_unbc(root: Path, nested: bool = False, with_aam: bool = True):
+    labels = root / "Frame_Labels" / ("Frame_Labels" if nested else "")
+    frames = {
+        ("042-ll042", "ll042t1aaaff"): [(1, {4: 2, 43: 1}, 3.0), (2, {}, 0.0)],
+        ("064-ak064", "ak064t1aaaff"): [(1, {6: 1, 10: 2}, 3.0)],
+    }
+    for (subject, seq), rows in frames.items():
+        for frame, aus, pspi in rows:
+            stem = f"{seq}{frame:03d}"
+            _img(root / "Images" / subject / seq / f"{stem}.png")
+            facs = labels / "FACS" / subject / seq / f"{stem}_facs.txt"
+            facs.parent.mkdir(parents=True, exist_ok=True)
+            facs.write_text("".join(f"   {a:.7e}   {i:.7e}\n" for a, i in aus.items()))
+            p = labels / "PSPI" / subject / seq / f"{stem}_facs.txt"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(f"   {pspi:.7e}\n")
+            if with_aam:
+                aam = root / "AAM_landmarks" / subject / seq / f"{stem}_aam.txt"
+                aam.parent.mkdir(parents=True, exist_ok=True)
+                aam.write_text("".join(f"{10 + k}.5 {20 + k}.25\n" for k in range(66)))
+    vas = root / "Sequence_Labels" / "VAS" / "042-ll042"
+    vas.mkdir(parents=True)
+    (vas / "ll042t1aaaff.txt").write_text("5.0000000e+00\n")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_unbc_adapter_reads_labels_and_aam(tmp_path, nested):
+    make_unbc(tmp_path, nested=nested)
+    rec = load_records("unbc", tmp_path)
+    assert list(rec.columns[: len(RECORD_COLUMNS)]) == list(RECORD_COLUMNS)
+    assert len(rec) == 3 and rec["dataset"].eq("unbc").all()
+    first = rec[(rec.subject == "042-ll042") & (rec.frame == 1)].iloc[0]
+    assert first.AU04 == 2 and first.AU43 == 1 and first.AU06 == 0 and first.PSPI == 3
+    assert np.isnan(first.AU01)  # not coded in UNBC
+    assert first.aam_66.shape == (132,) and first.aam_66[0] == pytest.approx(10.5)
+    assert first.vas == 5.0
+    neutral = rec[rec.neutral_reference]
+    assert set(neutral.subject) == {"042-ll042", "064-ak064"}
+    assert neutral[neutral.subject == "042-ll042"].frame.item() == 2  # the frame without AUs
+
+
+def test_unbc_partial_layout_names_missing_path(tmp_path):
+    make_unbc(tmp_path)
+    import shutil
+
+    shutil.rmtree(tmp_path / "Frame_Labels" / "PSPI")
+    with pytest.raises(LayoutError, match=r"Frame_Labels.*Expected layout") as err:
+        load_records("unbc", tmp_path)
+    assert "Images/<subject>/<sequence>/<frame>.png" in str(err.value)
+    with pytest.raises(LayoutError, match="Images"):
+        load_records("unbc", tmp_path / "Images")
+
+
+def test_unbc_missing_aam_and_missing_label_file(tmp_path):
+    make_unbc(tmp_path, with_aam=False)
+    with pytest.raises(LayoutError, match="AAM_landmarks"):
+        load_records("unbc", tmp_path)
+    assert load_records("unbc", tmp_path, require_aam=False)["aam_66"].isna().all()
+    next((tmp_path / "Frame_Labels" / "FACS").rglob("*_facs.txt")).unlink()
+    with pytest.raises(LayoutError, match="_facs.txt"):
+        load_records("unbc", tmp_path, require_aam=False)
+
+
+def test_delaware_with_facs_codes(tmp_path):
+    for name in ("F01_neutral.jpg", "F01_pain.jpg", "M02_pain.jpg"):
+        _img(tmp_path / "photos" / name)
+    pd.DataFrame(
+        {
+            "Filename": ["F01_neutral.jpg", "F01_pain.jpg", "M02_pain.jpg"],
+            "AUs": ["", "4C+6B+7+43", "L9A+10E"],
+        }
+    ).to_csv(tmp_path / "codes.csv", index=False)
+    rec = load_records("delaware", tmp_path)
+    pain = rec[rec.image.str.endswith("F01_pain.jpg")].iloc[0]
+    assert (pain.AU04, pain.AU06, pain.AU07, pain.AU43, pain.AU12) == (3, 2, 1, 1, 0)
+    assert pain.PSPI == 3 + 2 + 0 + 1
+    assert rec[rec.image.str.endswith("M02_pain.jpg")].PSPI.item() == 5
+    assert set(rec.subject) == {"F01", "M02"}
+    assert rec[rec.neutral_reference].image.str.endswith("neutral.jpg").any()
+
+
+def test_delaware_with_au_columns_and_errors(tmp_path):
+    _img(tmp_path / "a.png")
+    pd.DataFrame({"image": ["a.png"], "subject": ["p1"], "AU4": [2], "au_43": [1]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    rec = load_records("delaware", tmp_path)
+    assert rec.AU04.item() == 2 and rec.AU43.item() == 1 and rec.subject.item() == "p1"
+    pd.DataFrame({"image": ["missing.png"], "AU4": [1]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        load_records("delaware", tmp_path)
+    (tmp_path / "labels.csv").unlink()
+    with pytest.raises(LayoutError, match="no .csv file"):
+        load_records("delaware", tmp_path)
+    with pytest.raises(ValueError, match="FACS code"):
+        parse_facs_code("4B+smile")
+
+
+def test_folder_adapter_with_and_without_labels(tmp_path):
+    _img(tmp_path / "alice" / "1.png")
+    _img(tmp_path / "alice" / "2.png")
+    _img(tmp_path / "bob" / "1.jpg")
+    rec = load_records("folder", tmp_path)
+    assert sorted(rec.subject.unique()) == ["alice", "bob"]
+    assert rec[AU_COLUMNS[0]].isna().all() and rec.PSPI.isna().all()
+    pd.DataFrame(
+        {
+            "file": ["alice/1.png", "bob/1.jpg"],
+            "id": ["A", "B"],
+            "AU04": [3, 0],
+            "AU06": [1, 0],
+            "AU07": [0, 0],
+            "AU09": [0, 0],
+            "AU10": [0, 0],
+            "AU43": [0, 0],
+        }
+    ).to_csv(tmp_path / "labels.csv", index=False)
+    rec = load_records("folder", tmp_path)
+    assert list(rec.subject) == ["A", "B"] and list(rec.PSPI) == [4, 0]
+    with pytest.raises(LayoutError, match="no image files"):
+        load_records("folder", _empty(tmp_path))
+
+
+def _empty(tmp_path):
+    d = tmp_path / "empty"
+    d.mkdir()
+    return d
+
+
+def test_unknown_source_and_missing_root(tmp_path):
+    with pytest.raises(ValueError, match="unknown data.source"):
+        load_records("biovid", tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_records("folder", tmp_path / "nope")
+
+
+def test_subject_split_never_leaks():
+    rec = pd.DataFrame({"subject": [f"s{i % 7}" for i in range(70)]})
+    for seed in range(5):
+        split = subject_split(rec, 0.3, seed)
+        train, test = rec[split == "train"], rec[split == "test"]
+        assert_subject_independent(train, test)
+        assert len(test) and len(train)
+    with pytest.raises(AssertionError, match="s1"):
+        assert_subject_independent(rec[rec.subject == "s1"], rec[rec.subject.isin(["s1", "s2"])])
