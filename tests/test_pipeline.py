@@ -61,3 +61,23 @@ def test_landmarks_stage(tiny_repo):
     assert (tiny_repo / "data" / "landmarks" / "landmarks.parquet").is_file()
     executed = tiny_repo / "reports" / "notebooks" / "01_landmarks.ipynb"
     assert "parameters" in executed.read_text()
+
+
+def test_train_stage(tiny_repo):
+    m = _metrics(tiny_repo, "train")
+    assert m["steps"] == 4 and m["n_heldout_samples"] == 4
+    for key in (
+        "heldout_detection_rate",
+        "heldout_nme",
+        "heldout_nme_shuffled",
+        "heldout_tracking_corr",
+        "heldout_identity_top1",
+        "identity_top1_ceiling",
+        "reference_recipe",
+        "minutes_to_reference_nme",
+        "reference_minutes",
+    ):
+        assert key in m, key
+    assert m["reference_recipe"]["steps"] == 4
+    assert (tiny_repo / "models" / "ours" / "final" / "paincontrol_model.json").is_file()
+    assert (tiny_repo / "reports" / "figures" / "train_heldout_grid.png").stat().st_size > 0

@@ -1,0 +1,1 @@
+"""The landmark-, text- and identity-conditioned diffusion model (ControlNet + FaceID tokens)."""

@@ -1,0 +1,128 @@
+"""Training and evaluation examples from the landmark table.
+
+Each example is a target face (aligned crop at the model's resolution), the control image of
+*its* aligned mesh, the prompt made from its AUs, and an identity embedding taken from a
+*different* image of the same person (the neutral reference or another frame), so the model
+must carry identity from a reference onto a new expression: exactly what transfer asks of it.
+Everything is prepared once and held in memory as tensors (SynthPain's default fits in ~100 MB).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from paincontrol_lib import facemesh
+from paincontrol_lib.data.records import AU_COLUMNS
+from paincontrol_lib.landmarks import aligned_crop, load_image, render_control, row_transform
+from paincontrol_lib.model.text import aus_of, prompt_from_aus
+
+# Where AU4 and AU43 live (and the mouth): the loss counts these pixels more.
+REGION_POINTS = (
+    facemesh.RIGHT_BROW_UPPER + facemesh.RIGHT_BROW_LOWER + facemesh.LEFT_BROW_UPPER
+    + facemesh.LEFT_BROW_LOWER
+    + tuple(int(i) for pair in facemesh.RIGHT_EYE_PAIRS + facemesh.LEFT_EYE_PAIRS for i in pair)
+    + tuple(int(i) for pair in facemesh.INNER_LIP_PAIRS for i in pair)
+)  # fmt: skip
+
+
+def region_mask(aligned: np.ndarray, size: int, sigma: float = 0.025) -> np.ndarray:
+    """Soft mask (size x size, 0-1) around brows, eyelids and lips of an aligned mesh."""
+    pts = aligned[list(REGION_POINTS), :2]
+    yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
+    d2 = ((xx[..., None] - pts[:, 0]) ** 2 + (yy[..., None] - pts[:, 1]) ** 2).min(-1)
+    return np.exp(-0.5 * d2 / sigma**2).astype(np.float32)
+
+
+@dataclass
+class Examples:
+    """Prepared examples (tensors in memory) and their table rows."""
+
+    table: pd.DataFrame
+    images: torch.Tensor  # (n, 3, H, W) in [-1, 1]
+    controls: torch.Tensor  # (n, 3, H, W) in [0, 1]
+    masks: torch.Tensor  # (n, 1, H, W) region masks
+    prompts: list[str]
+    references: dict[str, np.ndarray]  # subject -> (k, d) embeddings of its reference images
+    reference_keys: dict[str, list[str]]  # subject -> keys of those images
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def prepare_examples(
+    table: pd.DataFrame,
+    embeddings: dict[str, np.ndarray],
+    resolution: int,
+) -> Examples:
+    """Crop, draw and caption every detected row of ``table`` whose subject has references.
+
+    ``embeddings`` maps a landmark-table ``key`` to its identity embedding; the keys present
+    form each subject's reference pool.
+    """
+    table = table[table["detected"]].reset_index(drop=True)
+    refs: dict[str, list[str]] = {}
+    # Neutral references first: ``references[subject][0]`` is the person's neutral frame.
+    ordered = table.sort_values("neutral_reference", ascending=False, kind="stable")
+    for key, subject in zip(ordered["key"], ordered["subject"], strict=True):
+        if key in embeddings:
+            refs.setdefault(subject, []).append(key)
+    table = table[table["subject"].isin(refs)].reset_index(drop=True)
+    if table.empty:
+        raise ValueError("no detected faces with identity references to train or evaluate on")
+    images, controls, masks, prompts = [], [], [], []
+    for row in table.itertuples(index=False):
+        aligned = np.asarray(row.aligned, dtype=np.float64).reshape(-1, 3)
+        crop = aligned_crop(load_image(row.image), row_transform(row), resolution)
+        images.append(torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1)
+        control = render_control(aligned * resolution, resolution)
+        controls.append(torch.from_numpy(control).permute(2, 0, 1).float() / 255)
+        masks.append(torch.from_numpy(region_mask(aligned, resolution))[None])
+        prompts.append(prompt_from_aus(aus_of(row._asdict(), AU_COLUMNS)))
+    return Examples(
+        table=table,
+        images=torch.stack(images),
+        controls=torch.stack(controls),
+        masks=torch.stack(masks),
+        prompts=prompts,
+        references={s: np.stack([embeddings[k] for k in keys]) for s, keys in refs.items()},
+        reference_keys=refs,
+    )
+
+
+def reference_rows(table: pd.DataFrame, per_subject: int, seed: int) -> pd.DataFrame:
+    """Per subject: its neutral reference plus ``per_subject - 1`` other frames (seeded)."""
+    rng = np.random.default_rng([seed, 0x1D])
+    chosen = []
+    detected = table[table["detected"]]
+    for _, rows in detected.groupby("subject", sort=True):
+        neutral = rows[rows["neutral_reference"]]
+        others = rows.drop(neutral.index)
+        k = min(max(per_subject - len(neutral), 0), len(others))
+        chosen.append(pd.concat([neutral, others.iloc[rng.permutation(len(others))[:k]]]))
+    return pd.concat(chosen) if chosen else detected.head(0)
+
+
+def identity_embeddings(
+    rows: pd.DataFrame, backend: str = "dlib", cache_dir: str | Path | None = None
+) -> dict[str, np.ndarray]:
+    """Embeddings of ``rows``' images (by landmark-table key), from their MediaPipe meshes."""
+    from paincontrol_lib.identity import EmbeddingCache, make_identity
+
+    model = make_identity(backend)
+    cache = EmbeddingCache(cache_dir, model) if cache_dir else None
+    out = {}
+    for row in rows.itertuples(index=False):
+        points = np.asarray(row.landmarks, dtype=np.float64).reshape(-1, 3)
+        image = load_image(row.image)
+        if cache is not None:
+            out[row.key] = cache.get_or_compute(row.image, image, points)
+        else:
+            out[row.key] = model.embed(image, points)
+    if cache is not None:
+        cache.save()
+    return out

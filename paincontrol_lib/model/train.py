@@ -1,0 +1,461 @@
+"""Train the conditioned model, diffusers-example style (``parse_args(input_args=None)``, ``main``).
+
+    python -m paincontrol_lib.model.train --landmarks_dir data/landmarks --output_dir models/x
+    accelerate launch --num_processes 2 -m paincontrol_lib.model.train ...   # data parallel
+
+Two recipes through one loop (``--recipe``):
+
+- ``ours`` (default): v-prediction, min-SNR(5) loss weighting, EMA of the weights, loss weighted
+  toward brows, eyelids and lips (where AU4 and AU43 live), cosine noise schedule;
+- ``reference``: the plain diffusers-example recipe (epsilon prediction, SD's scaled-linear
+  schedule, unweighted MSE, no EMA) on the same model and data, for the comparison.
+
+Checkpoints ``checkpoint-N/`` are written to a temporary folder and renamed into place (never
+half-written), at most ``--checkpoints_total_limit`` are kept, and ``--resume_from_checkpoint
+latest`` continues after a kill with the same step count and the CPU minutes already spent.
+Only identities of the training split are used: evaluation identities never appear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+RECIPES = {
+    "ours": dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", snr_gamma=5.0,
+                 ema_decay=0.995, region_weight=2.0),
+    "reference": dict(prediction_type="epsilon", beta_schedule="scaled_linear", snr_gamma=0.0,
+                      ema_decay=0.0, region_weight=0.0),
+}  # fmt: skip
+
+
+def parse_args(input_args=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train the PainControl ControlNet + identity adapter.")
+    p.add_argument("--landmarks_dir", required=True, help="output of the landmark stage")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="ours")
+    p.add_argument("--preset", choices=["tiny", "sd15"], default="tiny")
+    p.add_argument("--pretrained", default=None, help="sd15: Stable Diffusion 1.5 folder or hub id")
+    p.add_argument("--controlnet", default=None, help="sd15: ControlNet to start from")
+    p.add_argument("--init_from", default=None, help="PainControl checkpoint to fine-tune from")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--block_out_channels", type=int, nargs="+", default=[48, 96, 96])
+    p.add_argument("--patch_size", type=int, default=2, help="tiny: pixels per patch side")
+    p.add_argument("--train_batch_size", type=int, default=16)
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--lr_warmup_steps", type=int, default=50)
+    p.add_argument("--max_steps", type=int, default=100_000)
+    p.add_argument("--max_minutes", type=float, default=None, help="training time budget")
+    p.add_argument("--checkpointing_steps", type=int, default=100)
+    p.add_argument("--checkpoints_total_limit", type=int, default=3)
+    p.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint path")
+    p.add_argument("--validation_steps", type=int, default=200)
+    p.add_argument("--num_validation", type=int, default=4)
+    p.add_argument("--drop_text", type=float, default=0.1)
+    p.add_argument("--drop_identity", type=float, default=0.1)
+    p.add_argument("--drop_control", type=float, default=0.1)
+    p.add_argument("--references_per_subject", type=int, default=4)
+    p.add_argument("--identity_backend", default="dlib")
+    p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: cores/processes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
+    for name in ("prediction_type", "beta_schedule"):
+        p.add_argument(f"--{name}", default=None, help="override the recipe")
+    for name in ("snr_gamma", "ema_decay", "region_weight"):
+        p.add_argument(f"--{name}", type=float, default=None, help="override the recipe")
+    args = p.parse_args(input_args)
+    for key, value in RECIPES[args.recipe].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.resolution % 8:
+        p.error(f"--resolution {args.resolution} must be a multiple of 8")
+    if args.preset == "sd15" and not (args.pretrained or args.init_from):
+        p.error("--preset sd15 needs --pretrained (a Stable Diffusion 1.5 folder or hub id)")
+    if not Path(args.landmarks_dir).is_dir():
+        p.error(f"--landmarks_dir {args.landmarks_dir} does not exist: run the landmark stage")
+    for name in ("drop_text", "drop_identity", "drop_control"):
+        if not 0 <= getattr(args, name) < 1:
+            p.error(f"--{name} must lie in [0, 1)")
+    return args
+
+
+class Denoiser(torch.nn.Module):
+    """UNet + ControlNet + text encoder as one module, so one ``accelerator.prepare`` (and
+    one DDP wrapper) covers every trained weight."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.unet, self.controlnet, self.text_encoder = (
+            model.unet,
+            model.controlnet,
+            model.text_encoder,
+        )
+
+    def forward(self, noisy, timesteps, input_ids, control, identity):
+        text = self.text_encoder(input_ids)[0]
+        down, mid = self.controlnet(
+            noisy, timesteps, encoder_hidden_states=text, controlnet_cond=control, return_dict=False
+        )
+        return self.unet(
+            noisy,
+            timesteps,
+            encoder_hidden_states=text,
+            added_cond_kwargs={"image_embeds": [identity[:, None, :]]},
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    found = [
+        p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+    ]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+RESUME_INDEPENDENT = {"max_minutes", "max_steps", "resume_from_checkpoint", "progress",
+                      "checkpointing_steps", "checkpoints_total_limit", "validation_steps",
+                      "num_validation", "threads", "output_dir"}  # fmt: skip
+
+
+def run_signature(args) -> str:
+    """What a checkpoint must share with this run to be resumed: every argument that changes
+    the training itself, the landmark table it reads, and the training code."""
+    import hashlib
+
+    h = hashlib.sha256()
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_INDEPENDENT}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    table = Path(args.landmarks_dir) / "landmarks.parquet"
+    if table.exists():
+        h.update(table.read_bytes())
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(source.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint (temporary ``.tmp-`` folders never count)."""
+    found = _checkpoints(Path(output_dir))
+    return found[-1] if found else None
+
+
+def _build(args):
+    from paincontrol_lib.model.presets import ModelConfig, PainControlModel, build_model
+
+    if args.init_from:
+        return PainControlModel.from_pretrained(args.init_from)
+    config = ModelConfig(
+        preset=args.preset,
+        resolution=args.resolution,
+        patch_size=args.patch_size,
+        block_out_channels=tuple(args.block_out_channels),
+        prediction_type=args.prediction_type,
+        beta_schedule=args.beta_schedule,
+        pretrained=args.pretrained,
+        controlnet=args.controlnet,
+        identity_backend=args.identity_backend,
+        identity_dim=512 if args.identity_backend == "arcface" else 128,
+    )
+    return build_model(config, seed=args.seed)
+
+
+def load_training_examples(args, split: str = "train"):
+    """Examples of one split from the landmark table (identity embeddings cached)."""
+    from paincontrol_lib.landmarks import load_landmark_table
+    from paincontrol_lib.model.data import identity_embeddings, prepare_examples, reference_rows
+
+    table = load_landmark_table(args.landmarks_dir)
+    table = table[table["split"] == split]
+    if table.empty:
+        raise ValueError(f"no {split!r} rows in {args.landmarks_dir}")
+    refs = reference_rows(table, args.references_per_subject, args.seed)
+    cache = Path(args.landmarks_dir) / f"identity_cache_{args.identity_backend}"
+    embeddings = identity_embeddings(refs, args.identity_backend, cache)
+    return prepare_examples(table, embeddings, args.resolution)
+
+
+def main(args: argparse.Namespace) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel, compute_snr
+    from tqdm.auto import tqdm
+
+    output_dir = Path(args.output_dir)
+    # cpu=True where there is no GPU: it is also what lets torchrun/accelerate launch run
+    # data-parallel processes on CPU (gloo) instead of silently training one copy per process.
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available()
+    )
+    threads = args.threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes)
+    torch.set_num_threads(threads)
+    set_seed(args.seed)
+    model = _build(args)
+    if model.config.preset == "sd15":
+        # SD 1.5: UNet and text encoder stay frozen; ControlNet and the identity adapter train.
+        model.unet.requires_grad_(False)
+        model.text_encoder.requires_grad_(False)
+        model.vae.requires_grad_(False)
+        for param in model.identity_parameters():
+            param.requires_grad_(True)
+        if accelerator.mixed_precision != "no":
+            dtype = torch.float16 if accelerator.mixed_precision == "fp16" else torch.bfloat16
+            model.vae.to(accelerator.device, dtype=dtype)
+    examples = load_training_examples(args)
+    input_ids = model.tokenizer(
+        examples.prompts, padding="max_length", truncation=True,
+        max_length=model.tokenizer.model_max_length, return_tensors="pt",
+    ).input_ids  # fmt: skip
+    empty_ids = model.tokenizer(
+        [""], padding="max_length", max_length=model.tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids[0]
+    subjects = list(examples.table["subject"])
+    denoiser = Denoiser(model)
+    params = [p for p in denoiser.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-4)
+    lr_scheduler = get_scheduler(
+        "constant_with_warmup", optimizer, num_warmup_steps=args.lr_warmup_steps
+    )
+    indices = torch.utils.data.DataLoader(
+        range(len(examples)), batch_size=args.train_batch_size, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
+    denoiser, optimizer, indices, lr_scheduler = accelerator.prepare(
+        denoiser, optimizer, indices, lr_scheduler
+    )
+    ema = EMAModel(params, decay=args.ema_decay) if args.ema_decay > 0 else None
+    scheduler = model.scheduler
+    # The model's scheduler decides what the network predicts (SD 1.5: epsilon, whatever the
+    # recipe says; the tiny preset was built with the recipe's choice).
+    prediction = scheduler.config.prediction_type
+    step, spent = 0, 0.0  # optimisation steps done, training seconds spent (over resumes)
+    signature = run_signature(args)
+    if args.resume_from_checkpoint:
+        ckpt = (
+            latest_checkpoint(output_dir)
+            if args.resume_from_checkpoint == "latest"
+            else Path(args.resume_from_checkpoint)
+        )
+        if ckpt is not None:
+            saved = json.loads((ckpt / "training_state.json").read_text()).get("signature")
+            if saved != signature:
+                if args.resume_from_checkpoint != "latest":
+                    raise ValueError(f"{ckpt} was trained with other settings, data or code")
+                accelerator.print(f"{ckpt} is from other settings, data or code: starting afresh")
+                if accelerator.is_main_process:
+                    for old in _checkpoints(output_dir):
+                        shutil.rmtree(old)
+                    shutil.rmtree(output_dir / "logs", ignore_errors=True)
+                accelerator.wait_for_everyone()
+                ckpt = None
+        if ckpt is not None:
+            accelerator.load_state(str(ckpt / "state"))
+            state = json.loads((ckpt / "training_state.json").read_text())
+            step, spent = state["step"], state["seconds"]
+            if ema is not None:
+                ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=False))
+            accelerator.print(f"resumed from {ckpt} at step {step} ({spent / 60:.1f} min spent)")
+    budget = args.max_minutes * 60 if args.max_minutes else math.inf
+    rng = np.random.default_rng([args.seed, step, accelerator.process_index])
+    log_path = output_dir / "logs" / "loss.csv"
+    if accelerator.is_main_process:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if not log_path.exists():
+            log_path.write_text("step,seconds,loss\n")
+    show = args.progress and accelerator.is_main_process
+    bar = tqdm(total=args.max_steps, initial=step, disable=not show, desc="train", mininterval=5.0)
+    denoiser.train()
+    started = time.perf_counter() - spent
+    done = step >= args.max_steps or spent >= budget
+    while not done:
+        for batch in indices:
+            b = batch.numpy()
+            x0 = examples.images[b].to(accelerator.device)
+            mask = examples.masks[b].to(accelerator.device)
+            with torch.no_grad():  # pixel patches (tiny) or SD's VAE latents (sd15)
+                x0 = model.to_latent(x0)
+            if not model.pixel_space:
+                mask = F.interpolate(mask, size=x0.shape[-2:], mode="area")
+            control = examples.controls[b].to(accelerator.device)
+            ids = input_ids[b].clone()
+            identity = torch.from_numpy(np.stack([
+                examples.references[subjects[i]][rng.integers(len(examples.references[subjects[i]]))]
+                for i in b
+            ])).float().to(accelerator.device)  # fmt: skip
+            n = len(b)
+            drop = torch.from_numpy(rng.random((3, n)))
+            ids[drop[0] < args.drop_text] = empty_ids
+            identity[drop[1] < args.drop_identity] = 0
+            control[drop[2] < args.drop_control] = 0
+            noise = torch.randn_like(x0)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), device=x0.device)
+            noisy = scheduler.add_noise(x0, noise, t)
+            target = noise if prediction == "epsilon" else scheduler.get_velocity(x0, noise, t)
+            with accelerator.accumulate(denoiser):
+                pred = denoiser(noisy, t, ids.to(x0.device), control, identity)
+                per_pixel = (pred.float() - target.float()) ** 2
+                if model.pixel_space:  # back to image layout so the mask lines up
+                    per_pixel = F.pixel_shuffle(per_pixel, model.config.patch_size)
+                if args.region_weight > 0:
+                    per_pixel = per_pixel * (1 + args.region_weight * mask)
+                loss = per_pixel.mean(dim=(1, 2, 3))
+                if args.snr_gamma > 0:
+                    snr = compute_snr(scheduler, t)
+                    weight = torch.clamp(snr, max=args.snr_gamma) / snr
+                    if prediction == "v_prediction":
+                        weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)
+                    loss = loss * weight
+                loss = loss.mean()
+                accelerator.backward(loss)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if ema is not None:
+                ema.step(params)
+            step += 1
+            spent = time.perf_counter() - started
+            bar.update(1)
+            if accelerator.is_main_process:
+                with log_path.open("a") as fh:
+                    fh.write(f"{step},{spent:.2f},{loss.item():.6f}\n")
+            done = step >= args.max_steps or spent >= budget
+            if step % args.checkpointing_steps == 0 or done:
+                save_checkpoint(accelerator, model, ema, params, output_dir, step, spent, args)
+            if (
+                args.validation_steps
+                and step % args.validation_steps == 0
+                and accelerator.is_main_process
+            ):
+                validation_grid(
+                    model, ema, params, args, output_dir / "validation" / f"step-{step:06d}.png"
+                )
+            if done:
+                break
+    bar.close()
+    accelerator.wait_for_everyone()
+    # A digest of every trained weight per process: data-parallel ranks must agree.
+    digest = weights_digest(params)
+    (output_dir / "logs" / f"weights-rank{accelerator.process_index}.txt").write_text(digest + "\n")
+    final = output_dir / "final"
+    if accelerator.is_main_process:
+        with _ema_weights(ema, params):
+            _atomic_save(model, final)
+    return {"steps": step, "train_minutes": spent / 60, "final": str(final), "weights": digest}
+
+
+def weights_digest(params) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in params:
+        h.update(p.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class _ema_weights:
+    """Context: parameters temporarily replaced by their EMA (no-op without EMA)."""
+
+    def __init__(self, ema, params):
+        self.ema, self.params = ema, params
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.params)
+            self.ema.copy_to(self.params)
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.params)
+
+
+def _atomic_save(model, folder: Path) -> None:
+    tmp = folder.parent / f".tmp-{folder.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+
+
+def save_checkpoint(accelerator, model, ema, params, output_dir: Path, step, seconds, args) -> None:
+    """``checkpoint-N/``: resumable state + the (EMA) model in diffusers format, atomically."""
+    accelerator.wait_for_everyone()
+    tmp = output_dir / f".tmp-checkpoint-{step}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "state"))
+    if accelerator.is_main_process:
+        if ema is not None:
+            torch.save(ema.state_dict(), tmp / "ema.pt")
+        with _ema_weights(ema, params):
+            model.save_pretrained(tmp / "model")
+        (tmp / "training_state.json").write_text(
+            json.dumps(
+                {
+                    "step": step,
+                    "seconds": seconds,
+                    "recipe": args.recipe,
+                    "signature": run_signature(args),
+                }
+            )
+            + "\n"
+        )
+        final = output_dir / f"checkpoint-{step}"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in _checkpoints(output_dir)[: -args.checkpoints_total_limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def validation_grid(model, ema, params, args, path: Path) -> None:
+    """Held-out identities: control | identity reference | sample, one row each."""
+    from PIL import Image
+
+    from paincontrol_lib.io import atomic_write_bytes
+    from paincontrol_lib.model.sampling import sample
+
+    try:
+        held_out = load_training_examples(args, split="test")
+    except ValueError:
+        return
+    k = min(args.num_validation, len(held_out))
+    pick = np.linspace(0, len(held_out) - 1, k).round().astype(int)
+    identity = np.stack([held_out.references[held_out.table["subject"][i]][0] for i in pick])
+    with _ema_weights(ema, params):
+        prompts = [held_out.prompts[i] for i in pick]
+        images = sample(model, held_out.controls[pick], identity, prompts, seed=args.seed, steps=20)
+    ref_rows = [held_out.reference_keys[held_out.table["subject"][i]][0] for i in pick]
+    keys = list(held_out.table["key"])
+    refs = [held_out.images[keys.index(key)] for key in ref_rows]
+    rows = []
+    for j, i in enumerate(pick):
+        ctl = (held_out.controls[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        ref = ((refs[j].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+        rows.append(np.concatenate([ctl, ref, images[j]], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(
+        buf, "PNG"
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(parse_args())))

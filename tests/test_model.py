@@ -1,0 +1,321 @@
+"""The conditioned model: build, save/load, sample, train, resume, data-parallel, sd15 path."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from paincontrol_lib.model.presets import ModelConfig, PainControlModel, build_model
+from paincontrol_lib.model.text import build_tokenizer, prompt_from_aus
+from paincontrol_lib.model.train import latest_checkpoint, main, parse_args
+
+SMALL = dict(block_out_channels=(8, 16, 16), cross_attention_dim=16, resolution=32)
+TRAIN_SMALL = ["--resolution", "32", "--block_out_channels", "8", "16", "16",
+               "--train_batch_size", "4", "--no-progress", "--validation_steps", "0",
+               "--references_per_subject", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def landmarks_dir(tmp_path_factory, tiny_synthpain):
+    from paincontrol_lib.data.records import load_records
+    from paincontrol_lib.landmarks import build_landmark_table
+
+    data_dir, _ = tiny_synthpain
+    out = tmp_path_factory.mktemp("lm") / "landmarks"
+    build_landmark_table(
+        load_records("synthpain", data_dir), data_dir, out, 64, workers=1, progress=False
+    )
+    return out
+
+
+def test_prompts_and_tokenizer():
+    prompt = prompt_from_aus({"AU04": 4, "AU43": 1, "AU10": 2, "AU01": float("nan")})
+    assert (
+        prompt.startswith("a face in moderate pain") and "brows strongly lowered" in prompt
+    )  # PSPI 7
+    assert "eyes closed" in prompt and "inner brows" not in prompt
+    assert prompt_from_aus({}) == "a neutral face"
+    tok = build_tokenizer(48)
+    ids = tok(prompt).input_ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) < 48
+    assert "lowered</w>" in tok.convert_ids_to_tokens(ids)
+
+
+def test_save_load_round_trip_is_exact(tmp_path):
+    model = build_model(ModelConfig(**SMALL), seed=1)
+    # Make the adapter non-trivial so a dropped weight would show.
+    with torch.no_grad():
+        for p in model.identity_parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path / "m")
+    again = PainControlModel.from_pretrained(tmp_path / "m")
+    x, t = torch.randn(2, 12, 16, 16), torch.tensor([10, 500])  # 32 px in 2x2 patches
+    text = torch.randn(2, 5, 16)
+    ids = torch.randn(2, 1, 128)
+    outs = []
+    for m in (model, again):
+        down, mid = m.controlnet(
+            x,
+            t,
+            encoder_hidden_states=text,
+            controlnet_cond=torch.rand(2, 3, 32, 32).fill_(0.5),
+            return_dict=False,
+        )
+        outs.append(
+            m.unet(
+                x,
+                t,
+                encoder_hidden_states=text,
+                added_cond_kwargs={"image_embeds": [ids]},
+                down_block_additional_residuals=down,
+                mid_block_additional_residual=mid,
+            ).sample
+        )
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match="not a PainControl checkpoint"):
+        PainControlModel.from_pretrained(tmp_path)
+
+
+def test_sampling_uses_identity_and_is_seeded():
+    from paincontrol_lib.model.sampling import sample
+
+    model = build_model(ModelConfig(**SMALL), seed=0)
+    with torch.no_grad():
+        for p in model.identity_parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    controls = torch.rand(2, 3, 32, 32)
+    ids = np.random.default_rng(0).normal(size=(2, 128)).astype(np.float32)
+    a = sample(model, controls, ids, ["a neutral face"] * 2, seed=3, steps=3)
+    b = sample(model, controls, ids, ["a neutral face"] * 2, seed=3, steps=3)
+    c = sample(model, controls, -ids, ["a neutral face"] * 2, seed=3, steps=3)
+    g = sample(model, controls, ids, ["a neutral face"] * 2, seed=3, steps=3, guidance_scale=2.0)
+    assert a.shape == (2, 32, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c), "identity embedding has no effect"
+    assert g.shape == a.shape
+
+
+def test_bad_config_and_args_are_rejected(landmarks_dir, tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        ModelConfig(preset="sdxl")
+    with pytest.raises(ValueError, match="pretrained"):
+        ModelConfig(preset="sd15")
+    with pytest.raises(SystemExit):
+        parse_args(
+            ["--landmarks_dir", str(landmarks_dir), "--output_dir", "x", "--resolution", "30"]
+        )
+    with pytest.raises(SystemExit):
+        parse_args(["--landmarks_dir", str(tmp_path / "none"), "--output_dir", "x"])
+
+
+def test_train_a_few_steps_reload_and_sample(landmarks_dir, tmp_path):
+    from paincontrol_lib.model.sampling import sample
+
+    args = parse_args(
+        [
+            "--landmarks_dir",
+            str(landmarks_dir),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--max_steps",
+            "3",
+            "--checkpointing_steps",
+            "2",
+            *TRAIN_SMALL,
+        ]
+    )
+    result = main(args)
+    assert result["steps"] == 3
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-3"
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()
+    assert not list((tmp_path / "run").glob(".tmp-*"))
+    model = PainControlModel.from_pretrained(tmp_path / "run" / "final")
+    images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2)
+    assert images.shape == (1, 32, 32, 3)
+    log = (tmp_path / "run" / "logs" / "loss.csv").read_text().splitlines()
+    assert log[0] == "step,seconds,loss" and len(log) == 4
+
+
+def test_training_resumes_after_kill(landmarks_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "paincontrol_lib.model.train",
+        "--landmarks_dir",
+        str(landmarks_dir),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "8",
+        "--checkpointing_steps",
+        "2",
+        "--resume_from_checkpoint",
+        "latest",
+        *TRAIN_SMALL,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "checkpoint-4").is_dir():
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint-4").is_dir(), "training did not reach step 4 in time"
+    assert not (out / "final").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 8
+    state = json.loads((latest_checkpoint(out) / "training_state.json").read_text())
+    assert state["step"] == 8
+    assert "resumed from" in done.stdout + done.stderr
+    # A changed setting does not resume a checkpoint of another run.
+    other = subprocess.run(
+        [
+            *cmd[: -len(TRAIN_SMALL)],
+            *TRAIN_SMALL[:-2],
+            "--references_per_subject",
+            "3",
+            "--max_steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert other.returncode == 0 and "starting afresh" in other.stdout + other.stderr
+
+
+def test_data_parallel_two_processes_agree(landmarks_dir, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    run = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "paincontrol_lib.model.train",
+            "--landmarks_dir",
+            str(landmarks_dir),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "3",
+            "--checkpointing_steps",
+            "3",
+            "--threads",
+            "1",
+            *TRAIN_SMALL,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    digests = [(out / "logs" / f"weights-rank{r}.txt").read_text() for r in (0, 1)]
+    assert digests[0] == digests[1]
+    assert json.loads((out / "checkpoint-3" / "training_state.json").read_text())["step"] == 3
+
+
+def _fake_sd15(folder: Path) -> Path:
+    """A folder laid out like Stable Diffusion 1.5 (same classes, same files), tiny configs."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tok = build_tokenizer(48)
+    tok.save_pretrained(folder / "tokenizer")
+    CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            max_position_embeddings=48,
+        )
+    ).save_pretrained(folder / "text_encoder")
+    UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=32,
+    ).save_pretrained(folder / "unet")
+    AutoencoderKL(
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+    ).save_pretrained(folder / "vae")
+    DDPMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="epsilon"
+    ).save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    return folder
+
+
+def test_sd15_preset_code_path_offline(landmarks_dir, tmp_path):
+    """The sd15 path (latent diffusion, frozen UNet, ControlNet.from_unet, adapter) on a local
+    folder laid out like SD 1.5 with tiny configs. Real weights, fp16 and speed need a GPU."""
+    from paincontrol_lib.model.sampling import sample
+
+    sd = _fake_sd15(tmp_path / "sd15")
+    unet_before = {
+        k: v.clone()
+        for k, v in __import__("diffusers")
+        .UNet2DConditionModel.from_pretrained(sd / "unet")
+        .state_dict()
+        .items()
+    }
+    args = parse_args(
+        [
+            "--landmarks_dir",
+            str(landmarks_dir),
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--preset",
+            "sd15",
+            "--pretrained",
+            str(sd),
+            "--resolution",
+            "32",
+            "--max_steps",
+            "2",
+            "--checkpointing_steps",
+            "2",
+            "--train_batch_size",
+            "2",
+            "--no-progress",
+            "--validation_steps",
+            "0",
+            "--references_per_subject",
+            "2",
+        ]
+    )
+    assert main(args)["steps"] == 2
+    model = PainControlModel.from_pretrained(tmp_path / "run" / "final")
+    assert model.config.preset == "sd15" and not model.pixel_space
+    after = model.unet.state_dict()
+    frozen = [k for k in unet_before if "processor" not in k and "encoder_hid_proj" not in k]
+    assert all(torch.equal(unet_before[k], after[k]) for k in frozen), (
+        "the SD UNet must stay frozen"
+    )
+    images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2)
+    assert images.shape == (1, 32, 32, 3)
