@@ -578,14 +578,9 @@ def build_landmark_table(
 ):
     """Mesh every record's image; write ``out_dir`` (replaced atomically) with
     ``landmarks.parquet`` and ``control/``. Returns ``(table, seconds)``."""
-    import os
-    import shutil
-    import tempfile
+    from paincontrol_lib.io import atomic_folder
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as tmp:
         keys = record_keys(records, root)
         results, seconds = run_batch(records["image"], keys, tmp, crop_size, workers, progress)
         table = records.drop(columns=["landmarks_3d"], errors="ignore").reset_index(drop=True)
@@ -610,12 +605,6 @@ def build_landmark_table(
         ]
         table["crop_size"] = crop_size
         table.to_parquet(tmp / LANDMARK_TABLE, index=False)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return table, seconds
 
 

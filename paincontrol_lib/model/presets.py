@@ -160,7 +160,11 @@ class PainControlModel:
         """The stock ``StableDiffusionControlNetPipeline`` over these parts."""
         from diffusers import DDIMScheduler, StableDiffusionControlNetPipeline
 
-        scheduler = DDIMScheduler.from_config(self.scheduler.config, timestep_spacing="trailing")
+        # Pixel patches are pixel values: clipping the predicted clean image to [-1, 1] at each
+        # step is valid there and removes out-of-range speckle (SD latents are not clipped).
+        scheduler = DDIMScheduler.from_config(
+            self.scheduler.config, timestep_spacing="trailing", clip_sample=self.pixel_space
+        )
         pipe = StableDiffusionControlNetPipeline(
             vae=self.vae,
             text_encoder=self.text_encoder,

@@ -22,6 +22,7 @@ def train_args(landmarks_dir, output_dir, recipe: str, minutes: float, train: di
         "--checkpoints_total_limit", str(train["checkpoints_total_limit"]),
         "--validation_steps", str(train["validation_steps"]),
         "--resume_from_checkpoint", "latest", "--no-progress",
+        "--identity_cache_dir", str(Path(output_dir).parent / "identity_cache"),
         "--block_out_channels", *[str(c) for c in train["block_out_channels"]],
     ]  # fmt: skip
     return parse_args(argv)

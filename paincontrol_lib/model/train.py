@@ -65,6 +65,11 @@ def parse_args(input_args=None) -> argparse.Namespace:
     p.add_argument("--drop_control", type=float, default=0.1)
     p.add_argument("--references_per_subject", type=int, default=4)
     p.add_argument("--identity_backend", default="dlib")
+    p.add_argument(
+        "--identity_cache_dir",
+        default=None,
+        help="where identity embeddings are cached (default: <output_dir>/identity_cache)",
+    )
     p.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: cores/processes)")
     p.add_argument("--seed", type=int, default=0)
@@ -124,8 +129,13 @@ def _checkpoints(output_dir: Path) -> list[Path]:
 
 
 RESUME_INDEPENDENT = {"max_minutes", "max_steps", "resume_from_checkpoint", "progress",
+                      "identity_cache_dir",
                       "checkpointing_steps", "checkpoints_total_limit", "validation_steps",
                       "num_validation", "threads", "output_dir"}  # fmt: skip
+
+
+# The code that decides what a checkpoint contains (sampling and evaluation code do not).
+TRAINING_CODE = ("train.py", "presets.py", "data.py", "text.py")
 
 
 def run_signature(args) -> str:
@@ -139,8 +149,8 @@ def run_signature(args) -> str:
     table = Path(args.landmarks_dir) / "landmarks.parquet"
     if table.exists():
         h.update(table.read_bytes())
-    for source in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(source.read_bytes())
+    for name in TRAINING_CODE:
+        h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -180,7 +190,8 @@ def load_training_examples(args, split: str = "train"):
     if table.empty:
         raise ValueError(f"no {split!r} rows in {args.landmarks_dir}")
     refs = reference_rows(table, args.references_per_subject, args.seed)
-    cache = Path(args.landmarks_dir) / f"identity_cache_{args.identity_backend}"
+    # Never inside the landmark stage's folder: that is another stage's DVC output.
+    cache = Path(args.identity_cache_dir or Path(args.output_dir) / "identity_cache")
     embeddings = identity_embeddings(refs, args.identity_backend, cache)
     return prepare_examples(table, embeddings, args.resolution)
 

@@ -8,8 +8,6 @@ the target and moved into place at the end, so an interrupted run never leaves a
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -23,6 +21,7 @@ from paincontrol_lib.data.synthpain.expressions import SYNTHPAIN_AUS, sample_ape
 from paincontrol_lib.data.synthpain.identity import sample_identity
 from paincontrol_lib.data.synthpain.render import default_renderer
 from paincontrol_lib.facs import pspi
+from paincontrol_lib.io import atomic_folder
 
 TABLE = "synthpain.parquet"
 
@@ -110,12 +109,9 @@ def generate(
     config: SynthPainConfig, out_dir: str | Path, workers: int | None = None
 ) -> pd.DataFrame:
     """Render the dataset into ``out_dir`` (replaced atomically) and return its table."""
-    out_dir = Path(out_dir)
     workers = workers or min(os.cpu_count() or 1, 2)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     start = time.perf_counter()
-    try:
+    with atomic_folder(out_dir) as tmp:
         jobs = [(i, config, tmp) for i in range(config.n_identities)]
         if workers > 1:
             import multiprocessing
@@ -130,12 +126,6 @@ def generate(
         table = pd.DataFrame([row for rows in per_identity for row in rows])
         table.to_parquet(tmp / TABLE, index=False)
         (tmp / "config.json").write_text(pd.Series(asdict(config)).to_json(indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     # Kept out of the parquet file (pandas would store attrs there and break byte-determinism).
     table.attrs["generation_seconds"] = time.perf_counter() - start
     return table
