@@ -22,6 +22,14 @@ TRAIN_SMALL = ["--resolution", "32", "--block_out_channels", "8", "16", "16",
                "--references_per_subject", "2"]  # fmt: skip
 
 
+def _train_module_args(landmarks_dir, out, steps: int, every: int) -> list[str]:
+    """``-m paincontrol_lib.model.train`` with data, output, step count and checkpoint interval."""
+    return [
+        "-m", "paincontrol_lib.model.train", "--landmarks_dir", str(landmarks_dir),
+        "--output_dir", str(out), "--max_steps", str(steps), "--checkpointing_steps", str(every),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def landmarks_dir(tmp_path_factory, tiny_synthpain):
     from paincontrol_lib.data.records import load_records
@@ -146,21 +154,9 @@ def test_train_a_few_steps_reload_and_sample(landmarks_dir, tmp_path):
 def test_training_resumes_after_kill(landmarks_dir, tmp_path):
     out = tmp_path / "run"
     cmd = [
-        sys.executable,
-        "-m",
-        "paincontrol_lib.model.train",
-        "--landmarks_dir",
-        str(landmarks_dir),
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "8",
-        "--checkpointing_steps",
-        "2",
-        "--resume_from_checkpoint",
-        "latest",
-        *TRAIN_SMALL,
-    ]
+        sys.executable, *_train_module_args(landmarks_dir, out, steps=8, every=2),
+        "--resume_from_checkpoint", "latest", *TRAIN_SMALL,
+    ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
@@ -205,20 +201,11 @@ def test_data_parallel_two_processes_agree(landmarks_dir, tmp_path):
             "2",
             "--master_port",
             "29517",
-            "-m",
-            "paincontrol_lib.model.train",
-            "--landmarks_dir",
-            str(landmarks_dir),
-            "--output_dir",
-            str(out),
-            "--max_steps",
-            "3",
-            "--checkpointing_steps",
-            "3",
+            *_train_module_args(landmarks_dir, out, steps=3, every=3),
             "--threads",
             "1",
             *TRAIN_SMALL,
-        ],
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=600,
