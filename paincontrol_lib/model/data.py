@@ -77,7 +77,7 @@ def prepare_examples(
     images, controls, masks, prompts = [], [], [], []
     for row in table.itertuples(index=False):
         aligned = np.asarray(row.aligned, dtype=np.float64).reshape(-1, 3)
-        crop = aligned_crop(load_image(row.image), row_transform(row), resolution)
+        crop = np.array(aligned_crop(load_image(row.image), row_transform(row), resolution))
         images.append(torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1)
         control = render_control(aligned * resolution, resolution)
         controls.append(torch.from_numpy(control).permute(2, 0, 1).float() / 255)
@@ -126,3 +126,80 @@ def identity_embeddings(
     if cache is not None:
         cache.save()
     return out
+
+
+def save_examples(examples: Examples, path: str | Path, quality: int = 95) -> Path:
+    """Write prepared examples to one compressed ``.npz`` (faces as JPEG, controls and masks as
+    compressed uint8), so training can run where MediaPipe and dlib are not installed (a GPU
+    machine) and the file stays small enough to travel (~4.5 KB per 64 px example)."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from paincontrol_lib.io import atomic_write_bytes
+
+    jpegs = []
+    for image in examples.images:
+        pixels = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
+        buf = io.BytesIO()
+        Image.fromarray(pixels.astype(np.uint8)).save(buf, "JPEG", quality=quality, subsampling=0)
+        jpegs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    subjects = sorted(examples.references)
+    meta = {
+        "table": examples.table[["key", "subject", "split"]].to_dict(orient="list"),
+        "prompts": examples.prompts,
+        "subjects": subjects,
+        "reference_keys": [examples.reference_keys[s] for s in subjects],
+    }
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf,
+        jpeg=np.concatenate(jpegs),
+        jpeg_offsets=np.cumsum([0] + [len(j) for j in jpegs]),
+        controls=(examples.controls * 255).round().to(torch.uint8).numpy(),
+        masks=(examples.masks * 255).round().to(torch.uint8).numpy(),
+        references=np.concatenate([examples.references[s] for s in subjects]).astype(np.float32),
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    )
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_examples(path: str | Path, split: str | None = None) -> Examples:
+    """Examples written by :func:`save_examples` (optionally one split of them)."""
+    import io
+    import json
+
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no packed examples (see paincontrol_lib.model.pretrain)")
+    with np.load(path) as pack:
+        meta = json.loads(pack["meta"].tobytes())
+        jpeg, offsets = pack["jpeg"], pack["jpeg_offsets"]
+        controls, masks, refs = pack["controls"], pack["masks"], pack["references"]
+    table = pd.DataFrame(meta["table"])
+    keep = np.flatnonzero(table["split"] == split) if split else np.arange(len(table))
+    if len(keep) == 0:
+        raise ValueError(f"no {split!r} examples in {path}")
+    images = [
+        np.asarray(Image.open(io.BytesIO(jpeg[offsets[i] : offsets[i + 1]].tobytes())))
+        for i in keep
+    ]
+    references, reference_keys, start = {}, {}, 0
+    for subject, keys in zip(meta["subjects"], meta["reference_keys"], strict=True):
+        references[subject] = refs[start : start + len(keys)]
+        reference_keys[subject] = keys
+        start += len(keys)
+    table = table.iloc[keep].reset_index(drop=True)
+    wanted = set(table["subject"])
+    return Examples(
+        table=table,
+        images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1,
+        controls=torch.from_numpy(controls[keep]).float() / 255,
+        masks=torch.from_numpy(masks[keep]).float() / 255,
+        prompts=[meta["prompts"][i] for i in keep],
+        references={s: r for s, r in references.items() if s in wanted},
+        reference_keys={s: k for s, k in reference_keys.items() if s in wanted},
+    )

@@ -28,7 +28,8 @@ def sample(
     size = controls.shape[-1]
     if identity is None:
         identity = np.zeros((n, model.config.identity_dim), np.float32)
-    identity = torch.as_tensor(np.asarray(identity), dtype=torch.float32)
+    device = model.unet.device
+    identity = torch.as_tensor(np.asarray(identity), dtype=torch.float32, device=device)
     out = []
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
@@ -50,7 +51,7 @@ def sample(
         ).images
         if model.pixel_space:
             pixels = model.from_latent(result).clamp(-1, 1)
-            images = ((pixels + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            images = ((pixels + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         else:
             images = (np.asarray(result) * 255).round().clip(0, 255).astype(np.uint8)
         out.append(images)

@@ -40,7 +40,9 @@ RECIPES = {
 
 def parse_args(input_args=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the PainControl ControlNet + identity adapter.")
-    p.add_argument("--landmarks_dir", required=True, help="output of the landmark stage")
+    data = p.add_mutually_exclusive_group(required=True)
+    data.add_argument("--landmarks_dir", help="output of the landmark stage")
+    data.add_argument("--examples", help="examples packed by model.data.save_examples (.npz)")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--recipe", choices=sorted(RECIPES), default="ours")
     p.add_argument("--preset", choices=["tiny", "sd15"], default="tiny")
@@ -86,8 +88,10 @@ def parse_args(input_args=None) -> argparse.Namespace:
         p.error(f"--resolution {args.resolution} must be a multiple of 8")
     if args.preset == "sd15" and not (args.pretrained or args.init_from):
         p.error("--preset sd15 needs --pretrained (a Stable Diffusion 1.5 folder or hub id)")
-    if not Path(args.landmarks_dir).is_dir():
+    if args.landmarks_dir and not Path(args.landmarks_dir).is_dir():
         p.error(f"--landmarks_dir {args.landmarks_dir} does not exist: run the landmark stage")
+    if args.examples and not Path(args.examples).is_file():
+        p.error(f"--examples {args.examples} does not exist: see paincontrol_lib.model.pretrain")
     for name in ("drop_text", "drop_identity", "drop_control"):
         if not 0 <= getattr(args, name) < 1:
             p.error(f"--{name} must lie in [0, 1)")
@@ -146,9 +150,9 @@ def run_signature(args) -> str:
     h = hashlib.sha256()
     settings = {k: v for k, v in sorted(vars(args).items()) if k not in RESUME_INDEPENDENT}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    table = Path(args.landmarks_dir) / "landmarks.parquet"
-    if table.exists():
-        h.update(table.read_bytes())
+    data = Path(args.examples) if args.examples else Path(args.landmarks_dir) / "landmarks.parquet"
+    if data.exists():
+        h.update(data.read_bytes())
     for name in TRAINING_CODE:
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:16]
@@ -164,7 +168,13 @@ def _build(args):
     from paincontrol_lib.model.presets import ModelConfig, PainControlModel, build_model
 
     if args.init_from:
-        return PainControlModel.from_pretrained(args.init_from)
+        model = PainControlModel.from_pretrained(args.init_from)
+        if model.config.resolution != args.resolution:
+            raise ValueError(
+                f"--init_from {args.init_from} is a {model.config.resolution} px model: "
+                f"train it with --resolution {model.config.resolution}, not {args.resolution}"
+            )
+        return model
     config = ModelConfig(
         preset=args.preset,
         resolution=args.resolution,
@@ -181,7 +191,12 @@ def _build(args):
 
 
 def load_training_examples(args, split: str = "train"):
-    """Examples of one split from the landmark table (identity embeddings cached)."""
+    """Examples of one split from the landmark table (identity embeddings cached) or from a
+    packed examples file."""
+    from paincontrol_lib.model.data import load_examples
+
+    if args.examples:
+        return load_examples(args.examples, split)
     from paincontrol_lib.landmarks import load_landmark_table
     from paincontrol_lib.model.data import identity_embeddings, prepare_examples, reference_rows
 
@@ -224,6 +239,12 @@ def main(args: argparse.Namespace) -> dict:
             dtype = torch.float16 if accelerator.mixed_precision == "fp16" else torch.bfloat16
             model.vae.to(accelerator.device, dtype=dtype)
     examples = load_training_examples(args)
+    if accelerator.device.type == "cuda":  # the whole set fits: no per-step host copies
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        examples.images, examples.controls, examples.masks = (
+            t.to(accelerator.device) for t in (examples.images, examples.controls, examples.masks)
+        )
+    held_out = _HeldOut(args)
     input_ids = model.tokenizer(
         examples.prompts, padding="max_length", truncation=True,
         max_length=model.tokenizer.model_max_length, return_tensors="pt",
@@ -291,7 +312,7 @@ def main(args: argparse.Namespace) -> dict:
     done = step >= args.max_steps or spent >= budget
     while not done:
         for batch in indices:
-            b = batch.numpy()
+            b = batch.cpu().numpy()
             x0 = examples.images[b].to(accelerator.device)
             mask = examples.masks[b].to(accelerator.device)
             with torch.no_grad():  # pixel patches (tiny) or SD's VAE latents (sd15)
@@ -349,8 +370,9 @@ def main(args: argparse.Namespace) -> dict:
                 and accelerator.is_main_process
             ):
                 validation_grid(
-                    model, ema, params, args, output_dir / "validation" / f"step-{step:06d}.png"
-                )
+                    model, ema, params, args, held_out(),
+                    output_dir / "validation" / f"step-{step:06d}.png",
+                )  # fmt: skip
             if done:
                 break
     bar.close()
@@ -361,7 +383,7 @@ def main(args: argparse.Namespace) -> dict:
     final = output_dir / "final"
     if accelerator.is_main_process:
         with _ema_weights(ema, params):
-            _atomic_save(model, final)
+            _atomic_save(model, final, training_record(args, step, spent, accelerator, digest))
     return {"steps": step, "train_minutes": spent / 60, "final": str(final), "weights": digest}
 
 
@@ -390,10 +412,33 @@ class _ema_weights:
             self.ema.restore(self.params)
 
 
-def _atomic_save(model, folder: Path) -> None:
+def training_record(args, step: int, seconds: float, accelerator, digest: str) -> dict:
+    """What made a final model: arguments, steps, time, machine, library versions, data."""
+    import diffusers
+
+    from paincontrol_lib.io import file_digest
+
+    device = accelerator.device
+    return {
+        "arguments": {k: v for k, v in vars(args).items() if k != "progress"},
+        "steps": step,
+        "train_minutes": seconds / 60,
+        "processes": accelerator.num_processes,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "weights": digest,
+        "examples_sha256": file_digest(args.examples) if args.examples else None,
+        "signature": run_signature(args),
+    }
+
+
+def _atomic_save(model, folder: Path, record: dict | None = None) -> None:
     tmp = folder.parent / f".tmp-{folder.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    if record is not None:
+        (tmp / "training.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
@@ -433,16 +478,30 @@ def save_checkpoint(accelerator, model, ema, params, output_dir: Path, step, sec
     accelerator.wait_for_everyone()
 
 
-def validation_grid(model, ema, params, args, path: Path) -> None:
+class _HeldOut:
+    """The held-out examples for validation grids, prepared on first use and then kept."""
+
+    def __init__(self, args):
+        self.args, self.examples, self.tried = args, None, False
+
+    def __call__(self):
+        if not self.tried:
+            self.tried = True
+            try:
+                self.examples = load_training_examples(self.args, split="test")
+            except ValueError:  # no held-out split in this data: no grids
+                pass
+        return self.examples
+
+
+def validation_grid(model, ema, params, args, held_out, path: Path) -> None:
     """Held-out identities: control | identity reference | sample, one row each."""
     from PIL import Image
 
     from paincontrol_lib.io import atomic_write_bytes
     from paincontrol_lib.model.sampling import sample
 
-    try:
-        held_out = load_training_examples(args, split="test")
-    except ValueError:
+    if held_out is None:
         return
     k = min(args.num_validation, len(held_out))
     pick = np.linspace(0, len(held_out) - 1, k).round().astype(int)
