@@ -72,8 +72,11 @@ def test_shipped_checkpoint_is_small_and_documented():
     assert size <= 30e6, f"{SHIPPED} is {size / 1e6:.1f} MB (limit 30)"
     record = _provenance()
     assert record["prepared"]["options"]["seed"] != 0
-    assert record["training"]["examples_sha256"] == record["prepared"]["examples_sha256"]
-    assert record["training_command"].startswith("python -m paincontrol_lib.model.train ")
+    runs = record["training_runs"]
+    assert runs[0]["arguments"]["init_from"] is None  # the chain starts from random weights
+    for run in runs:
+        assert run["examples_sha256"] == record["prepared"]["examples_sha256"]
+    assert len(record["training_commands"]) == len(runs)
     revision = record["code_revision"]
     assert len(revision) == 40
     if (REPO / ".git").exists():
@@ -83,7 +86,7 @@ def test_shipped_checkpoint_is_small_and_documented():
             found = subprocess.run(["git", "cat-file", "-e", f"{revision}^{{commit}}"], cwd=REPO)
             assert found.returncode == 0, f"code revision {revision} is not in this repository"
     model = PainControlModel.from_pretrained(SHIPPED)
-    assert model.config.resolution == record["training"]["arguments"]["resolution"]
+    assert model.config.resolution == runs[0]["arguments"]["resolution"]
 
 
 def _state(model) -> dict:
@@ -92,19 +95,21 @@ def _state(model) -> dict:
 
 
 def test_pipeline_reproduces_the_shipped_checkpoint_given_the_time(prepared, tmp_path):
-    """The recorded training command, on this pipeline's own packed data, for 2 steps instead
-    of the recorded thousands, makes a model of exactly the shipped architecture."""
+    """The recorded training commands, in order, on this pipeline's own packed data, for 2 steps
+    each instead of the recorded thousands, make a model of exactly the shipped architecture."""
     from paincontrol_lib.model.presets import PainControlModel
     from paincontrol_lib.model.train import main, parse_args
 
     out, _ = prepared
-    arguments = _provenance()["training"]["arguments"]
-    argv = training_argv(arguments, examples=str(out / "examples.npz"), output_dir=str(tmp_path),
-                         max_steps=2, max_minutes=None, train_batch_size=4,
-                         validation_steps=0)  # fmt: skip
-    result = main(parse_args(argv))
-    assert result["steps"] == 2
-    made = PainControlModel.from_pretrained(result["final"])
+    start = None
+    for i, run in enumerate(_provenance()["training_runs"]):
+        argv = training_argv(run["arguments"], examples=str(out / "examples.npz"),
+                             output_dir=str(tmp_path / f"run{i}"), init_from=start, max_steps=2,
+                             max_minutes=None, train_batch_size=4, validation_steps=0)  # fmt: skip
+        result = main(parse_args(argv))
+        assert result["steps"] == 2
+        start = result["final"]
+    made = PainControlModel.from_pretrained(start)
     shipped = PainControlModel.from_pretrained(SHIPPED)
     assert made.config == shipped.config
     assert _state(made) == _state(shipped)

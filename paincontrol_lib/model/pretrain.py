@@ -106,25 +106,36 @@ def _git_revision() -> str | None:
         return None
 
 
+def training_chain(final: str | Path) -> list[dict]:
+    """The training records behind a final model, oldest first: a run that started from
+    another model (``--init_from``) is preceded by that model's own record."""
+    record = json.loads((Path(final) / "training.json").read_text())
+    start = record["arguments"].get("init_from")
+    return (training_chain(start) if start else []) + [record]
+
+
 def publish(run: str | Path, data: str | Path, out: str | Path, revision: str | None = None):
-    """Copy ``run/final`` to ``out`` with PROVENANCE.json: data recipe, training arguments,
-    steps, time, device and the code revision they came from."""
+    """Copy ``run/final`` to ``out`` with PROVENANCE.json: data recipe, every training run's
+    arguments (in order), steps, time, device and the code revision they came from."""
     from paincontrol_lib.io import atomic_folder
 
     run, data = Path(run), Path(data)
-    training = json.loads((run / "final" / "training.json").read_text())
+    runs = training_chain(run / "final")
     prepared = json.loads((data / "prepare.json").read_text())
-    if prepared["examples_sha256"] != training["examples_sha256"]:
-        raise ValueError(f"{run} was not trained on {data / 'examples.npz'}")
+    for record in runs:
+        if record["examples_sha256"] != prepared["examples_sha256"]:
+            raise ValueError(f"{run} was not trained on {data / 'examples.npz'}")
     provenance = {
         "code_revision": revision or _git_revision(),
         "prepare_command": "python -m paincontrol_lib.model.pretrain prepare "
         + " ".join(f"--{k} {v}" for k, v in prepared["options"].items())
         + f" --out {data}",
-        "training_command": "python -m paincontrol_lib.model.train "
-        + " ".join(training_argv(training["arguments"])),
+        "training_commands": [
+            "python -m paincontrol_lib.model.train " + " ".join(training_argv(r["arguments"]))
+            for r in runs
+        ],
         "prepared": prepared,
-        "training": training,
+        "training_runs": runs,
     }  # fmt: skip
     with atomic_folder(out) as tmp:
         shutil.copytree(run / "final", tmp, dirs_exist_ok=True)

@@ -93,13 +93,13 @@ def _provenance(init_from: str | None) -> dict | None:
     if not init_from or not path.is_file():
         return None
     record = json.loads(path.read_text())
-    training = record["training"]
+    runs = record["training_runs"]
     return {
         "path": str(init_from),
         "code_revision": record["code_revision"],
-        "device": training["device"],
-        "steps": training["steps"],
-        "train_minutes": training["train_minutes"],
+        "devices": sorted({r["device"] for r in runs}),
+        "steps": sum(r["steps"] for r in runs),
+        "train_minutes": sum(r["train_minutes"] for r in runs),
         "n_identities": record["prepared"]["n_train_subjects"],
     }
 

@@ -273,6 +273,7 @@ def main(args: argparse.Namespace) -> dict:
     prediction = scheduler.config.prediction_type
     step, spent = 0, 0.0  # optimisation steps done, training seconds spent (over resumes)
     signature = run_signature(args)
+    budget = args.max_minutes * 60 if args.max_minutes else math.inf
     if args.resume_from_checkpoint:
         ckpt = (
             latest_checkpoint(output_dir)
@@ -280,11 +281,15 @@ def main(args: argparse.Namespace) -> dict:
             else Path(args.resume_from_checkpoint)
         )
         if ckpt is not None:
-            saved = json.loads((ckpt / "training_state.json").read_text()).get("signature")
-            if saved != signature:
+            saved = json.loads((ckpt / "training_state.json").read_text())
+            # Past this run's budget (beyond the one step that ends a run): a longer run's.
+            longer = saved["step"] > args.max_steps or saved["seconds"] > budget + 60
+            if saved.get("signature") != signature or longer:
                 if args.resume_from_checkpoint != "latest":
-                    raise ValueError(f"{ckpt} was trained with other settings, data or code")
-                accelerator.print(f"{ckpt} is from other settings, data or code: starting afresh")
+                    raise ValueError(
+                        f"{ckpt} was trained with other settings, data, code or a larger budget"
+                    )
+                accelerator.print(f"{ckpt} is from another run: starting afresh")
                 if accelerator.is_main_process:
                     for old in _checkpoints(output_dir):
                         shutil.rmtree(old)
@@ -298,7 +303,6 @@ def main(args: argparse.Namespace) -> dict:
             if ema is not None:
                 ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=False))
             accelerator.print(f"resumed from {ckpt} at step {step} ({spent / 60:.1f} min spent)")
-    budget = args.max_minutes * 60 if args.max_minutes else math.inf
     rng = np.random.default_rng([args.seed, step, accelerator.process_index])
     log_path = output_dir / "logs" / "loss.csv"
     if accelerator.is_main_process:
