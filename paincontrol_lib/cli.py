@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
+from pathlib import Path
 
 
 def _synthesize(args) -> int:
@@ -25,6 +27,110 @@ def _synthesize(args) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _images_in(path: Path) -> list[Path]:
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise FileNotFoundError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return found
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such image or folder")
+    return [path]
+
+
+def default_checkpoint() -> Path:
+    """The stage-02 model when the pipeline has run here, else the shipped checkpoint."""
+    from paincontrol_lib.config import REPO_ROOT
+
+    for candidate in (Path("models/ours/final"), REPO_ROOT / "models" / "ours" / "final",
+                      REPO_ROOT / "pretrained" / "tiny-synthpain"):  # fmt: skip
+        if (candidate / "paincontrol_model.json").is_file():
+            return candidate
+    raise FileNotFoundError("no PainControl checkpoint found: pass --checkpoint DIR")
+
+
+def _transfer(args) -> int:
+    import json
+
+    from PIL import Image
+
+    from paincontrol_lib.io import atomic_write_bytes
+    from paincontrol_lib.landmarks import FaceMesher
+    from paincontrol_lib.retarget import aus_for_pspi, retarget
+    from paincontrol_lib.transfer import MODEL_METHODS, Transfer, read_face
+
+    if args.mode == "explicit" and (args.aus is None) == (args.pspi is None):
+        raise ValueError("explicit mode needs exactly one of --aus (e.g. AU4=3,AU43=1) or --pspi")
+    if args.mode != "explicit" and args.source is None:
+        raise ValueError(f"{args.mode} mode needs --source (an image or a sequence folder)")
+    model = None
+    if set(args.method) & set(MODEL_METHODS):
+        from paincontrol_lib.model.presets import PainControlModel
+
+        model = PainControlModel.from_pretrained(args.checkpoint or default_checkpoint())
+    mesher = FaceMesher()
+    try:
+        target = read_face(args.target, mesher, name=f"target {args.target}")
+        if args.mode == "explicit":
+            aus = args.aus if args.aus is not None else aus_for_pspi(args.pspi)
+            names = ["explicit"]
+            size = model.config.resolution if model else args.size
+            expressions = [retarget("explicit", target.landmarks, aus=aus, size=size)]
+        else:
+            frames = _images_in(Path(args.source))
+            if args.source_neutral:
+                neutral_path = Path(args.source_neutral)
+            elif len(frames) > 1:
+                neutral_path = frames[0]  # a sequence starts neutral (neutral -> apex -> neutral)
+            else:
+                raise ValueError(
+                    f"{args.mode} mode needs the source's neutral face: pass --source-neutral IMG "
+                    "or a sequence folder whose first frame is neutral"
+                )
+            neutral = read_face(neutral_path, mesher, name=f"source neutral {neutral_path}")
+            size = model.config.resolution if model else args.size
+            expressions, names = [], []
+            for path in frames:
+                face = read_face(path, mesher, name=f"source {path}")
+                expressions.append(
+                    retarget(
+                        args.mode,
+                        target.landmarks,
+                        source=face.landmarks,
+                        source_neutral=neutral.landmarks,
+                        size=size,
+                    )  # fmt: skip
+                )
+                names.append(path.stem)
+    finally:
+        mesher.close()
+    engine = Transfer(model, steps=args.steps, guidance_scale=args.guidance_scale,
+                      identity_scale=args.identity_scale, size=size)  # fmt: skip
+    out = Path(args.out)
+    manifest = []
+    for method in args.method:
+        images = engine.generate(method, target, expressions, seed=args.seed, shared_noise=True)
+        for name, expr, image in zip(names, expressions, images, strict=True):
+            path = out / method / f"{name}.png"
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, "PNG")
+            atomic_write_bytes(path, buf.getvalue())
+            manifest.append({"method": method, "mode": expr.mode, "frame": name,
+                             "pspi": round(expr.pspi, 3), "seed": args.seed,
+                             "aus": {k: round(v, 3) for k, v in expr.aus.items() if v},
+                             "path": str(path.relative_to(out))})  # fmt: skip
+    for name, expr in zip(names, expressions, strict=True):
+        buf = io.BytesIO()
+        Image.fromarray(expr.control).save(buf, "PNG")
+        atomic_write_bytes(out / "control" / f"{name}.png", buf.getvalue())
+    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    print(f"wrote {len(manifest)} images ({', '.join(args.method)}) to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paincontrol",
@@ -42,6 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=None, help="override base.seed")
     syn.add_argument("--workers", type=int, default=2, help="worker processes")
     syn.set_defaults(func=_synthesize)
+
+    from paincontrol_lib.retarget import MODES
+    from paincontrol_lib.transfer import METHODS
+
+    tr = commands.add_parser(
+        "transfer",
+        help="put a source's pain expression (or requested AUs / PSPI) on a target face",
+        description="Outputs <out>/<method>/<frame>.png, the control images and manifest.json.",
+    )
+    tr.add_argument("--source", help="source image, or a folder of frames (first = neutral)")
+    tr.add_argument("--source-neutral", help="the source's neutral image (single-image source)")
+    tr.add_argument("--target", required=True, help="target identity: an image of a neutral face")
+    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument("--mode", choices=MODES, default="delta")
+    tr.add_argument("--aus", help="explicit mode: AU intensities, e.g. AU4=3,AU43=1")
+    tr.add_argument("--pspi", type=float, help="explicit mode: a PSPI level 0-16 instead")
+    tr.add_argument("--method", nargs="+", choices=METHODS, default=["paincontrol"])
+    tr.add_argument("--checkpoint", help="PainControl model folder (default: models/ours/final "
+                    "after `make repro`, else pretrained/tiny-synthpain)")  # fmt: skip
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--steps", type=int, default=6, help="DDIM steps")
+    tr.add_argument("--guidance-scale", type=float, default=1.0)
+    tr.add_argument("--identity-scale", type=float, default=1.0)
+    tr.add_argument("--size", type=int, default=128, help="warp-only runs: output size (px)")
+    tr.set_defaults(func=_transfer)
     return parser
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -51,7 +52,7 @@ def _metrics(root: Path, name: str) -> dict:
 
 def test_synthesize_stage(tiny_repo):
     m = _metrics(tiny_repo, "synthpain")
-    assert m["n_images"] == 16 and m["mediapipe_detection_rate"] >= 0.9
+    assert m["n_images"] == 20 and m["mediapipe_detection_rate"] >= 0.9
     assert (tiny_repo / "reports" / "figures" / "synthpain_contact_sheet.png").stat().st_size > 0
 
 
@@ -81,3 +82,19 @@ def test_train_stage(tiny_repo):
     assert m["reference_recipe"]["steps"] == 4
     assert (tiny_repo / "models" / "ours" / "final" / "paincontrol_model.json").is_file()
     assert (tiny_repo / "reports" / "figures" / "train_heldout_grid.png").stat().st_size > 0
+
+
+def test_transfer_stage(tiny_repo):
+    m = _metrics(tiny_repo, "transfer")
+    methods = ("paincontrol", "warp", "no_identity", "no_landmarks")
+    # 1 source sequence of 4 frames x 1 target + 2 explicit PSPI levels, per method
+    assert {k: v["n_outputs"] for k, v in m["methods"].items()} == dict.fromkeys(methods, 6)
+    assert set(m["sequence_jitter"]) == set(methods) and set(m["seconds_per_image"]) == set(methods)
+    manifest = pd.read_parquet(tiny_repo / "data" / "transfer" / "manifest.parquet")
+    assert (
+        len(manifest) == 24
+        and manifest["path"].map(lambda p: (tiny_repo / "data" / "transfer" / p).is_file()).all()
+    )
+    assert not set(manifest["source"]) & set(manifest["target"])  # nobody transferred to themself
+    for name in ("transfer_grid", "transfer_sequence"):
+        assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0

@@ -18,13 +18,17 @@ def sample(
     identity_scale: float = 1.0,
     control_scale: float = 1.0,
     batch_size: int = 32,
+    seeds: list[int] | None = None,
 ) -> np.ndarray:
     """Images (n, H, W, 3) uint8 for control images (n, 3, H, W) in [0, 1], identity embeddings
-    (n, d) (None or zeros: no identity) and prompts. Seeded per image, so a frame's noise does
-    not depend on the batch it is in (shared noise across a sequence = same ``seed``)."""
+    (n, d) (None or zeros: no identity) and prompts. Image ``i`` is seeded with ``seeds[i]``
+    (default ``seed + i``), so its noise does not depend on the batch it is in; the frames of a
+    sequence share their noise when they share a seed."""
     pipe = model.pipeline()
     pipe.set_ip_adapter_scale(identity_scale)
     n = len(prompts)
+    if seeds is not None and len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} images")
     size = controls.shape[-1]
     if identity is None:
         identity = np.zeros((n, model.config.identity_dim), np.float32)
@@ -36,7 +40,10 @@ def sample(
         ids = identity[sl][:, None, :]
         if guidance_scale > 1:
             ids = torch.cat([torch.zeros_like(ids), ids])
-        generators = [torch.Generator().manual_seed(seed + i) for i in range(sl.start, sl.stop)]
+        generators = [
+            torch.Generator().manual_seed(seeds[i] if seeds is not None else seed + i)
+            for i in range(sl.start, sl.stop)
+        ]
         result = pipe(
             prompt=prompts[sl],
             image=controls[sl],

@@ -1,0 +1,221 @@
+"""Retargeting (delta, au, explicit), generation methods, sequences and the transfer CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from paincontrol_lib import facemesh
+from paincontrol_lib import retarget as rt
+from paincontrol_lib.cli import main as cli
+from paincontrol_lib.landmarks import align, canonical_landmarks
+from paincontrol_lib.transfer import Face, Transfer, sequence_jitter, warp_to
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "pretrained" / "tiny-synthpain"
+
+
+def _features(aligned):
+    return {k: float(v[0]) for k, v in facemesh.expression_features(aligned[None]).items()}
+
+
+@pytest.fixture(scope="module")
+def neutral():
+    """A neutral mesh in some image frame (scaled, shifted, rotated canonical face)."""
+    c, s = np.cos(0.2), np.sin(0.2)
+    mesh = canonical_landmarks() * 300
+    mesh[:, :2] = mesh[:, :2] @ np.array([[c, -s], [s, c]]).T + [40, 25]
+    return mesh
+
+
+def test_explicit_au43_closes_the_eyes_and_au4_lowers_the_brows(neutral):
+    before = _features(align(neutral)[0])
+    closed = _features(rt.retarget("explicit", neutral, aus="AU43=1").aligned)
+    lowered = _features(rt.retarget("explicit", neutral, aus={"AU04": 4}).aligned)
+    assert closed["eye_opening"] < 0.1 * before["eye_opening"]
+    assert lowered["brow_height"] < 0.7 * before["brow_height"]
+    assert abs(lowered["eye_opening"] - before["eye_opening"]) < 0.4 * before["eye_opening"]
+    both = rt.retarget("explicit", neutral, aus="AU4=4,AU43=1", size=48)
+    assert both.control.shape == (48, 48, 3) and both.pspi == 5
+    # no lid or lip crossed through its partner
+    pairs = facemesh.RIGHT_EYE_PAIRS + facemesh.LEFT_EYE_PAIRS + facemesh.INNER_LIP_PAIRS
+    assert all(both.aligned[u, 1] <= both.aligned[v, 1] for u, v in pairs)  # y down
+
+
+def test_pspi_levels_and_au_text():
+    for level in (0, 3, 7.5, 8, 13, 16):
+        assert rt.aus_for_pspi(level)["AU43"] == (1.0 if level >= 8 else 0.0)
+        assert rt.pspi(rt.aus_for_pspi(level)) == pytest.approx(level)
+    assert rt.parse_aus("AU4=3, au043=1") == {"AU04": 3.0, "AU43": 1.0}
+    for bad, message in (("AU4=6", "must lie"), ("AU43=2", "must lie"), ("brows=3", "expected"),
+                         ("", "no AUs")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            rt.parse_aus(bad)
+    with pytest.raises(ValueError, match="PSPI level"):
+        rt.aus_for_pspi(17)
+    with pytest.raises(ValueError, match="not in the AU->mesh model"):
+        rt.au_displacement({"AU99": 1})
+
+
+def test_delta_moves_the_source_expression_onto_a_differently_sized_target(neutral):
+    source = rt.retarget("explicit", neutral, aus="AU4=4,AU43=1").aligned * 500 + 7  # any frame
+    target = neutral * 0.5 + 100  # another face size and place
+    unchanged = rt.retarget("delta", target, source=neutral, source_neutral=neutral)
+    np.testing.assert_allclose(unchanged.aligned, align(target)[0], atol=1e-6)
+    moved = _features(rt.retarget("delta", target, source=source, source_neutral=neutral).aligned)
+    wanted = _features(rt.retarget("explicit", target, aus="AU4=4,AU43=1").aligned)
+    for key in ("eye_opening", "brow_height"):
+        assert moved[key] == pytest.approx(wanted[key], abs=0.01)
+    with pytest.raises(ValueError, match="needs the source"):
+        rt.retarget("delta", target, source=source)
+    with pytest.raises(ValueError, match="mode"):
+        rt.retarget("mirror", target)
+    with pytest.raises(ValueError, match="finite"):
+        rt.retarget("explicit", target[:100], aus="AU4=1")
+
+
+def test_au_mode_estimates_the_pain_aus_of_the_source(neutral):
+    asked = {"AU04": 3.0, "AU07": 2.0, "AU10": 2.0, "AU43": 1.0}
+    source = rt.retarget("explicit", neutral, aus=asked).aligned * 200
+    estimated = rt.estimate_aus(source, neutral)
+    assert estimated["AU04"] == pytest.approx(3.0, abs=0.6)
+    assert estimated["AU10"] == pytest.approx(2.0, abs=0.6)
+    assert estimated["AU43"] > 0.5
+    assert max(v for k, v in estimated.items() if k not in asked) < 1.0  # few spurious AUs
+    result = rt.retarget("au", neutral * 2, source=source, source_neutral=neutral)
+    assert result.aus == estimated and _features(result.aligned)["eye_opening"] < 0.02
+
+
+def _face(mesh, size=64):
+    """A synthetic face image (flat grey ellipse with dark eyes) and its mesh, canonical crop."""
+    aligned = align(mesh)[0]
+    image = np.full((size, size, 3), 200, np.uint8)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    image[((xx - 0.5) / 0.3) ** 2 + ((yy - 0.5) / 0.35) ** 2 < 1] = (220, 170, 140)
+    for eye in (facemesh.RIGHT_IRIS_CENTER, facemesh.LEFT_IRIS_CENTER):
+        x, y = aligned[eye, :2]
+        image[(xx - x) ** 2 + (yy - y) ** 2 < 0.03**2] = 20
+    return Face(image, aligned * size, aligned, align(aligned * size)[1], "synthetic")
+
+
+def test_warp_is_exact_at_rest_and_moves_the_eyes(neutral):
+    face = _face(neutral)
+    crop = face.crop(64)
+    rest = warp_to(crop, face.aligned * 64, face.aligned * 64)
+    assert np.abs(rest.astype(int) - crop).mean() < 1.5
+    closed = rt.retarget("explicit", face.landmarks, aus="AU43=1")
+    warped = warp_to(crop, face.aligned * 64, closed.aligned * 64)
+    dark = lambda im: (im.mean(-1) < 60).sum()  # noqa: E731
+    assert dark(warped) < 0.5 * dark(crop)  # the dark irises are squeezed shut
+
+
+def test_sequence_jitter_separates_smooth_motion_from_flicker():
+    ramp = np.linspace(0, 200, 6)[:, None, None, None] * np.ones((6, 8, 8, 3))
+    flicker = np.random.default_rng(0).uniform(0, 200, (6, 8, 8, 3))
+    assert sequence_jitter(ramp) == pytest.approx(0, abs=1e-9) < sequence_jitter(flicker)
+    assert sequence_jitter(ramp[:2]) is None
+
+
+class _FixedIdentity:
+    def __init__(self):
+        self.calls = 0
+
+    def embed(self, image, landmarks):
+        self.calls += 1
+        return np.linspace(-0.1, 0.1, 128).astype(np.float32)
+
+
+def test_every_method_through_one_interface(neutral):
+    from paincontrol_lib.model.presets import ModelConfig, build_model
+
+    model = build_model(ModelConfig(block_out_channels=(8, 16, 16), cross_attention_dim=16,
+                                    resolution=32), seed=0)  # fmt: skip
+    identity = _FixedIdentity()
+    engine = Transfer(model, identity=identity, steps=2)
+    face = _face(neutral, 64)
+    levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(p), size=32)
+              for p in (0, 8, 8)]  # fmt: skip
+    out = {m: engine.generate(m, face, levels, seed=3, shared_noise=True) for m in
+           ("paincontrol", "warp", "no_identity", "no_landmarks")}  # fmt: skip
+    for images in out.values():
+        assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+    # shared noise: the same expression gives the same image; identity and control matter
+    np.testing.assert_array_equal(out["paincontrol"][1], out["paincontrol"][2])
+    assert not np.array_equal(out["paincontrol"], out["no_identity"])
+    assert not np.array_equal(out["paincontrol"], out["no_landmarks"])
+    assert identity.calls == 1  # the target's embedding is computed once
+    fresh = engine.generate("paincontrol", face, levels, seed=3, shared_noise=False)
+    assert not np.array_equal(fresh[1], fresh[2])
+    with pytest.raises(ValueError, match="method"):
+        engine.generate("fomm", face, levels)
+    with pytest.raises(ValueError, match="needs a PainControl checkpoint"):
+        Transfer(None, size=32).generate("paincontrol", face, levels)
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory):
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def test_cli_on_a_real_photograph(astronaut, tmp_path, capsys):
+    out = tmp_path / "astro"
+    code = cli(["transfer", "--target", str(astronaut), "--out", str(out), "--mode", "explicit",
+                "--aus", "AU4=4,AU43=1", "--method", "warp", "paincontrol",
+                "--checkpoint", str(SHIPPED), "--steps", "2"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["method"] for m in manifest] == ["warp", "paincontrol"]
+    assert manifest[0]["aus"] == {"AU04": 4.0, "AU43": 1.0} and manifest[0]["pspi"] == 5
+    for entry in manifest:
+        image = np.asarray(Image.open(out / entry["path"]))
+        assert image.shape == (64, 64, 3) and image.std() > 5
+    assert (out / "control" / "explicit.png").is_file()
+
+
+def test_cli_delta_from_a_sequence_folder(tiny_synthpain, tmp_path, capsys):
+    data_dir, table = tiny_synthpain
+    first = table[table["split"] == "test"]["subject"].unique()
+    source, target = first[0], table[table["subject"] != first[0]]["subject"].iloc[0]
+    frames = table[table["subject"] == source].sort_values(["sequence", "frame"])
+    folder = tmp_path / "sequence"
+    folder.mkdir()
+    for i, rel in enumerate(frames["image"]):
+        Image.open(data_dir / rel if not Path(rel).is_absolute() else rel).save(
+            folder / f"f{i:02d}.png"
+        )
+    target_image = table[(table["subject"] == target) & table["neutral_reference"]]["image"].iloc[0]
+    target_path = data_dir / target_image if not Path(target_image).is_absolute() else target_image
+    out = tmp_path / "delta"
+    code = cli(["transfer", "--source", str(folder), "--target", str(target_path), "--out",
+                str(out), "--method", "warp", "--size", "96"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(manifest) == len(frames) and all(m["mode"] == "delta" for m in manifest)
+    assert np.asarray(Image.open(out / manifest[0]["path"])).shape == (96, 96, 3)
+
+
+def test_cli_errors_are_clear(astronaut, tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((96, 96, 3), 128, np.uint8)).save(blank)
+    cases = [
+        (["--target", str(blank), "--mode", "explicit", "--pspi", "8", "--method", "warp"],
+         "found no face"),
+        (["--target", str(astronaut), "--mode", "explicit", "--pspi", "8",
+          "--checkpoint", str(tmp_path)], "not a PainControl checkpoint"),
+        (["--target", str(astronaut), "--source", str(astronaut), "--method", "warp"],
+         "needs the source's neutral face"),
+        (["--target", str(astronaut), "--mode", "explicit", "--method", "warp"],
+         "exactly one of --aus"),
+        (["--target", str(tmp_path / "none.png"), "--mode", "explicit", "--pspi", "3",
+          "--method", "warp"], "none.png"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert cli(["transfer", "--out", str(tmp_path / "o"), *argv]) == 2
+        assert message in capsys.readouterr().err, argv
+    assert not (tmp_path / "o" / "manifest.json").exists()  # nothing half-written
