@@ -160,7 +160,10 @@ class Transfer:
         identity = np.repeat(embedding[None], n, axis=0)
         if method == "no_identity":
             identity = np.zeros_like(identity)
-        prompts = [prompt_from_aus(e.aus or {}) for e in expressions]
+        # Estimated AUs are continuous: below FACS level A (0.5) an AU is absent, as in training.
+        prompts = [
+            prompt_from_aus({au: v for au, v in e.aus.items() if v >= 0.5}) for e in expressions
+        ]
         return sample(
             self.model, controls, identity, prompts, steps=self.steps,
             guidance_scale=self.guidance_scale, identity_scale=self.identity_scale,
