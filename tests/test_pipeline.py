@@ -98,3 +98,17 @@ def test_transfer_stage(tiny_repo):
     assert not set(manifest["source"]) & set(manifest["target"])  # nobody transferred to themself
     for name in ("transfer_grid", "transfer_sequence"):
         assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def test_evaluate_stage(tiny_repo):
+    m = _metrics(tiny_repo, "eval")
+    assert set(m["methods"]) == {"paincontrol", "warp", "no_identity", "no_landmarks"}
+    for method in m["methods"].values():
+        for key in ("identity_similarity", "source_leakage", "nme", "pspi_mae",
+                    "realism_distance", "ssim_to_exact"):  # fmt: skip
+            assert key in method, key
+        assert set(method["au_mae"]) == {"AU04", "AU06", "AU07", "AU09", "AU10", "AU43"}
+    assert set(m["au_estimator"]["mae"]) >= {"AU04", "AU43", "PSPI"}
+    assert (tiny_repo / "reports" / "plots" / "eval_au_error.csv").stat().st_size > 0
+    for name in ("eval_au_error", "eval_identity_pspi", "eval_extremes"):
+        assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0

@@ -7,6 +7,7 @@ the target and moved into place at the end, so an interrupted run never leaves a
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -156,3 +157,36 @@ __all__ = [
     "load_table",
     "test_subjects",
 ]
+
+
+def load_config(data_dir: str | Path) -> SynthPainConfig:
+    """The configuration a SynthPain folder was generated with."""
+    import json
+
+    path = Path(data_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a SynthPain folder (no config.json)")
+    raw = json.loads(path.read_text())
+    fields = SynthPainConfig.__dataclass_fields__
+    # config.json stores every number as a float (pandas); the integer fields go back to int.
+    return SynthPainConfig(
+        **{k: int(v) if fields[k].type == "int" else v for k, v in raw.items() if k in fields}
+    )
+
+
+def render_exact(config: SynthPainConfig, subject: str, aus: dict[str, float]):
+    """The true image of ``subject`` wearing ``aus`` at the pose and lighting of its neutral
+    reference frame, without sensor noise: the exact answer of any transfer onto this person."""
+    index = int(subject.lstrip("S"))
+    if not 0 <= index < config.n_identities:
+        raise ValueError(f"{subject} is not a person of this SynthPain dataset")
+    renderer = _renderer(config.image_size, config.face_fraction, config.supersample)
+    identity = sample_identity(renderer.model, config.seed, index)
+    # The reference frame (sequence 0, frame 0) of _render_identity: its first draw is the phase.
+    phase = np.random.default_rng([config.seed, index, 1]).uniform(0, 2 * np.pi, 3)
+    return renderer.render(identity, aus, pose_jitter=config.max_pose_jitter * np.sin(phase))
+
+
+@functools.cache
+def _renderer(size: int, face_fraction: float, supersample: int):
+    return default_renderer(size, face_fraction, supersample)

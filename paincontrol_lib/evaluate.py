@@ -1,0 +1,331 @@
+"""Score transfer outputs: AU transfer, landmark following, identity, leakage, realism, and (on
+SynthPain) distance to the exact answer.
+
+One row per generated image (:func:`score_outputs`), then per-method summaries with bootstrap
+CIs (:func:`summarise`), a mixed-effects model and paired tests against the warp baseline
+(:func:`compare_methods`).
+
+- requested AUs: the source frame's ground truth when the dataset has one (SynthPain), else
+  what retargeting estimated; ``explicit`` rows: what was asked for;
+- estimated AUs: the ``mesh`` backend on the output's MediaPipe mesh against the target's
+  neutral mesh (``au.RELIABLE_ICC`` flags the AUs it cannot estimate reliably);
+- identity: cosine similarity (dlib) of the output to the target's reference image; leakage:
+  to the *source* person's reference image (synthetic data should not carry the source's
+  identity);
+- realism: Fréchet distance between dlib embeddings of outputs and of real held-out frames
+  (a face-specific feature space available offline; Inception FID needs weights we do not
+  ship);
+- exact answer (SynthPain): the target rendered with the requested AUs at its reference pose and
+  lighting; SSIM and PSNR of the output against it, and the output mesh's NME against its mesh.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from paincontrol_lib import facemesh
+from paincontrol_lib.facs import PAIN_AUS, pspi
+from paincontrol_lib.landmarks import align, aligned_crop, load_image
+
+UPSCALE = 192  # outputs are meshed and embedded at this size (MediaPipe needs > 64 px)
+SAME_PERSON = 0.6  # dlib's own threshold on the L2 distance between two faces' descriptors
+
+
+def _upscale(image: np.ndarray, size: int = UPSCALE) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets ``a`` (n, d) and ``b`` (m, d)."""
+    from scipy import linalg
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("the Fréchet distance needs at least 2 samples on each side")
+    mu, nu = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    offset = eps * np.eye(len(mu))
+    covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(((mu - nu) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def ssim_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """SSIM (colour, 7 px window) and PSNR (dB) of two uint8 images of one size."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ssim = structural_similarity(a, b, channel_axis=-1, data_range=255, win_size=7)
+    return float(ssim), float(peak_signal_noise_ratio(a, b, data_range=255))
+
+
+def requested_aus(manifest: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """The pain AUs each output was asked for (source ground truth when known)."""
+    truth = table.set_index("image")
+    rows = []
+    for row in manifest.itertuples(index=False):
+        asked = json.loads(row.aus)
+        if row.mode != "explicit" and row.source_image in truth.index:
+            source = truth.loc[row.source_image]
+            if all(a in source and np.isfinite(source[a]) for a in PAIN_AUS):
+                asked = {a: float(source[a]) for a in PAIN_AUS}
+        rows.append([float(asked.get(a, 0.0)) for a in PAIN_AUS])
+    out = pd.DataFrame(rows, columns=list(PAIN_AUS), index=manifest.index)
+    out["PSPI"] = pspi(out)
+    return out
+
+
+def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=None) -> pd.DataFrame:
+    """One row of scores per generated image in ``manifest`` (images under ``out_dir``).
+
+    ``table`` is the landmark table (neutral references, meshes, ground-truth AUs); ``exact``
+    a callable ``(subject, aus) -> Rendered`` giving the true image (SynthPain), or None.
+    """
+    from paincontrol_lib.au import mesh_aus
+    from paincontrol_lib.identity import cosine_similarity, make_identity
+    from paincontrol_lib.landmarks import FaceMesher
+
+    out_dir = Path(out_dir)
+    neutral = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
+    neutral = neutral.set_index("subject")
+    identity = make_identity("dlib")
+    reference = {
+        s: identity.embed(load_image(r["image"]), np.asarray(r["landmarks"]).reshape(-1, 3))
+        for s, r in neutral.iterrows()
+        if s in set(manifest["target"]) | set(manifest["source"])
+    }
+    asked = requested_aus(manifest, table)
+    mesher = FaceMesher()
+    records, meshes, bases = [], [], []
+    for i, row in enumerate(manifest.itertuples(index=False)):
+        image = load_image(out_dir / row.path)
+        size = image.shape[0]
+        big = _upscale(image)
+        found = mesher(big)
+        rec = {"detected": bool(found.detected)}
+        requested = np.asarray(row.target_aligned, float).reshape(-1, 3)
+        if found.detected:
+            mesh = found.landmarks * (size / UPSCALE)
+            rec["nme"] = float(facemesh.nme(mesh[None, :, :2], requested[None, :, :2] * size)[0])
+            embedding = identity.embed(big, found.landmarks)
+            target_ref, source_ref = reference[row.target], reference.get(row.source)
+            rec["identity_similarity"] = float(cosine_similarity(embedding, target_ref))
+            rec["identity_match"] = float(np.linalg.norm(embedding - target_ref) < SAME_PERSON)
+            if source_ref is not None:
+                rec["source_leakage"] = float(cosine_similarity(embedding, source_ref))
+                rec["source_match"] = float(np.linalg.norm(embedding - source_ref) < SAME_PERSON)
+            rec["embedding"] = embedding
+            meshes.append(mesh)
+            bases.append(np.asarray(neutral.loc[row.target, "landmarks"], float).reshape(-1, 3))
+        if exact is not None:
+            truth = exact(
+                row.target, dict(zip(PAIN_AUS, asked.iloc[i][list(PAIN_AUS)], strict=True))
+            )
+            points = np.column_stack([truth.landmarks_2d, truth.landmarks_3d[:, 2]])
+            aligned, transform = align(points)
+            crop = aligned_crop(truth.image, transform, size)
+            rec["ssim_to_exact"], rec["psnr_to_exact"] = ssim_psnr(image, crop)
+            if found.detected:
+                rec["nme_to_exact"] = float(
+                    facemesh.nme(mesh[None, :, :2], aligned[None, :, :2] * size)[0]
+                )
+        records.append(rec)
+    mesher.close()
+    scores = pd.DataFrame(records, index=manifest.index)
+    detected = scores["detected"].to_numpy()
+    estimated = pd.DataFrame(np.nan, index=manifest.index, columns=[*PAIN_AUS, "PSPI"])
+    if meshes:
+        found_aus = mesh_aus(np.stack(meshes), np.stack(bases))
+        estimated.loc[detected, :] = found_aus[[*PAIN_AUS, "PSPI"]].to_numpy()
+    for au in (*PAIN_AUS, "PSPI"):
+        scores[f"requested_{au}"] = asked[au]
+        scores[f"estimated_{au}"] = estimated[au]
+        scores[f"error_{au}"] = (estimated[au] - asked[au]).abs()
+    keep = ["method", "mode", "source", "target", "frame", "path"]
+    return pd.concat([manifest[keep], scores], axis=1)
+
+
+def realism_distances(scores: pd.DataFrame, real_embeddings: np.ndarray) -> dict[str, float]:
+    """Per method: Fréchet distance of output embeddings to real held-out frames'."""
+    out = {}
+    for method, rows in scores.groupby("method"):
+        found = [e for e in rows["embedding"] if isinstance(e, np.ndarray)]
+        out[method] = frechet_distance(np.stack(found), real_embeddings) if len(found) > 1 else None
+    return out
+
+
+def real_embeddings(table: pd.DataFrame, size: int, n: int, seed: int) -> np.ndarray:
+    """dlib embeddings of ``n`` held-out ground-truth frames treated like outputs (aligned crop at
+    ``size``, upscaled, meshed): the realism reference."""
+    from paincontrol_lib.identity import make_identity
+    from paincontrol_lib.landmarks import FaceMesher, row_transform
+
+    test = table[(table["split"] == "test") & table["detected"]]
+    pick = test.sample(min(n, len(test)), random_state=seed)
+    identity, mesher, out = make_identity("dlib"), FaceMesher(), []
+    for _, row in pick.iterrows():
+        big = _upscale(aligned_crop(load_image(row["image"]), row_transform(row), size))
+        found = mesher(big)
+        if found.detected:
+            out.append(identity.embed(big, found.landmarks))
+    mesher.close()
+    return np.stack(out)
+
+
+METRICS = ("identity_similarity", "identity_match", "source_leakage", "source_match", "nme",
+           "error_PSPI", "ssim_to_exact", "psnr_to_exact", "nme_to_exact",
+           *(f"error_{a}" for a in PAIN_AUS))  # fmt: skip
+
+
+def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Mean and percentile bootstrap CI of ``values`` (NaNs dropped)."""
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return np.nan, np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def summarise(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per method and metric: mean, 95 % bootstrap CI, n."""
+    rows = []
+    for method, group in scores.groupby("method", sort=False):
+        rows.append({"method": method, "metric": "detection_rate",
+                     "mean": float(group["detected"].mean()), "lo": np.nan, "hi": np.nan,
+                     "n": len(group)})  # fmt: skip
+        for metric in METRICS:
+            if metric not in group:
+                continue
+            mean, lo, hi = bootstrap_ci(group[metric], n_boot, seed)
+            n = int(np.isfinite(group[metric].to_numpy(float)).sum())
+            rows.append(
+                {"method": method, "metric": metric, "mean": mean, "lo": lo, "hi": hi, "n": n}
+            )
+    return pd.DataFrame(rows)
+
+
+PAIRED_METRICS = ("error_PSPI", "identity_similarity", "error_AU04", "error_AU43", "nme")
+
+
+def compare_methods(
+    scores: pd.DataFrame, baseline: str = "warp", metrics=PAIRED_METRICS
+) -> pd.DataFrame:
+    """Paired Wilcoxon tests of every method against ``baseline`` (same source frame and
+    target), Holm-corrected over all tests."""
+    from scipy.stats import wilcoxon
+    from statsmodels.stats.multitest import multipletests
+
+    key = ["mode", "source", "target", "frame"]
+    base = scores[scores["method"] == baseline].set_index(key)
+    rows = []
+    for method in scores["method"].unique():
+        if method == baseline:
+            continue
+        other = scores[scores["method"] == method].set_index(key)
+        for metric in metrics:
+            pair = pd.concat([other[metric], base[metric]], axis=1, keys=["m", "b"]).dropna()
+            if len(pair) < 5 or (pair["m"] == pair["b"]).all():
+                continue
+            stat = wilcoxon(pair["m"], pair["b"])
+            rows.append({"method": method, "metric": metric, "n_pairs": len(pair),
+                         "mean_difference": float((pair["m"] - pair["b"]).mean()),
+                         "p": float(stat.pvalue)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    if len(table):
+        table["p_holm"] = multipletests(table["p"], method="holm")[1]
+    return table
+
+
+def mixed_model(scores: pd.DataFrame, metric: str = "error_PSPI", baseline: str = "warp"):
+    """``metric ~ method`` with a random intercept per target identity (statsmodels MixedLM);
+    coefficients are differences from ``baseline``. None when it cannot be fitted."""
+    import warnings
+
+    import statsmodels.formula.api as smf
+
+    data = scores[["method", "target", metric]].dropna().rename(columns={metric: "y"})
+    if data["target"].nunique() < 2 or data["method"].nunique() < 2:
+        return None
+    formula = f"y ~ C(method, Treatment({baseline!r}))"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = smf.mixedlm(formula, data, groups=data["target"]).fit()
+    params, conf = fit.params, fit.conf_int()
+    names = [n for n in params.index if n.startswith("C(method")]
+    return pd.DataFrame({
+        "term": [n.split("[T.")[-1].rstrip("]") for n in names],
+        "coef": params[names].to_numpy(), "lo": conf.loc[names, 0].to_numpy(),
+        "hi": conf.loc[names, 1].to_numpy(), "p": fit.pvalues[names].to_numpy(),
+    })  # fmt: skip
+
+
+def run_evaluation_stage(table: pd.DataFrame, manifest: pd.DataFrame, transfer_dir, params: dict,
+                         seed: int, synthpain_dir=None) -> dict:  # fmt: skip
+    """Stage 04: score every output, summarise with CIs, compare with the warp baseline, validate
+    the AU estimator. Returns frames and the ``reports/metrics/eval.json`` dict."""
+    from paincontrol_lib.au import validate_mesh_estimator
+
+    exact = None
+    if synthpain_dir is not None and (Path(synthpain_dir) / "config.json").is_file():
+        from paincontrol_lib.data.synthpain.generate import load_config, render_exact
+
+        config = load_config(synthpain_dir)
+        exact = lambda subject, aus: render_exact(config, subject, aus)  # noqa: E731
+    scores = score_outputs(manifest, transfer_dir, table, exact=exact)
+    size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
+    reference = real_embeddings(table, size, params["realism_reference_images"], seed)
+    realism = realism_distances(scores, reference)
+    summary = summarise(scores, params["n_bootstrap"], seed)
+    estimator = validate_mesh_estimator(table)
+    unreliable = [au for au in PAIN_AUS if not estimator.loc[au, "reliable"]]
+
+    def mean(method, metric):
+        row = summary[(summary["method"] == method) & (summary["metric"] == metric)]
+        value = row["mean"].iloc[0] if len(row) else np.nan
+        return None if not np.isfinite(value) else float(value)
+
+    methods = {}
+    for method in scores["method"].unique():
+        methods[method] = {
+            "n_outputs": int((scores["method"] == method).sum()),
+            "detection_rate": mean(method, "detection_rate"),
+            "identity_similarity": mean(method, "identity_similarity"),
+            "source_leakage": mean(method, "source_leakage"),
+            "identity_match_rate": mean(method, "identity_match"),
+            "source_match_rate": mean(method, "source_match"),
+            "nme": mean(method, "nme"),
+            "pspi_mae": mean(method, "error_PSPI"),
+            "realism_distance": realism[method],
+            "ssim_to_exact": mean(method, "ssim_to_exact"),
+            "psnr_to_exact": mean(method, "psnr_to_exact"),
+            "nme_to_exact": mean(method, "nme_to_exact"),
+            "au_mae": {au: mean(method, f"error_{au}") for au in PAIN_AUS},
+        }
+    metrics = {
+        "methods": methods,
+        "au_estimator": {
+            "backend": "mesh",
+            "mae": {au: float(estimator.loc[au, "mae"]) for au in estimator.index},
+            "icc": {au: estimator.loc[au, "icc"] for au in estimator.index},
+            "unreliable_aus": unreliable,
+        },
+        "realism_feature_space": "dlib-128 (Frechet distance to held-out ground-truth frames)",
+        "n_realism_reference": int(len(reference)),
+    }
+    return {
+        "scores": scores,
+        "summary": summary,
+        "paired": compare_methods(scores),
+        "mixed": mixed_model(scores),
+        "estimator": estimator,
+        "metrics": metrics,
+    }

@@ -1,0 +1,185 @@
+"""AU backends (oracle, mesh, py-feat conversion), the estimator's validation, and the identity
+metric on real photographs."""
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from paincontrol_lib import au
+from paincontrol_lib import retarget as rt
+from paincontrol_lib.data.records import AU_COLUMNS
+from paincontrol_lib.landmarks import canonical_landmarks
+
+
+def test_oracle_is_the_dataset_coding(tiny_synthpain):
+    _, table = tiny_synthpain
+    out = au.oracle(table)
+    assert list(out.columns) == [*AU_COLUMNS, "PSPI"]
+    np.testing.assert_allclose(out["PSPI"], table["PSPI"])
+    with pytest.raises(ValueError, match="no ground-truth AUs"):
+        au.oracle(table.drop(columns=["AU04"]))
+
+
+def test_mesh_backend_recovers_known_expressions():
+    neutral = canonical_landmarks() * 250 + 30
+    asked = [{"AU04": 4.0}, {"AU43": 1.0, "AU04": 2.0}, {}]
+    meshes = np.stack([rt.retarget("explicit", neutral, aus=a or {"AU04": 0}).aligned * 180
+                       for a in asked])  # fmt: skip
+    out = au.mesh_aus(meshes, np.stack([neutral] * 3))
+    assert out.loc[0, "AU04"] == pytest.approx(4.0, abs=0.8) and out.loc[0, "AU43"] < 0.3
+    assert out.loc[1, "AU43"] > 0.6 and out.loc[1, "AU04"] == pytest.approx(2.0, abs=0.8)
+    assert out.loc[2, "PSPI"] < 0.5  # neutral reads as (nearly) no pain
+    with pytest.raises(ValueError, match="must match"):
+        au.mesh_aus(meshes, neutral[None])
+
+
+def test_icc_on_known_cases():
+    truth = np.array([0, 1, 2, 3, 4, 5.0])
+    assert au.icc_3_1(truth, truth) == pytest.approx(1.0)
+    assert au.icc_3_1(truth, truth + 2) == pytest.approx(1.0)  # consistency ignores offsets
+    assert au.icc_3_1(truth, truth[::-1]) < 0
+    noisy = truth + np.array([0.5, -0.5, 0.5, -0.5, 0.5, -0.5])
+    assert 0.8 < au.icc_3_1(truth, noisy) < 1
+    assert au.icc_3_1(truth[:2], truth[:2]) is None
+
+
+def test_mesh_estimator_validation_table(tiny_synthpain, tmp_path):
+    from paincontrol_lib.data.records import load_records
+    from paincontrol_lib.landmarks import build_landmark_table, load_landmark_table
+
+    data_dir, _ = tiny_synthpain
+    build_landmark_table(load_records("synthpain", data_dir), data_dir, tmp_path / "lm", 64,
+                         workers=1, progress=False)  # fmt: skip
+    report = au.validate_mesh_estimator(load_landmark_table(tmp_path / "lm"))
+    assert list(report.index) == ["AU04", "AU06", "AU07", "AU09", "AU10", "AU43", "PSPI"]
+    assert (report["mae"] >= 0).all() and report["reliable"].dtype == bool
+    assert (report["n"] > 0).all()
+
+
+def test_pyfeat_output_converts_without_weights():
+    fex = pd.DataFrame({"AU01": [0.2, 1.0], "AU04": [0.8, 0.0], "AU06": [0.4, 0.0],
+                        "AU07": [0.2, 0.0], "AU09": [0.1, 0.0], "AU10": [0.3, 0.0],
+                        "AU43": [0.7, 0.3], "FaceScore": [0.99, 0.98]})  # fmt: skip
+    out = au.from_pyfeat(fex)
+    assert out.loc[0, "AU04"] == pytest.approx(4.0) and out.loc[1, "AU01"] == pytest.approx(5.0)
+    assert list(out["AU43"]) == [1.0, 0.0] and np.isnan(out.loc[0, "AU12"])
+    assert out.loc[0, "PSPI"] == pytest.approx(4 + 2 + 1.5 + 1) and out.loc[1, "PSPI"] == 0
+    # a pain AU py-feat did not report leaves PSPI unknown, never silently lower
+    assert np.isnan(au.from_pyfeat(fex.drop(columns=["AU10"])).loc[0, "PSPI"])
+    with pytest.raises(ValueError, match="no AU columns"):
+        au.from_pyfeat(pd.DataFrame({"x": [1]}))
+
+
+def test_pyfeat_backend_fails_at_once_offline():
+    with pytest.raises(FileNotFoundError, match="mesh"):
+        au.estimate("pyfeat", paths=[])
+    with pytest.raises(ValueError, match="AU backend"):
+        au.estimate("openface")
+
+
+def test_identity_metric_separates_people_on_real_photographs():
+    """dlib distances: frames of one video (same person) vs photos of different people, all from
+    py-feat's own test data."""
+    import cv2
+    import feat
+
+    from paincontrol_lib.identity import make_identity
+    from paincontrol_lib.landmarks import FaceMesher, load_image
+
+    folder = Path(feat.__file__).parent / "tests" / "data"
+    people = {}
+    for video in ("WolfgangLanger_Pexels.mp4", "single_face.mp4"):
+        capture = cv2.VideoCapture(str(folder / video))
+        n = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        frames = []
+        for i in np.linspace(0, n - 1, 4).astype(int):
+            capture.set(cv2.CAP_PROP_POS_FRAMES, int(i))
+            ok, frame = capture.read()
+            assert ok, f"{video}: frame {i} unreadable"
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        people[video] = frames
+    for photo in ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg"):
+        people[photo] = [load_image(folder / photo)]
+    mesher, backend = FaceMesher(), make_identity("dlib")
+    embeddings = {}
+    for name, images in people.items():
+        found = [(im, mesher(im)) for im in images]
+        assert all(f.detected for _, f in found), name
+        embeddings[name] = [backend.embed(im, f.landmarks) for im, f in found]
+    mesher.close()
+    same = [
+        np.linalg.norm(a - b) for e in embeddings.values() for a, b in itertools.combinations(e, 2)
+    ]
+    different = [np.linalg.norm(a - b) for x, y in itertools.combinations(embeddings, 2)
+                 for a in embeddings[x] for b in embeddings[y]]  # fmt: skip
+    auc = np.mean([s < d for s in same for d in different])
+    assert auc >= 0.95, (np.round(same, 2), np.round(sorted(different)[:5], 2))
+    assert np.median(same) < 0.6 < np.median(different)  # dlib's own same-person threshold
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation metrics on hand-made cases with known answers
+
+
+def test_frechet_distance_and_image_similarity_known_answers():
+    from paincontrol_lib.evaluate import frechet_distance, ssim_psnr
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4000, 3))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-4)
+    shifted = frechet_distance(a, a + np.array([3.0, 0, 0]))
+    assert shifted == pytest.approx(9.0, rel=0.01)  # |mean shift|^2, same covariance
+    assert frechet_distance(a, a * 2) == pytest.approx(3 * (1 - 2) ** 2, rel=0.05)
+    with pytest.raises(ValueError, match="at least 2"):
+        frechet_distance(a[:1], a)
+    image = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    ssim, psnr = ssim_psnr(image, image)
+    assert ssim == pytest.approx(1.0) and psnr == np.inf
+    noisy = np.clip(image.astype(int) + rng.normal(0, 20, image.shape), 0, 255).astype(np.uint8)
+    assert ssim_psnr(image, noisy)[0] < 0.99 and 20 < ssim_psnr(image, noisy)[1] < 30
+
+
+def test_bootstrap_summary_and_paired_tests_known_answers():
+    from paincontrol_lib.evaluate import bootstrap_ci, compare_methods, mixed_model, summarise
+
+    mean, lo, hi = bootstrap_ci(np.r_[np.ones(50), np.zeros(50), np.nan], n_boot=500)
+    assert mean == pytest.approx(0.5) and lo < 0.5 < hi and hi - lo < 0.3
+    rng = np.random.default_rng(1)
+    rows = []
+    for target in ("S1", "S2", "S3"):
+        for frame in range(12):
+            base = rng.uniform(1, 3)
+            for method, shift in (("warp", 0.0), ("paincontrol", -1.0), ("no_identity", 0.0)):
+                noise = rng.normal(0, 0.05) if method == "no_identity" else 0.0
+                rows.append({"method": method, "mode": "delta", "source": "S9", "target": target,
+                             "frame": frame, "detected": True, "error_PSPI": base + shift + noise,
+                             "nme": 0.02, "identity_similarity": 0.9})  # fmt: skip
+    scores = pd.DataFrame(rows)
+    summary = summarise(scores, n_boot=200)
+    pspi_err = summary[summary["metric"] == "error_PSPI"].set_index("method")["mean"]
+    assert pspi_err["warp"] - pspi_err["paincontrol"] == pytest.approx(1.0)
+    paired = compare_methods(scores, metrics=("error_PSPI",)).set_index("method")
+    assert paired.loc["paincontrol", "mean_difference"] == pytest.approx(-1.0)
+    assert paired.loc["paincontrol", "p_holm"] < 0.001 < paired.loc["no_identity", "p_holm"]
+    mixed = mixed_model(scores).set_index("term")
+    assert mixed.loc["paincontrol", "coef"] == pytest.approx(-1.0, abs=0.05)
+    assert mixed.loc["paincontrol", "hi"] < 0 < mixed.loc["no_identity", "hi"]
+
+
+def test_requested_aus_use_the_source_ground_truth(tiny_synthpain):
+    import json
+
+    from paincontrol_lib.evaluate import requested_aus
+
+    _, table = tiny_synthpain
+    frame = table.sort_values("PSPI").iloc[-1]
+    manifest = pd.DataFrame([
+        {"mode": "delta", "source_image": frame["image"], "aus": json.dumps({"AU04": 0.1})},
+        {"mode": "explicit", "source_image": None, "aus": json.dumps({"AU04": 3, "AU43": 1})},
+    ])  # fmt: skip
+    asked = requested_aus(manifest, table)
+    assert asked.loc[0, "PSPI"] == pytest.approx(frame["PSPI"])  # ground truth, not the estimate
+    assert asked.loc[1, "AU04"] == 3 and asked.loc[1, "PSPI"] == 4
