@@ -126,8 +126,10 @@ class PyFeatAU:
         import os
 
         os.environ["HF_HUB_OFFLINE"] = "1"  # never download at run time
+        import torch
         from feat import Detectorv1
 
+        grad = torch.is_grad_enabled()  # py-feat's constructor can leave autograd switched off
         try:
             self.detector = Detectorv1(face_model="retinaface", landmark_model="mobilefacenet",
                                      au_model="xgb", emotion_model=None, identity_model=None,
@@ -139,6 +141,8 @@ class PyFeatAU:
                 "cache (e.g. `huggingface-cli download py-feat/xgb_au`) on a machine with "
                 "internet, or use the offline 'mesh' backend."
             ) from exc
+        finally:
+            torch.set_grad_enabled(grad)
 
     def __call__(self, paths) -> pd.DataFrame:
         return from_pyfeat(self.detector.detect(list(map(str, paths)), data_type="image"))

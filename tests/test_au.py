@@ -74,8 +74,11 @@ def test_pyfeat_output_converts_without_weights():
 
 
 def test_pyfeat_backend_fails_at_once_offline():
+    import torch
+
     with pytest.raises(FileNotFoundError, match="mesh"):
         au.estimate("pyfeat", paths=[])
+    assert torch.is_grad_enabled()  # py-feat's failed constructor must not switch autograd off
     with pytest.raises(ValueError, match="AU backend"):
         au.estimate("openface")
 
