@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 from pathlib import Path
 
@@ -55,9 +54,7 @@ def default_checkpoint() -> Path:
 def _transfer(args) -> int:
     import json
 
-    from PIL import Image
-
-    from paincontrol_lib.io import atomic_write_bytes
+    from paincontrol_lib.io import atomic_write_bytes, save_image
     from paincontrol_lib.landmarks import FaceMesher
     from paincontrol_lib.retarget import aus_for_pspi, retarget
     from paincontrol_lib.transfer import MODEL_METHODS, Transfer, read_face
@@ -71,13 +68,13 @@ def _transfer(args) -> int:
         from paincontrol_lib.model.presets import PainControlModel
 
         model = PainControlModel.from_pretrained(args.checkpoint or default_checkpoint())
+    size = model.config.resolution if model else args.size
     mesher = FaceMesher()
     try:
         target = read_face(args.target, mesher, name=f"target {args.target}")
         if args.mode == "explicit":
             aus = args.aus if args.aus is not None else aus_for_pspi(args.pspi)
             names = ["explicit"]
-            size = model.config.resolution if model else args.size
             expressions = [retarget("explicit", target.landmarks, aus=aus, size=size)]
         else:
             frames = _images_in(Path(args.source))
@@ -91,7 +88,6 @@ def _transfer(args) -> int:
                     "or a sequence folder whose first frame is neutral"
                 )
             neutral = read_face(neutral_path, mesher, name=f"source neutral {neutral_path}")
-            size = model.config.resolution if model else args.size
             expressions, names = [], []
             for path in frames:
                 face = read_face(path, mesher, name=f"source {path}")
@@ -114,18 +110,13 @@ def _transfer(args) -> int:
     for method in args.method:
         images = engine.generate(method, target, expressions, seed=args.seed, shared_noise=True)
         for name, expr, image in zip(names, expressions, images, strict=True):
-            path = out / method / f"{name}.png"
-            buf = io.BytesIO()
-            Image.fromarray(image).save(buf, "PNG")
-            atomic_write_bytes(path, buf.getvalue())
+            path = save_image(out / method / f"{name}.png", image)
             manifest.append({"method": method, "mode": expr.mode, "frame": name,
                              "pspi": round(expr.pspi, 3), "seed": args.seed,
                              "aus": {k: round(v, 3) for k, v in expr.aus.items() if v},
                              "path": str(path.relative_to(out))})  # fmt: skip
     for name, expr in zip(names, expressions, strict=True):
-        buf = io.BytesIO()
-        Image.fromarray(expr.control).save(buf, "PNG")
-        atomic_write_bytes(out / "control" / f"{name}.png", buf.getvalue())
+        save_image(out / "control" / f"{name}.png", expr.control)
     atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
     print(f"wrote {len(manifest)} images ({', '.join(args.method)}) to {out}")
     return 0

@@ -65,6 +65,28 @@ def ssim_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(ssim), float(peak_signal_noise_ratio(a, b, data_range=255))
 
 
+class ExactAnswers:
+    """SynthPain's exact answers, aligned like the outputs: ``(subject, aus, size) -> (crop,
+    canonical mesh)``. Each (person, AUs, size) is rendered once, though every method asks."""
+
+    def __init__(self, synthpain_dir):
+        from paincontrol_lib.data.synthpain.generate import load_config
+
+        self.config = load_config(synthpain_dir)
+        self._done: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, subject: str, aus: dict[str, float], size: int):
+        from paincontrol_lib.data.synthpain.generate import render_exact
+
+        key = (subject, tuple(sorted((a, round(float(v), 6)) for a, v in aus.items())), size)
+        if key not in self._done:
+            truth = render_exact(self.config, subject, aus)
+            points = np.column_stack([truth.landmarks_2d, truth.landmarks_3d[:, 2]])
+            aligned, transform = align(points)
+            self._done[key] = aligned_crop(truth.image, transform, size), aligned
+        return self._done[key]
+
+
 def requested_aus(manifest: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """The pain AUs each output was asked for (source ground truth when known)."""
     truth = table.set_index("image")
@@ -85,7 +107,7 @@ def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=No
     """One row of scores per generated image in ``manifest`` (images under ``out_dir``).
 
     ``table`` is the landmark table (neutral references, meshes, ground-truth AUs); ``exact``
-    a callable ``(subject, aus) -> Rendered`` giving the true image (SynthPain), or None.
+    an :class:`ExactAnswers` (SynthPain) or None.
     """
     from paincontrol_lib.au import mesh_aus
     from paincontrol_lib.identity import cosine_similarity, make_identity
@@ -124,12 +146,8 @@ def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=No
             meshes.append(mesh)
             bases.append(np.asarray(neutral.loc[row.target, "landmarks"], float).reshape(-1, 3))
         if exact is not None:
-            truth = exact(
-                row.target, dict(zip(PAIN_AUS, asked.iloc[i][list(PAIN_AUS)], strict=True))
-            )
-            points = np.column_stack([truth.landmarks_2d, truth.landmarks_3d[:, 2]])
-            aligned, transform = align(points)
-            crop = aligned_crop(truth.image, transform, size)
+            wanted = dict(zip(PAIN_AUS, asked.iloc[i][list(PAIN_AUS)], strict=True))
+            crop, aligned = exact(row.target, wanted, size)
             rec["ssim_to_exact"], rec["psnr_to_exact"] = ssim_psnr(image, crop)
             if found.detected:
                 rec["nme_to_exact"] = float(
@@ -276,10 +294,7 @@ def run_evaluation_stage(table: pd.DataFrame, manifest: pd.DataFrame, transfer_d
 
     exact = None
     if synthpain_dir is not None and (Path(synthpain_dir) / "config.json").is_file():
-        from paincontrol_lib.data.synthpain.generate import load_config, render_exact
-
-        config = load_config(synthpain_dir)
-        exact = lambda subject, aus: render_exact(config, subject, aus)  # noqa: E731
+        exact = ExactAnswers(synthpain_dir)
     scores = score_outputs(manifest, transfer_dir, table, exact=exact)
     size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
     reference = real_embeddings(table, size, params["realism_reference_images"], seed)

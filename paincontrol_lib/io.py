@@ -60,6 +60,17 @@ def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def save_image(path: str | Path, image: np.ndarray) -> Path:
+    """Save an RGB uint8 array atomically as PNG."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 @contextlib.contextmanager
 def atomic_folder(path: str | Path):
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, on any

@@ -113,7 +113,8 @@ class Transfer:
                 f"size {self.size} differs from the model's resolution {model.config.resolution}"
             )
         self._identity = identity
-        self._embeddings: dict[int, np.ndarray] = {}
+        # id(face) -> (face, embedding): holding the face keeps its id from being reused.
+        self._embeddings: dict[int, tuple[Face, np.ndarray]] = {}
 
     def identity_of(self, face: Face) -> np.ndarray:
         """The face's identity embedding (dlib unless the model was trained with ArcFace)."""
@@ -122,8 +123,9 @@ class Transfer:
                 from paincontrol_lib.identity import make_identity
 
                 self._identity = make_identity(self.model.config.identity_backend)
-            self._embeddings[id(face)] = self._identity.embed(face.image, face.landmarks)
-        return self._embeddings[id(face)]
+            embedding = self._identity.embed(face.image, face.landmarks)
+            self._embeddings[id(face)] = (face, embedding)
+        return self._embeddings[id(face)][1]
 
     def generate(
         self, method: str, target: Face, expressions: list[Retargeted], seed: int = 0,

@@ -91,9 +91,27 @@ def run_transfer_stage(table: pd.DataFrame, model, out_dir, params: dict, seed: 
                       identity_scale=params["identity_scale"])  # fmt: skip
     size = engine.size
     sources, targets = pick_pairs(table, params["n_sources"], params["n_targets"], seed)
-    target_faces = {t: face_of(_neutral_row(table, t)) for t in targets}
+    target_rows = {t: _neutral_row(table, t) for t in targets}
+    target_faces = {t: face_of(row) for t, row in target_rows.items()}
     records, seconds, jitter = [], dict.fromkeys(methods, 0.0), {m: [] for m in methods}
     panels = {"sequences": [], "source_jitter": []}
+
+    def generate(method, target, expressions):
+        start = time.perf_counter()
+        images = engine.generate(
+            method, target_faces[target], expressions, seed=seed, shared_noise=True
+        )
+        seconds[method] += time.perf_counter() - start
+        return images
+
+    def record(method, target, expr, name, image, **source):
+        return {
+            "method": method, "mode": expr.mode, **source, "target": target,
+            "target_image": target_rows[target]["image"], "pspi": expr.pspi, "aus": expr.aus,
+            "target_aligned": expr.aligned.astype(np.float32).ravel(), "seed": seed,
+            "path": _save(tmp, name, image),
+        }  # fmt: skip
+
     with atomic_folder(out_dir) as tmp:
         for subject, sequence in sources:
             frames = table[(table["subject"] == subject) & (table["sequence"] == sequence)]
@@ -110,27 +128,18 @@ def run_transfer_stage(table: pd.DataFrame, model, out_dir, params: dict, seed: 
                 ]  # fmt: skip
                 outputs = {}
                 for method in methods:
-                    start = time.perf_counter()
-                    images = engine.generate(
-                        method, face, expressions, seed=seed, shared_noise=True
-                    )
-                    seconds[method] += time.perf_counter() - start
-                    outputs[method] = images
+                    outputs[method] = images = generate(method, target, expressions)
                     jitter[method].append(sequence_jitter(images))
                     for (_, row), expr, image in zip(frames.iterrows(), expressions, images,
                                                      strict=True):  # fmt: skip
                         frame = int(row["frame"])
                         name = f"{method}/{subject}_{sequence}_to_{target}_f{frame:02d}.png"
-                        records.append({
-                            "method": method, "mode": params["mode"], "source": subject,
-                            "source_sequence": sequence, "source_frame": int(row["frame"]),
-                            "source_image": row["image"], "target": target,
-                            "target_image": _neutral_row(table, target)["image"],
-                            "frame": int(row["frame"]), "pspi": expr.pspi,
-                            "source_pspi": float(row["PSPI"]), "aus": expr.aus,
-                            "target_aligned": expr.aligned.astype(np.float32).ravel(),
-                            "seed": seed, "path": _save(tmp, name, image),
-                        })  # fmt: skip
+                        records.append(record(
+                            method, target, expr, name, image, source=subject,
+                            source_sequence=sequence, source_frame=frame,
+                            source_image=row["image"], frame=frame,
+                            source_pspi=float(row["PSPI"]),
+                        ))  # fmt: skip
                 panels["sequences"].append(
                     {
                         "source": subject,
@@ -142,27 +151,22 @@ def run_transfer_stage(table: pd.DataFrame, model, out_dir, params: dict, seed: 
                         "pspi": [e.pspi for e in expressions],
                     }  # fmt: skip
                 )
+        levels = list(params["explicit_pspi"])
         for target in targets:
-            face = target_faces[target]
-            levels = list(params["explicit_pspi"])
             expressions = [
-                retarget("explicit", face.landmarks, aus=aus_for_pspi(level), size=size)
+                retarget("explicit", target_faces[target].landmarks, aus=aus_for_pspi(level),
+                         size=size)
                 for level in levels
-            ]
+            ]  # fmt: skip
             for method in methods:
-                start = time.perf_counter()
-                images = engine.generate(method, face, expressions, seed=seed, shared_noise=True)
-                seconds[method] += time.perf_counter() - start
+                images = generate(method, target, expressions)
                 for level, expr, image in zip(levels, expressions, images, strict=True):
                     name = f"{method}/explicit_pspi{level:02d}_to_{target}.png"
-                    records.append({
-                        "method": method, "mode": "explicit", "source": "explicit",
-                        "source_sequence": None, "source_frame": None, "source_image": None,
-                        "target": target, "target_image": _neutral_row(table, target)["image"],
-                        "frame": None, "pspi": expr.pspi, "source_pspi": float(level),
-                        "aus": expr.aus, "target_aligned": expr.aligned.astype(np.float32).ravel(),
-                        "seed": seed, "path": _save(tmp, name, image),
-                    })  # fmt: skip
+                    records.append(record(
+                        method, target, expr, name, image, source="explicit",
+                        source_sequence=None, source_frame=None, source_image=None, frame=None,
+                        source_pspi=float(level),
+                    ))  # fmt: skip
         manifest = pd.DataFrame(records)
         manifest["aus"] = manifest["aus"].map(
             lambda a: json.dumps({k: round(float(v), 3) for k, v in a.items()})
@@ -173,13 +177,7 @@ def run_transfer_stage(table: pd.DataFrame, model, out_dir, params: dict, seed: 
         "mode": params["mode"],
         "n_sources": len(sources),
         "n_targets": len(targets),
-        "methods": {
-            m: {
-                "n_outputs": int(counts.get(m, 0)),
-                "seconds_per_image": seconds[m] / max(1, int(counts.get(m, 0))),
-            }
-            for m in methods
-        },  # fmt: skip
+        "methods": {m: {"n_outputs": int(counts.get(m, 0))} for m in methods},
         "sequence_jitter": {m: float(np.mean(jitter[m])) for m in methods},
         "source_sequence_jitter": float(np.mean(panels["source_jitter"])),
         "seconds_per_image": {m: seconds[m] / max(1, int(counts.get(m, 0))) for m in methods},
