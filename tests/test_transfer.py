@@ -111,6 +111,25 @@ def test_warp_is_exact_at_rest_and_moves_the_eyes(neutral):
     assert dark(warped) < 0.5 * dark(crop)  # the dark irises are squeezed shut
 
 
+def test_warp_matches_skimage_piecewise_affine(neutral):
+    """The remap-based warp is the same map as skimage's PiecewiseAffineTransform."""
+    from skimage.transform import PiecewiseAffineTransform, warp
+
+    face = _face(neutral)
+    crop = face.crop(64)
+    moved = rt.retarget("explicit", face.landmarks, aus="AU4=4,AU43=1,AU10=3").aligned * 64
+    ours = warp_to(crop, face.aligned * 64, moved)
+    frame = np.array([[0, 0], [63, 0], [0, 63], [63, 63], [32, 0], [32, 63], [0, 32], [63, 32]])
+    points = slice(0, facemesh.N_MESH_POINTS)
+    tform = PiecewiseAffineTransform.from_estimate(
+        np.vstack([moved[points, :2], frame]), np.vstack([face.aligned[points, :2] * 64, frame])
+    )
+    reference = warp(crop, tform, order=1, mode="edge", preserve_range=True).round()
+    difference = np.abs(ours.astype(int) - reference.astype(int))
+    assert np.abs(ours.astype(int) - crop).mean() > 0.5  # the warp moved something
+    assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 3
+
+
 def test_sequence_jitter_separates_smooth_motion_from_flicker():
     ramp = np.linspace(0, 200, 6)[:, None, None, None] * np.ones((6, 8, 8, 3))
     flicker = np.random.default_rng(0).uniform(0, 200, (6, 8, 8, 3))
