@@ -46,11 +46,13 @@ def pick_pairs(table: pd.DataFrame, n_sources: int, n_targets: int, seed: int):
     return sources, targets
 
 
-def _mesh(row) -> np.ndarray:
+def mesh_of(row) -> np.ndarray:
+    """A landmark-table row's MediaPipe mesh (478, 3), pixels."""
     return np.asarray(row["landmarks"], dtype=np.float64).reshape(-1, 3)
 
 
-def _neutral_row(table: pd.DataFrame, subject: str) -> pd.Series:
+def neutral_row(table: pd.DataFrame, subject: str) -> pd.Series:
+    """The person's detected neutral reference frame (a clear error when there is none)."""
     rows = table[(table["subject"] == subject) & table["neutral_reference"] & table["detected"]]
     if rows.empty:
         raise ValueError(f"{subject} has no detected neutral reference frame")
@@ -61,7 +63,7 @@ def face_of(row: pd.Series) -> Face:
     """A :class:`Face` from a landmark-table row (its stored mesh; no re-meshing)."""
     from paincontrol_lib.landmarks import load_image
 
-    landmarks = _mesh(row)
+    landmarks = mesh_of(row)
     aligned, transform = align(landmarks)
     return Face(load_image(row["image"]), landmarks, aligned, transform, str(row["subject"]))
 
@@ -91,7 +93,7 @@ def run_transfer_stage(table: pd.DataFrame, model, out_dir, params: dict, seed: 
                       identity_scale=params["identity_scale"])  # fmt: skip
     size = engine.size
     sources, targets = pick_pairs(table, params["n_sources"], params["n_targets"], seed)
-    target_rows = {t: _neutral_row(table, t) for t in targets}
+    target_rows = {t: neutral_row(table, t) for t in targets}
     target_faces = {t: face_of(row) for t, row in target_rows.items()}
     records, seconds, jitter = [], dict.fromkeys(methods, 0.0), {m: [] for m in methods}
     panels = {"sequences": [], "source_jitter": []}
@@ -116,13 +118,13 @@ def run_transfer_stage(table: pd.DataFrame, model, out_dir, params: dict, seed: 
         for subject, sequence in sources:
             frames = table[(table["subject"] == subject) & (table["sequence"] == sequence)]
             frames = frames[frames["detected"]].sort_values("frame")
-            neutral = _mesh(_neutral_row(table, subject))
+            neutral = mesh_of(neutral_row(table, subject))
             source_crops = np.stack([face_of(r).crop(size) for _, r in frames.iterrows()])
             panels["source_jitter"].append(sequence_jitter(source_crops))
             for target in targets:
                 face = target_faces[target]
                 expressions = [
-                    retarget(params["mode"], face.landmarks, source=_mesh(r),
+                    retarget(params["mode"], face.landmarks, source=mesh_of(r),
                              source_neutral=neutral, size=size)
                     for _, r in frames.iterrows()
                 ]  # fmt: skip

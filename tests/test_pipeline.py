@@ -112,3 +112,18 @@ def test_evaluate_stage(tiny_repo):
     assert (tiny_repo / "reports" / "plots" / "eval_au_error.csv").stat().st_size > 0
     for name in ("eval_au_error", "eval_identity_pspi", "eval_extremes"):
         assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def test_augment_stage(tiny_repo):
+    m = _metrics(tiny_repo, "augment")
+    arms = {"real", "paincontrol", "warp", "classic"}
+    (level,) = m["levels"]  # tiny: one training person with pain, so levels 1 and "all" coincide
+    assert set(m["levels"][level]) == arms
+    for cell in m["levels"][level].values():
+        assert cell["n_seeds"] == 2 and {"auc_mean", "auc_ci_low", "auc_ci_high"} <= set(cell)
+    assert {"scarce_gain_auc", "scarce_gain_p", "full_gain_auc", "full_gain_p"} <= set(m["claim"])
+    results = pd.read_csv(tiny_repo / "reports" / "plots" / "augment_results.csv")
+    assert len(results) == 2 * 4 * 2  # seeds x arms x detectors
+    assert (results.loc[results["arm"] != "real", "n_synthetic"] > 0).all()
+    for name in ("augment_samples", "augment_scarcity"):
+        assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0
