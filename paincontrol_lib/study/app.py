@@ -103,7 +103,7 @@ def create_app(trials_dir, store: Store) -> Flask:
     @app.after_request
     def _headers(response):
         response.headers["Cache-Control"] = "no-store"
-        response.headers["Referrer-Policy"] = "no-referrer"  # the token never leaves the page
+        response.headers["Referrer-Policy"] = "same-origin"  # the token never goes elsewhere
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = (
             f"default-src 'none'; img-src 'self'; style-src 'nonce-{g.nonce}'; "
