@@ -193,9 +193,9 @@ def build_trial_set(
             f"study.items_per_method ({items_per_method}) must be a multiple of the "
             f"{len(identities)} target identities, to balance identities within each method"
         )
-    items = _choose(candidates, items_per_method // len(identities), rng)
     if repeats > items_per_method:
         raise ValueError(f"study.repeats ({repeats}) exceeds items_per_method ({items_per_method})")
+    items = _choose(candidates, items_per_method // len(identities), rng)
     items["image_id"] = [new_id() for _ in range(len(items))]
     items["kind"], items["expected"], items["rater_slot"] = "item", np.nan, -1
     size = int(load_image(items.loc[items["condition"] != REAL, "path"].iloc[0]).shape[0])
