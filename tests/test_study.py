@@ -166,7 +166,12 @@ def test_pages_differ_only_in_opaque_fields(study):
         shapes.add(re.sub(r'[0-9a-f]{16}|nonce="[^"]+"|value="\d+"|Image \d+', "#", blank))
         assert _rate(client, token, 3).status_code == 303
     assert len(shapes) == 1
-    assert "All images are rated" in client.get(f"/r/{token}").get_data(as_text=True)
+    finished = client.get(f"/r/{token}").get_data(as_text=True)
+    assert "All images are rated" in finished and "<img" not in finished
+    n_stored = len(store.ratings())
+    reused = client.post(f"/r/{token}", data={"csrf": store.csrf_token(store.rater(token)),
+                                             "position": "0", "realism": "2"})  # fmt: skip
+    assert reused.status_code == 409 and len(store.ratings()) == n_stored
 
 
 def test_forged_token_gets_no_data(study):
@@ -273,8 +278,9 @@ def test_killed_server_loses_no_acknowledged_rating(study):
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        line = server.stdout.readline()
-        base = re.search(r"on (http://127\.0\.0\.1:\d+)", line).group(1)
+        lines = (server.stdout.readline() for _ in range(50))  # warnings may come first
+        found = next(m for line in lines if (m := re.search(r"on (http://127[.0-9]+:\d+)", line)))
+        base = found.group(1)
         acknowledged = []
         for i in range(6):
             token = tokens["A" if i % 2 else "B"]
