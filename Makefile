@@ -24,7 +24,16 @@ env: $(STAMP) ## Create .venv and install the pinned packages (idempotent)
 repro: $(STAMP) ## Run the whole pipeline on the embedded default (dvc repro)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: $(STAMP) ## Run the test suite (tiny profile, no GPU, offline)
+browser: ## Install Debian's chromium + chromium-driver (the study's browser tests need them)
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \
+	command -v apt-get >/dev/null || { echo "error: /usr/bin/chromium or /usr/bin/chromedriver missing and no apt-get here: install Chromium and its chromedriver as /usr/bin/chromium and /usr/bin/chromedriver"; exit 1; }; \
+	SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	echo "installing chromium and chromium-driver with apt-get (for tests/test_study_browser.py)"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
+	  || { echo "error: apt-get could not install chromium and chromium-driver (network? root?); the browser tests need /usr/bin/chromium and /usr/bin/chromedriver"; exit 1; }; \
+	[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { echo "error: chromium installed but /usr/bin/chromium or /usr/bin/chromedriver still missing"; exit 1; }
+
+test: $(STAMP) browser ## Run the test suite (tiny profile, no GPU, offline)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 bench: $(STAMP) ## Print speed benchmarks (landmarks, SynthPain rendering)
@@ -42,6 +51,6 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format $(PY_SOURCES)
 
 clean: ## Remove generated data and reports (keeps committed metrics)
-	rm -rf data/synthpain data/landmarks reports/notebooks reports/figures
+	rm -rf data/synthpain data/landmarks data/study reports/notebooks reports/figures
 
-.PHONY: help env repro test bench lab lint format clean
+.PHONY: help env repro browser test bench lab lint format clean

@@ -122,6 +122,92 @@ def _transfer(args) -> int:
     return 0
 
 
+def _study_store(args, create: bool = False):
+    """The trial set's design and its ratings database (``--db``, default beside the set)."""
+    from paincontrol_lib.study.design import load_design, ratings_db_path
+    from paincontrol_lib.study.store import Store
+
+    info, trials = load_design(args.trials)
+    db = Path(args.db) if args.db else ratings_db_path(args.trials)
+    return info, trials, Store(db, info["design_id"] if create else None)
+
+
+def _print_links(store, trials, labels: list[str] | int, url: str) -> None:
+    """Invite ``labels`` (or that many raters, numbered on from those invited before)."""
+    if isinstance(labels, int):
+        first = len(store.progress()) + 1
+        labels = [f"rater-{i}" for i in range(first, first + labels)]
+    for label, token in store.invite(trials, labels):
+        print(f"{label}\t{url.rstrip('/')}/r/{token}")
+    print("(links are shown once: the database keeps only hashes of the tokens)")
+
+
+def _study_build(args) -> int:
+    from paincontrol_lib.config import load_params
+    from paincontrol_lib.study.design import build_trial_set, ratings_db_path, stage_candidates
+
+    study = load_params(args.params, profile=args.profile)["study"]
+    candidates = stage_candidates(args.transfer, args.landmarks)
+    info = build_trial_set(
+        candidates,
+        args.out,
+        items_per_method=study["items_per_method"],
+        repeats=study["repeats"],
+        attention_checks=study["attention_checks"],
+        n_raters=args.raters or study["n_raters"],
+        seed=args.seed,
+    )
+    print(
+        f"trial set {args.out}: {info['n_items']} items, {info['n_slots']} rater slots of "
+        f"{info['trials_per_rater']} trials; ratings will go to {ratings_db_path(args.out)}; "
+        f"keep {args.out}/key.parquet away from raters"
+    )
+    return 0
+
+
+def _study_invite(args) -> int:
+    _, trials, store = _study_store(args, create=True)
+    _print_links(store, trials, args.label or args.n, args.url)
+    return 0
+
+
+def _study_serve(args) -> int:
+    from paincontrol_lib.study.app import create_app, make_server
+
+    _, trials, store = _study_store(args, create=True)
+    server = make_server(create_app(args.trials, store), args.host, args.port, args.threads)
+    url = f"http://{args.host}:{server.effective_port}"
+    if args.invite:
+        _print_links(store, trials, args.invite, url)
+    print(f"serving {args.trials} on {url} (ratings in {store.path}); Ctrl-C stops", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+def _study_progress(args) -> int:
+    _, _, store = _study_store(args)
+    table = store.progress()
+    print(table.to_string(index=False) if len(table) else "no raters invited yet")
+    print(f"{int(table['finished'].sum())} of {len(table)} raters finished")
+    return 0
+
+
+def _study_export(args) -> int:
+    from paincontrol_lib.io import atomic_write_bytes
+    from paincontrol_lib.study.store import export_table
+
+    _, _, store = _study_store(args)
+    table = export_table(store, args.trials)
+    atomic_write_bytes(args.out, table.to_csv(index=False).encode())
+    print(f"wrote {len(table)} ratings of {table['rater'].nunique()} raters to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paincontrol",
@@ -164,7 +250,56 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--identity-scale", type=float, default=1.0)
     tr.add_argument("--size", type=int, default=128, help="warp-only runs: output size (px)")
     tr.set_defaults(func=_transfer)
+    _add_study(commands)
     return parser
+
+
+def _add_study(commands) -> None:
+    study = commands.add_parser(
+        "study",
+        help="the blinded realism rating study: build, serve, invite, progress, export",
+        description="A real study: build a trial set, serve it (or invite, then serve), send "
+        "the links, watch progress, export the CSV, set params study.ratings to it and rerun "
+        "the study stage.",
+    )
+    sub = study.add_subparsers(dest="study_command", required=True, metavar="STEP")
+
+    def with_trials(parser, db: bool = True):
+        parser.add_argument("--trials", default="data/study", help="trial set folder")
+        if db:
+            parser.add_argument("--db", help="ratings database (default: <trials>.sqlite)")
+        return parser
+
+    build = sub.add_parser("build", help="make a blinded, randomised trial set")
+    build.add_argument("--out", required=True, help="trial set folder (replaced atomically)")
+    build.add_argument("--transfer", default="data/transfer", help="stage-03 output folder")
+    build.add_argument("--landmarks", default="data/landmarks", help="stage-01 output folder")
+    build.add_argument("--params", default=None, help="params.yaml (section study)")
+    build.add_argument("--profile", default=None, help="profile merged over params")
+    build.add_argument("--raters", type=int, help="rater slots (default: study.n_raters)")
+    build.add_argument("--seed", type=int, help="reproducible ids and orders (default: secret)")
+    build.set_defaults(func=_study_build)
+
+    invite = with_trials(sub.add_parser("invite", help="create raters; print their links once"))
+    who = invite.add_mutually_exclusive_group(required=True)
+    who.add_argument("--n", type=int, help="number of raters (labelled rater-1, ...)")
+    who.add_argument("--label", nargs="+", help="one label per rater (e.g. a pseudonym)")
+    invite.add_argument("--url", default="http://127.0.0.1:8765", help="where raters reach serve")
+    invite.set_defaults(func=_study_invite)
+
+    serve = with_trials(sub.add_parser("serve", help="run the rating web app"))
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default: localhost only)")
+    serve.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
+    serve.add_argument("--threads", type=int, default=8, help="concurrent requests")
+    serve.add_argument("--invite", type=int, default=0, help="create N raters, print links")
+    serve.set_defaults(func=_study_serve)
+
+    progress = with_trials(sub.add_parser("progress", help="per-rater progress (admin view)"))
+    progress.set_defaults(func=_study_progress)
+
+    export = with_trials(sub.add_parser("export", help="write every rating with its key as CSV"))
+    export.add_argument("--out", required=True, help="CSV file")
+    export.set_defaults(func=_study_export)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        print(f"paincontrol {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, [args.command, getattr(args, "study_command", None)]))
+        print(f"paincontrol {command}: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -127,3 +127,22 @@ def test_augment_stage(tiny_repo):
     assert (results.loc[results["arm"] != "real", "n_synthetic"] > 0).all()
     for name in ("augment_samples", "augment_scarcity"):
         assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def test_study_stage(tiny_repo):
+    m = _metrics(tiny_repo, "study")
+    conditions = {"real", "paincontrol", "warp", "no_identity", "no_landmarks"}
+    # tiny profile: 6 rater slots x (5 conditions x (2 items + 1 repeat) + 1 attention check)
+    assert m["simulated"] is True and m["n_raters"] == 6 and m["n_ratings"] == 6 * 16
+    assert set(m["methods"]) == conditions and -1 <= m["reliability"] <= 1
+    for name, method in m["methods"].items():
+        assert method["ci_low"] <= method["mean_rating"] <= method["ci_high"], name
+        for key in ("effect_estimate", "effect_ci_low", "effect_ci_high", "effect_true"):
+            assert key in method, key
+    assert m["methods"]["real"]["effect_true"] == 0.0
+    key = pd.read_parquet(tiny_repo / "data" / "study" / "key.parquet")
+    assert key[key["kind"] == "item"].groupby("method").size().to_dict() == dict.fromkeys(
+        conditions, 2
+    )
+    for name in ("study_trials", "study_ratings", "study_effects"):
+        assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0

@@ -1,0 +1,517 @@
+"""The realism study: trial design, blinding, storage durability, the web app's security rules,
+concurrent raters, and the analysis (Krippendorff's alpha, recovery of a simulated effect)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from study_fakes import IDENTITIES, METHODS, fake_stage
+
+from paincontrol_lib.cli import main
+from paincontrol_lib.config import REPO_ROOT
+from paincontrol_lib.study.analysis import (
+    analyse,
+    krippendorff_alpha,
+    load_ratings,
+    retest_agreement,
+)
+from paincontrol_lib.study.app import create_app, make_server
+from paincontrol_lib.study.design import (
+    IMAGES,
+    build_trial_set,
+    load_design,
+    load_key,
+    ratings_db_path,
+    stage_candidates,
+)
+from paincontrol_lib.study.simulate import simulate_ratings
+from paincontrol_lib.study.store import Store, export_table
+
+CONDITIONS = ("real", *METHODS)
+SECRETS = (*METHODS, "no_identity", "no_landmarks", "transfer", "src_to", *IDENTITIES)
+
+
+def _build(root, seed=0, **sizes):
+    transfer, landmarks = fake_stage(root, slots_per_identity=3)
+    options = {"items_per_method": 4, "repeats": 1, "attention_checks": 2, "n_raters": 4}
+    options.update(sizes)
+    trials_dir = root / "study"
+    info = build_trial_set(stage_candidates(transfer, landmarks), trials_dir, seed=seed, **options)
+    return trials_dir, info
+
+
+@pytest.fixture
+def study(tmp_path):
+    """(trials_dir, store, Flask test client, {label: token}) with raters A and B invited."""
+    trials_dir, info = _build(tmp_path)
+    _, trials = load_design(trials_dir)
+    store = Store(ratings_db_path(trials_dir), info["design_id"])
+    tokens = dict(store.invite(trials, ["A", "B"]))
+    client = create_app(trials_dir, store).test_client()
+    return trials_dir, store, client, tokens
+
+
+def _form(html: str) -> dict:
+    """The hidden fields of a trial page."""
+    return {
+        "csrf": re.search(r'name="csrf" value="([0-9a-f]+)"', html).group(1),
+        "position": re.search(r'name="position" value="(\d+)"', html).group(1),
+    }
+
+
+def _rate(client, token, realism, pain=None, **extra):
+    page = client.get(f"/r/{token}").get_data(as_text=True)
+    data = {**_form(page), "realism": str(realism), **extra}
+    if pain is not None:
+        data["pain"] = str(pain)
+    return client.post(f"/r/{token}", data=data)
+
+
+# ---- design and blinding -------------------------------------------------------------------
+
+
+def test_design_is_balanced_randomised_and_keyed(tmp_path):
+    trials_dir, info = _build(tmp_path)
+    _, trials = load_design(trials_dir)
+    key = load_key(trials_dir)
+    items = key[key["kind"] == "item"]
+    counts = items.groupby(["method", "identity"]).size()
+    assert set(counts.index.get_level_values(0)) == set(CONDITIONS)
+    assert (counts == 2).all() and len(counts) == len(CONDITIONS) * len(IDENTITIES)
+    slots = {m: {o.split("/")[-1] for o in g["origin"]} for m, g in items.groupby("method")}
+    assert slots["paincontrol"] == slots["warp"]  # methods drew the same (source, target) slots
+    orders = []
+    for slot, mine in trials.groupby("slot"):
+        first = mine[mine["showing"] == 1]
+        checks = key[(key["kind"] == "attention") & (key["rater_slot"] == slot)]
+        assert set(first["image_id"]) == set(items["image_id"]) | set(checks["image_id"])
+        again = mine[mine["showing"] == 2].merge(key, on="image_id")
+        assert sorted(again["method"]) == sorted(CONDITIONS)  # one repeat per condition
+        position = mine.set_index(["image_id", "showing"])["position"]
+        for image_id in again["image_id"]:
+            assert position[(image_id, 2)] > position[(image_id, 1)]
+        orders.append(tuple(mine.sort_values("position")["image_id"]))
+    assert len(set(orders)) == len(orders) and info["trials_per_rater"] == len(orders[0])
+    assert set(key.loc[key["kind"] == "attention", "expected"]) <= {1, 2, 3, 4, 5}
+
+
+def test_images_are_identical_in_format_and_carry_no_method(tmp_path):
+    trials_dir, info = _build(tmp_path)
+    files = sorted((trials_dir / IMAGES).iterdir())
+    assert len(files) == len(load_key(trials_dir))
+    for path in files:
+        assert re.fullmatch(r"[0-9a-f]{16}\.png", path.name)
+        data = path.read_bytes()
+        assert not any(word.encode() in data.lower() for word in SECRETS), path
+        with Image.open(path) as image:
+            assert (image.format, image.mode, image.size) == ("PNG", "RGB", (64, 64))
+            assert not image.info, image.info  # no text chunks, gamma, dpi ...
+    served = (trials_dir / "design.json").read_text() + pd.read_parquet(
+        trials_dir / "trials.parquet"
+    ).to_csv()
+    assert not any(word in served for word in SECRETS)
+
+
+def test_seeded_build_is_reproducible_and_unseeded_ids_are_fresh(tmp_path):
+    keys = [load_key(_build(tmp_path / name, seed=seed)[0]) for name, seed in
+            (("a", 3), ("b", 3), ("c", None))]  # fmt: skip
+    assert keys[0]["image_id"].tolist() == keys[1]["image_id"].tolist()
+    assert not set(keys[0]["image_id"]) & set(keys[2]["image_id"])
+
+
+def test_bad_designs_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="multiple of the 2 target identities"):
+        _build(tmp_path / "a", items_per_method=3)
+    with pytest.raises(ValueError, match="outputs made by every method, 4 needed"):
+        _build(tmp_path / "b", items_per_method=8)
+    with pytest.raises(ValueError, match="n_raters must be an integer >= 1"):
+        _build(tmp_path / "c", n_raters=0)
+    trials_dir, _ = _build(tmp_path / "d")
+    ratings_db_path(trials_dir).write_bytes(b"")
+    with pytest.raises(ValueError, match="would orphan them"):
+        _build(tmp_path / "d")
+
+
+# ---- the web app ----------------------------------------------------------------------------
+
+
+def test_pages_differ_only_in_opaque_fields(study):
+    """Walk a whole rater session: every page, image URL and header is free of method names,
+    and pages are identical once ids, positions, counts and nonces are blanked."""
+    trials_dir, store, client, tokens = study
+    token = tokens["A"]
+    shapes = set()
+    for _ in range(store.next_trial(store.rater(token)).n_total):
+        response = client.get(f"/r/{token}")
+        html = response.get_data(as_text=True)
+        src = re.search(r'<img id="stimulus" src="([^"]+)"', html).group(1)
+        image = client.get(src)
+        assert image.status_code == 200 and image.mimetype == "image/png"
+        assert not {"Last-Modified", "ETag", "Content-Disposition"} & set(image.headers.keys())
+        text = html + src + str(response.headers) + str(image.headers)
+        assert not any(word in text for word in SECRETS)
+        blank = re.sub(r'name="csrf" value="[0-9a-f]+"', "", html)
+        shapes.add(re.sub(r'[0-9a-f]{16}|nonce="[^"]+"|value="\d+"|Image \d+', "#", blank))
+        assert _rate(client, token, 3).status_code == 303
+    assert len(shapes) == 1
+    finished = client.get(f"/r/{token}").get_data(as_text=True)
+    assert "All images are rated" in finished and "<img" not in finished
+    n_stored = len(store.ratings())
+    reused = client.post(f"/r/{token}", data={"csrf": store.csrf_token(store.rater(token)),
+                                             "position": "0", "realism": "2"})  # fmt: skip
+    assert reused.status_code == 409 and len(store.ratings()) == n_stored
+
+
+def test_forged_token_gets_no_data(study):
+    _, store, client, tokens = study
+    page = client.get(f"/r/{tokens['A']}").get_data(as_text=True)
+    image_url = re.search(r'src="(/r/[^"]+)"', page).group(1)
+    image_id = image_url.rsplit("/", 1)[1]
+    forged = tokens["A"][:-4] + ("AAAA" if not tokens["A"].endswith("AAAA") else "BBBB")
+    for url in (f"/r/{forged}", f"/r/{forged}/image/{image_id}", "/r/x", f"/r/{'a' * 43}"):
+        response = client.get(url)
+        body = response.get_data(as_text=True)
+        assert response.status_code == 404 and "not valid" in body
+        assert "<img" not in body and "csrf" not in body and image_id not in body
+    response = client.post(f"/r/{forged}", data={**_form(page), "realism": "3"})
+    assert response.status_code == 404
+    assert store.ratings().empty
+
+
+def test_rater_cannot_read_or_change_another_raters_answers(study):
+    trials_dir, store, client, tokens = study
+    key = load_key(trials_dir)
+    b_slot = store.progress().set_index("label").loc["B", "slot"]
+    b_check = key[(key["kind"] == "attention") & (key["rater_slot"] == b_slot)]["image_id"].iloc[0]
+    assert client.get(f"/r/{tokens['B']}/image/{b_check}").status_code == 200
+    assert client.get(f"/r/{tokens['A']}/image/{b_check}").status_code == 404
+    a_form = _form(client.get(f"/r/{tokens['A']}").get_data(as_text=True))
+    response = client.post(f"/r/{tokens['B']}", data={**a_form, "realism": "5"})
+    assert response.status_code == 403 and "does not belong" in response.get_data(as_text=True)
+    assert store.ratings().empty
+    assert _rate(client, tokens["B"], 2).status_code == 303
+    page = client.get(f"/r/{tokens['A']}").get_data(as_text=True)
+    assert "Image 1 of" in page  # A sees nothing of B's progress or answers
+
+
+def test_invalid_and_duplicate_submissions_are_rejected_clearly(study):
+    _, store, client, tokens = study
+    token = tokens["A"]
+    cases = [
+        ({"realism": "0"}, 400, "realism must be a whole number from 1 to 5"),
+        ({"realism": "6"}, 400, "realism must be a whole number from 1 to 5"),
+        ({"realism": "3.5"}, 400, "realism must be a whole number from 1 to 5"),
+        ({}, 400, "choose a realism rating"),
+        ({"realism": "3", "pain": "11"}, 400, "pain intensity must be a whole number from 0"),
+        ({"realism": "3", "method": "warp"}, 400, "unexpected fields: method"),
+        ({"realism": "3", "position": "7"}, 409, "not the trial on your screen"),
+        ({"realism": "3", "position": "-1"}, 400, "position must be a whole number"),
+    ]
+    for extra, status, message in cases:
+        form = _form(client.get(f"/r/{token}").get_data(as_text=True))
+        response = client.post(f"/r/{token}", data={**form, **extra})
+        assert response.status_code == status, (extra, response.status_code)
+        assert message in response.get_data(as_text=True), extra
+    assert store.ratings().empty
+    form = _form(client.get(f"/r/{token}").get_data(as_text=True))
+    assert client.post(f"/r/{token}", data={**form, "realism": "4", "pain": "6"}).status_code == 303
+    again = client.post(f"/r/{token}", data={**form, "realism": "1"})
+    assert again.status_code == 409 and "cannot be changed" in again.get_data(as_text=True)
+    stored = store.ratings()
+    assert stored[["position", "realism", "pain"]].values.tolist() == [[0, 4, 6]]
+    cross = client.post(f"/r/{token}", data={**_form(client.get(f"/r/{token}").get_data(
+        as_text=True)), "realism": "2"}, headers={"Origin": "http://evil.example"})  # fmt: skip
+    assert cross.status_code == 403 and len(store.ratings()) == 1
+
+
+def test_progress_resumes_from_the_database(study):
+    trials_dir, store, client, tokens = study
+    for value in (1, 2, 3):
+        assert _rate(client, tokens["A"], value).status_code == 303
+    fresh = create_app(trials_dir, Store(store.path)).test_client()  # a restarted server
+    page = fresh.get(f"/r/{tokens['A']}").get_data(as_text=True)
+    assert "Image 4 of" in page and 'value="3" max=' in page
+    progress = store.progress().set_index("label")
+    assert progress.loc["A", "done"] == 3 and progress.loc["B", "done"] == 0
+
+
+# ---- durability and concurrency against a real server -----------------------------------
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _http_rate(base, token, realism) -> int:
+    """GET the trial page and POST an answer over HTTP; the status of the POST."""
+    with OPENER.open(f"{base}/r/{token}", timeout=30) as response:
+        form = _form(response.read().decode())
+    body = urllib.parse.urlencode({**form, "realism": realism}).encode()
+    try:
+        with OPENER.open(f"{base}/r/{token}", data=body, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:  # 303 (acknowledged) and 4xx land here
+        return exc.code
+
+
+def test_killed_server_loses_no_acknowledged_rating(study):
+    trials_dir, store, _, tokens = study
+    server = subprocess.Popen(
+        [sys.executable, "-m", "paincontrol_lib.cli", "study", "serve", "--trials",
+         str(trials_dir), "--port", "0"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = (server.stdout.readline() for _ in range(50))  # warnings may come first
+        found = next(m for line in lines if (m := re.search(r"on (http://127[.0-9]+:\d+)", line)))
+        base = found.group(1)
+        acknowledged = []
+        for i in range(6):
+            token = tokens["A" if i % 2 else "B"]
+            if _http_rate(base, token, 1 + i % 5) == 303:
+                acknowledged.append(("A" if i % 2 else "B", 1 + i % 5))
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert len(acknowledged) == 6
+    stored = Store(store.path).ratings()
+    assert sorted(zip(stored["label"], stored["realism"], strict=True)) == sorted(acknowledged)
+
+
+def test_concurrent_raters_and_racing_duplicates(tmp_path):
+    trials_dir, info = _build(tmp_path, n_raters=6)
+    _, trials = load_design(trials_dir)
+    store = Store(ratings_db_path(trials_dir), info["design_id"])
+    tokens = [t for _, t in store.invite(trials, [f"r{i}" for i in range(6)])]
+    server = make_server(create_app(trials_dir, store), port=0, threads=8)
+    base = f"http://127.0.0.1:{server.effective_port}"
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        n_trials = info["trials_per_rater"]
+        start = threading.Barrier(len(tokens))
+        statuses: dict[str, list[int]] = {}
+
+        def rater(token, value):
+            start.wait()
+            statuses[token] = [_http_rate(base, token, value) for _ in range(n_trials)]
+
+        workers = [threading.Thread(target=rater, args=(t, 1 + i % 5))
+                   for i, t in enumerate(tokens)]  # fmt: skip
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=120)
+        assert all(s == [303] * n_trials for s in statuses.values()) and len(statuses) == 6
+    finally:
+        server.close()
+    stored = store.ratings()
+    assert len(stored) == 6 * n_trials
+    for i in range(len(tokens)):
+        mine = stored[stored["label"] == f"r{i}"]
+        assert sorted(mine["position"]) == list(range(n_trials))
+        assert set(mine["realism"]) == {1 + i % 5}
+
+
+def test_racing_duplicate_posts_keep_exactly_one(study):
+    trials_dir, store, _, tokens = study
+    server = make_server(create_app(trials_dir, store), port=0, threads=8)
+    base = f"http://127.0.0.1:{server.effective_port}"
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        with OPENER.open(f"{base}/r/{tokens['A']}", timeout=30) as response:
+            form = _form(response.read().decode())
+        start, codes = threading.Barrier(6), []
+
+        def post(value):
+            body = urllib.parse.urlencode({**form, "realism": value}).encode()
+            start.wait()
+            try:
+                codes.append(OPENER.open(f"{base}/r/{tokens['A']}", data=body, timeout=30).status)
+            except urllib.error.HTTPError as exc:
+                codes.append(exc.code)
+
+        threads = [threading.Thread(target=post, args=(1 + i % 5,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        server.close()
+    assert sorted(codes) == [303] + [409] * 5
+    assert len(store.ratings()) == 1
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_build_invite_progress_export(tmp_path, capsys):
+    transfer, landmarks = fake_stage(tmp_path, slots_per_identity=6)
+    out = tmp_path / "study"
+    common = ["--trials", str(out)]
+    assert main(["study", "build", "--out", str(out), "--transfer", str(transfer),
+                 "--landmarks", str(landmarks), "--raters", "2"]) == 0  # fmt: skip
+    assert main(["study", "invite", *common, "--label", "ann", "bob"]) == 0
+    links = re.findall(r"http://127\.0\.0\.1:8765/r/(\S+)", capsys.readouterr().out)
+    assert len(links) == 2
+    assert main(["study", "invite", *common, "--n", "1"]) == 2
+    assert "0 rater slots left" in capsys.readouterr().err
+    store = Store(ratings_db_path(out))
+    client = create_app(out, store).test_client()
+    assert _rate(client, links[0], 5, pain=2).status_code == 303
+    assert main(["study", "progress", *common]) == 0
+    report = capsys.readouterr().out
+    assert re.search(r"ann\s+0\s.*\s1\s+" + str(store.next_trial(store.rater(links[0])).n_total),
+                     report) and "0 of 2 raters finished" in report  # fmt: skip
+    assert main(["study", "export", *common, "--out", str(tmp_path / "r.csv")]) == 0
+    table = load_ratings(tmp_path / "r.csv")
+    assert len(table) == 1 and table.loc[0, "label"] == "ann" and table.loc[0, "realism"] == 5
+    assert table.loc[0, "method"] in CONDITIONS or table.loc[0, "kind"] == "attention"
+    assert main(["study", "progress", "--trials", str(tmp_path / "nope")]) == 2
+
+
+# ---- analysis -------------------------------------------------------------------------------
+
+# Krippendorff (2011), "Computing Krippendorff's alpha-reliability", section C: 4 observers,
+# 12 units, values 1-5 with gaps; published alphas nominal .743, ordinal .815, interval .849.
+KRIPPENDORFF_2011 = np.array([
+    [1, 2, 3, 3, 2, 1, 4, 1, 2, np.nan, np.nan, np.nan],
+    [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, np.nan, 3],
+    [np.nan, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, np.nan],
+    [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, np.nan],
+]).T  # fmt: skip
+
+
+@pytest.mark.parametrize("level,expected", [("nominal", 0.743), ("ordinal", 0.815),
+                                            ("interval", 0.849)])  # fmt: skip
+def test_krippendorff_alpha_matches_the_published_example(level, expected):
+    assert krippendorff_alpha(KRIPPENDORFF_2011, level) == pytest.approx(expected, abs=5e-4)
+
+
+def test_krippendorff_alpha_extremes_and_errors():
+    assert krippendorff_alpha([[1, 1], [2, 2], [5, 5]]) == pytest.approx(1.0)
+    assert krippendorff_alpha([[1, 5], [5, 1]]) < 0  # systematic disagreement
+    with pytest.raises(ValueError, match="two different pairable values"):
+        krippendorff_alpha([[3, 3], [3, np.nan]])
+    with pytest.raises(ValueError, match="level must be"):
+        krippendorff_alpha(KRIPPENDORFF_2011, "ratio")
+
+
+def test_retest_agreement_on_known_pairs():
+    rows = [("r", "a", 1, 4), ("r", "a", 2, 4), ("r", "b", 1, 2), ("r", "b", 2, 3),
+            ("s", "a", 1, 5), ("s", "a", 2, 1), ("s", "c", 1, 3)]  # fmt: skip
+    items = pd.DataFrame(rows, columns=["rater", "image_id", "showing", "realism"])
+    result = retest_agreement(items)
+    assert result["n_pairs"] == 3
+    assert result["exact_agreement"] == pytest.approx(1 / 3)
+    assert result["within_one"] == pytest.approx(2 / 3)
+
+
+EFFECTS = {"real": 0.0, "paincontrol": -1.0, "warp": -2.0, "no_landmarks": -3.0}
+
+
+def _synthetic_design(n_items=12, n_raters=20, checks=3, repeats=2, seed=0):
+    """Trials and key of a crossed design without images (what the simulator reads)."""
+    rng = np.random.default_rng(seed)
+    key = pd.DataFrame([{"image_id": f"{m}{i:02d}", "kind": "item", "method": m,
+                         "identity": f"P{i % 3}", "pspi": float(i % 8), "expected": np.nan}
+                        for m in EFFECTS for i in range(n_items)])  # fmt: skip
+    rows = []
+    for slot in range(n_raters):
+        mine = [{"image_id": f"check{slot}-{j}", "kind": "attention", "method": None,
+                 "identity": None, "pspi": np.nan, "expected": float(1 + (slot + j) % 5)}
+                for j in range(checks)]  # fmt: skip
+        key = pd.concat([key, pd.DataFrame(mine)], ignore_index=True)
+        order = [(i, 1) for i in rng.permutation([*key["image_id"][: len(EFFECTS) * n_items],
+                                                  *(m["image_id"] for m in mine)])]  # fmt: skip
+        order += [(f"{m}{i:02d}", 2) for m in EFFECTS for i in range(repeats)]
+        rows += [(slot, p, i, s) for p, (i, s) in enumerate(order)]
+    return pd.DataFrame(rows, columns=["slot", "position", "image_id", "showing"]), key
+
+
+def _simulated(effects, seed=0):
+    trials, key = _synthetic_design()
+    return simulate_ratings(trials, key, effects=effects, thresholds=[-3.0, -1.8, -0.6, 0.8],
+                            rater_sd=0.7, item_sd=0.5, inattentive_fraction=0.15, pain_sd=1.5,
+                            seed=seed)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def simulated_result():
+    """One simulated study (seed 1; each 95 % CI covers its truth in ~95 % of seeds)."""
+    ratings = _simulated(EFFECTS, seed=1)
+    return ratings, analyse(ratings, max_attention_failures=0, n_bootstrap=300, seed=0,
+                            true_effects=ratings.attrs["true_effects"])  # fmt: skip
+
+
+def test_analysis_recovers_the_simulated_effects(simulated_result):
+    ratings, result = simulated_result
+    metrics = result["metrics"]
+    assert metrics["simulated"] is True and metrics["n_raters"] == 20
+    excluded = set(result["attention"].loc[result["attention"]["excluded"], "rater"])
+    assert excluded == set(ratings.loc[ratings["sim_inattentive"], "rater"]) and len(excluded) == 3
+    for method, true in EFFECTS.items():
+        m = metrics["methods"][method]
+        assert m["effect_true"] == true
+        if method != "real":
+            assert m["effect_ci_low"] < true < m["effect_ci_high"], (method, m)
+            assert abs(m["effect_estimate"] - true) < 0.5
+            assert m["effect_ci_low"] > -5 and m["effect_ci_high"] < 0
+    means = [metrics["methods"][m]["mean_rating"] for m in EFFECTS]
+    assert means == sorted(means, reverse=True)  # the order the simulator put in
+    assert metrics["contrasts"]["paincontrol_vs_warp"]["ci_low"] > 0
+    assert 0.1 < metrics["reliability"] < 0.9 and metrics["test_retest"]["n_pairs"] == 17 * 8
+    for m in EFFECTS:
+        assert metrics["methods"][m]["pain_spearman"] > 0.5
+
+
+def test_analysis_detects_a_changed_effect(simulated_result):
+    """Had the simulator put in another effect, the recovered one would not match it."""
+    _, result = simulated_result
+    shifted = dict(EFFECTS, paincontrol=EFFECTS["paincontrol"] + 1.0)
+    m = result["metrics"]["methods"]["paincontrol"]
+    assert not m["effect_ci_low"] < shifted["paincontrol"] < m["effect_ci_high"]
+    weaker = _simulated(dict(EFFECTS, paincontrol=-2.0), seed=1)
+    again = analyse(weaker, max_attention_failures=0, n_bootstrap=50, seed=0)
+    moved = again["metrics"]["methods"]["paincontrol"]
+    assert moved["effect_ci_low"] < -2.0 < moved["effect_ci_high"]
+    assert moved["effect_estimate"] < m["effect_estimate"] - 0.5
+
+
+def test_bad_ratings_files_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="paincontrol study export"):
+        load_ratings(tmp_path / "missing.csv")
+    pd.DataFrame({"rater": [1], "realism": [3]}).to_csv(tmp_path / "x.csv", index=False)
+    with pytest.raises(ValueError, match="not a study export"):
+        load_ratings(tmp_path / "x.csv")
+    ratings = _simulated(EFFECTS).drop(columns=["simulated", "sim_inattentive"])
+    ratings.loc[0, "realism"] = 9
+    ratings.to_csv(tmp_path / "y.csv", index=False)
+    with pytest.raises(ValueError, match="1 realism ratings outside 1-5"):
+        load_ratings(tmp_path / "y.csv")
+
+
+def test_export_joins_the_key(study):
+    trials_dir, store, client, tokens = study
+    assert _rate(client, tokens["A"], 4, pain=3).status_code == 303
+    table = export_table(store, trials_dir)
+    assert table[["label", "realism", "pain"]].values.tolist() == [["A", 4, 3]]
+    assert table.loc[0, "kind"] in ("item", "attention") and "method" in table
