@@ -97,12 +97,8 @@ def _images(people, pspi, signal, rng):
     return aug.Images(crops, np.asarray(pspi, float), people, people, features)
 
 
-class _Bank:
-    def __init__(self, images):
-        self.images = images
-
-    def get(self, method, pairs):
-        return self.images
+def _bank(cells, images):
+    return {("paincontrol", pair): images for cell in cells for pair in cell.pairs}
 
 
 def test_sweep_fits_and_scores_and_refuses_test_people_in_synthetic_data():
@@ -115,16 +111,23 @@ def test_sweep_fits_and_scores_and_refuses_test_people_in_synthetic_data():
     test = _images(test_rows["subject"], test_rows["PSPI"], 100, rng)
     cells = aug.plan_cells(table, train, [1, "all"], [0, 1], 2, 2, 0)
     params = {"cnn_steps": 30, "cnn_batch_size": 16, "mesh_components": 5}
-    clean = _images(["new000"] * 4, [0, 3, 5, 0], 100, rng)
-    results = aug.run_sweep(real, rows, test, _Bank(clean), cells, train, test_people,
-                            ["real", "paincontrol"], ["cnn", "mesh"], params)  # fmt: skip
+    clean = _images(["new000"] * 2, [0, 3], 100, rng)
+    arms, detectors = ["real", "paincontrol"], ["cnn", "mesh"]
+    results = aug.run_sweep(real, rows, test, _bank(cells, clean), cells, train, test_people,
+                            arms, detectors, params)  # fmt: skip
     assert len(results) == 2 * 2 * 2 * 2
-    assert (results.loc[results["arm"] == "paincontrol", "n_synthetic"] == 4).all()
+    n_pairs = results["level"].map({c.level: len(c.pairs) for c in cells})
+    synthetic = results["arm"] == "paincontrol"
+    assert (results.loc[synthetic, "n_synthetic"] == 2 * n_pairs[synthetic]).all()
     assert results["auc"].min() > 0.9  # both detectors find the planted signal
-    leaky = _images(["T01"] * 4, [0, 3, 5, 0], 100, rng)
+    # two spawned workers give the same rows as one process
+    parallel = aug.run_sweep(real, rows, test, _bank(cells, clean), cells, train, test_people,
+                             arms, detectors, params, workers=2)  # fmt: skip
+    pd.testing.assert_frame_equal(parallel, results)
+    leaky = _images(["T01"] * 2, [0, 3], 100, rng)
     with pytest.raises(aug.SubjectLeakageError, match="T01"):
-        aug.run_sweep(real, rows, test, _Bank(leaky), cells, train, test_people,
-                      ["real", "paincontrol"], ["mesh"], params)  # fmt: skip
+        aug.run_sweep(real, rows, test, _bank(cells, leaky), cells, train, test_people,
+                      arms, ["mesh"], params)  # fmt: skip
 
 
 def test_detection_scores_known_answers():
@@ -149,8 +152,9 @@ def _planted(gain_scarce, gain_full, n_seeds=6, noise=0.01, seed=0):
         for level, gain in ((1, gain_scarce), (4, gain_scarce / 2), (20, gain_full)):
             base = 0.6 + 0.01 * level + rng.normal(0, 0.05)
             for arm, g in (("real", 0.0), ("paincontrol", gain), ("warp", gain / 2)):
+                auc = base + g + rng.normal(0, noise)
                 rows.append({"detector": "cnn", "level": level, "arm": arm, "seed": s,
-                             "auc": base + g + rng.normal(0, noise), "f1": 0.5, "pcc": 0.5})  # fmt: skip
+                             "auc": auc, "f1": 0.5, "pcc": 0.5})  # fmt: skip
     return pd.DataFrame(rows)
 
 
