@@ -80,9 +80,12 @@ def _count(driver) -> str:
 
 
 def _wait_for(driver, text: str):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 30).until(lambda d: text in d.find_element("tag name", "main").text)
+    # The page may be replaced between finding <main> and reading it (the post's redirect).
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
+    wait.until(lambda d: text in d.find_element("tag name", "main").text)
 
 
 def test_rate_resume_finish_export(served, profiles):
