@@ -263,14 +263,12 @@ class Images:
 def mesh_features(crops: np.ndarray, mesher) -> np.ndarray:
     """Canonical-frame (x, y) of the 468 mesh points of each crop (MediaPipe on the crop
     upscaled to :data:`MESH_UPSCALE` px); NaN rows where no face was found."""
-    from PIL import Image
-
     from paincontrol_lib import facemesh
+    from paincontrol_lib.evaluate import upscale
 
     out = np.full((len(crops), _N_FEATURES), np.nan)
     for i, crop in enumerate(crops):
-        big = Image.fromarray(crop).resize((MESH_UPSCALE, MESH_UPSCALE), Image.Resampling.BICUBIC)
-        found = mesher(np.asarray(big))
+        found = mesher(upscale(crop, MESH_UPSCALE))
         if found.detected:
             out[i] = align(found.landmarks)[0][: facemesh.N_MESH_POINTS, :2].ravel()
     return out
@@ -297,9 +295,12 @@ class SyntheticBank:
     seed: int
     images: dict = field(default_factory=dict)  # (method, pair) -> Images
     _expressions: dict = field(default_factory=dict, repr=False)  # pair -> [Retargeted]
+    _rows: dict = field(default_factory=dict, repr=False)  # sequence -> its pair_frames rows
 
     def _frames(self, sequence):
-        return pair_frames(self.table, sequence, self.pain_frames)
+        if sequence not in self._rows:
+            self._rows[sequence] = pair_frames(self.table, sequence, self.pain_frames)
+        return self._rows[sequence]
 
     def build(self, engine, pairs, methods) -> dict[str, float]:
         """Generate every missing (method, pair), one model call per new identity; returns
@@ -333,11 +334,12 @@ class SyntheticBank:
         from paincontrol_lib.transfer_stage import mesh_of, neutral_row
 
         if pair not in self._expressions:
-            face = self.targets[pair[1]]
+            face, rows = self.targets[pair[1]], self._frames(pair[0])
+            neutral = mesh_of(neutral_row(self.table, rows["subject"].iloc[0]))
             self._expressions[pair] = [
-                retarget("delta", face.landmarks, source=mesh_of(r), size=size,
-                         source_neutral=mesh_of(neutral_row(self.table, r["subject"])))
-                for _, r in self._frames(pair[0]).iterrows()
+                retarget("delta", face.landmarks, source=mesh_of(r), source_neutral=neutral,
+                         size=size)
+                for _, r in rows.iterrows()
             ]  # fmt: skip
         return self._expressions[pair]
 
@@ -348,7 +350,9 @@ class SyntheticBank:
         crops = engine.generate(method, face, expressions, seed=self.seed + 1 + target,
                                 shared_noise=True)  # fmt: skip
         if crops.shape[1] != CROP:
-            crops = np.stack([_resize(c, CROP) for c in crops])
+            from paincontrol_lib.evaluate import upscale
+
+            crops = np.stack([upscale(c, CROP) for c in crops])
         bounds = np.cumsum([0] + [len(rows) for rows in frames])
         return {
             (method, pair): self._images(rows, crops[a:b], [face.name] * len(rows))
@@ -375,12 +379,6 @@ def synthetic_images(images: dict, method: str, pairs) -> Images:
     if missing:
         raise KeyError(f"{method} pairs not generated: {missing[:3]}")
     return Images.concat([images[method, p] for p in pairs]) if pairs else Images.empty()
-
-
-def _resize(image: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
 
 
 # ----------------------------------------------------------------------------- detectors
@@ -612,15 +610,15 @@ def summarise(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def holm(p_values) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (NaNs left alone)."""
+    """Holm-adjusted p-values (statsmodels' ``multipletests``, as in stage 04); NaNs, from
+    tests that could not be run, are left out of the family and stay NaN."""
+    from statsmodels.stats.multitest import multipletests
+
     p = np.asarray(p_values, float)
     adjusted = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok])]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
+    ok = np.isfinite(p)
+    if ok.any():
+        adjusted[ok] = multipletests(p[ok], method="holm")[1]
     return adjusted
 
 

@@ -35,7 +35,8 @@ UPSCALE = 192  # outputs are meshed and embedded at this size (MediaPipe needs >
 SAME_PERSON = 0.6  # dlib's own threshold on the L2 distance between two faces' descriptors
 
 
-def _upscale(image: np.ndarray, size: int = UPSCALE) -> np.ndarray:
+def upscale(image: np.ndarray, size: int = UPSCALE) -> np.ndarray:
+    """A square image resized (bicubic) to ``size`` px, e.g. before MediaPipe or dlib see it."""
     from PIL import Image
 
     return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
@@ -128,7 +129,7 @@ def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=No
     for i, row in enumerate(manifest.itertuples(index=False)):
         image = load_image(out_dir / row.path)
         size = image.shape[0]
-        big = _upscale(image)
+        big = upscale(image)
         found = mesher(big)
         rec = {"detected": bool(found.detected)}
         requested = np.asarray(row.target_aligned, float).reshape(-1, 3)
@@ -188,7 +189,7 @@ def real_embeddings(table: pd.DataFrame, size: int, n: int, seed: int) -> np.nda
     pick = test.sample(min(n, len(test)), random_state=seed)
     identity, mesher, out = make_identity("dlib"), FaceMesher(), []
     for _, row in pick.iterrows():
-        big = _upscale(aligned_crop(load_image(row["image"]), row_transform(row), size))
+        big = upscale(aligned_crop(load_image(row["image"]), row_transform(row), size))
         found = mesher(big)
         if found.detected:
             out.append(identity.embed(big, found.landmarks))
