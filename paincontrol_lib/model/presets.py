@@ -48,10 +48,6 @@ class ModelConfig:
     max_prompt_tokens: int = 64
     identity_dim: int = 128
     identity_backend: str = "dlib"
-    # Identity embeddings are centred and scaled before the FaceID projection: dlib vectors of
-    # different people share most of their length, so raw inputs hide who is who from the MLP.
-    identity_mean: list[float] | None = None
-    identity_std: float | None = None
     prediction_type: str = "v_prediction"
     beta_schedule: str = "squaredcos_cap_v2"
     pretrained: str | None = None  # sd15: SD 1.5 folder or hub id
@@ -104,30 +100,6 @@ class PainControlModel:
                 ip[f"{key}.to_v_ip.weight"] = proc.to_v_ip[0].weight.detach().clone()
                 key += 2
         return {"image_proj": image_proj, "ip_adapter": ip}
-
-    def identity_input(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Embeddings as the adapter takes them: standardised, all-zero rows ("no identity",
-        as in conditioning dropout) left at zero."""
-        if self.config.identity_mean is None:
-            return embeddings
-        mean = torch.tensor(self.config.identity_mean, dtype=embeddings.dtype)
-        given = embeddings.abs().sum(dim=-1, keepdim=True) > 0
-        scaled = (embeddings - mean.to(embeddings.device)) / self.config.identity_std
-        return torch.where(given, scaled, torch.zeros_like(embeddings))
-
-    def standardise_identity(self, mean, std: float, keep_function: bool) -> None:
-        """Start taking standardised embeddings. ``keep_function``: fold the change into the
-        projection's first layer, so a trained adapter maps each embedding as before."""
-        if self.config.identity_mean is not None:
-            raise ValueError("this model already standardises its identity embeddings")
-        mean = torch.as_tensor(mean, dtype=torch.float32)
-        if keep_function:  # W e + b = (W std) z + (b + W mean), with z = (e - mean) / std
-            first = self.unet.encoder_hid_proj.image_projection_layers[0].ff.net[0].proj
-            with torch.no_grad():
-                first.bias += first.weight @ mean.to(first.weight)
-                first.weight *= std
-        self.config.identity_mean = [float(v) for v in mean]
-        self.config.identity_std = float(std)
 
     # -- persistence --------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:

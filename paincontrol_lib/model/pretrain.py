@@ -87,14 +87,9 @@ def prepare(
 def training_argv(arguments: dict, **overrides) -> list[str]:
     """The ``paincontrol_lib.model.train`` command line of recorded ``arguments`` (the
     ``arguments`` of a final model's training.json), with ``overrides`` applied."""
-    from paincontrol_lib.model.train import LEGACY_DEFAULTS
-
     argv = []
-    for key, value in (LEGACY_DEFAULTS | arguments | overrides).items():
+    for key, value in (arguments | overrides).items():
         if value is None or key == "progress":
-            continue
-        if isinstance(value, bool):
-            argv.append(f"--{key}" if value else f"--no-{key}")
             continue
         values = value if isinstance(value, list | tuple) else [value]
         argv += [f"--{key}", *[str(v) for v in values]]

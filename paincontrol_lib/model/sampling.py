@@ -33,9 +33,7 @@ def sample(
     if identity is None:
         identity = np.zeros((n, model.config.identity_dim), np.float32)
     device = model.unet.device
-    identity = model.identity_input(
-        torch.as_tensor(np.asarray(identity), dtype=torch.float32, device=device)
-    )
+    identity = torch.as_tensor(np.asarray(identity), dtype=torch.float32, device=device)
     out = []
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))

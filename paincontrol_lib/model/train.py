@@ -32,15 +32,10 @@ import torch.nn.functional as F
 
 RECIPES = {
     "ours": dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", snr_gamma=5.0,
-                 snr_weighting="min_snr_plus_one", ema_decay=0.995, region_weight=2.0,
-                 standardise_identity=True),
+                 ema_decay=0.995, region_weight=2.0),
     "reference": dict(prediction_type="epsilon", beta_schedule="scaled_linear", snr_gamma=0.0,
-                      snr_weighting="min_snr", ema_decay=0.0, region_weight=0.0,
-                      standardise_identity=False),
+                      ema_decay=0.0, region_weight=0.0),
 }  # fmt: skip
-
-# What runs recorded before an option existed did: how their commands are replayed.
-LEGACY_DEFAULTS = {"snr_weighting": "min_snr", "standardise_identity": False}
 
 
 def parse_args(input_args=None) -> argparse.Namespace:
@@ -81,18 +76,8 @@ def parse_args(input_args=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: cores/processes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument(
-        "--snr_weighting", choices=["min_snr", "min_snr_plus_one"], default=None,
-        help="v-prediction: clean-image error weighted by min(SNR, gamma) (Min-SNR) or by "
-        "min(SNR + 1, gamma), which keeps the high-noise steps that set colour and identity",
-    )  # fmt: skip
     for name in ("prediction_type", "beta_schedule"):
         p.add_argument(f"--{name}", default=None, help="override the recipe")
-    p.add_argument(
-        "--standardise_identity", action=argparse.BooleanOptionalAction, default=None,
-        help="centre and scale identity embeddings (statistics of the training people) before "
-        "the adapter; a checkpoint that already does keeps its own statistics",
-    )  # fmt: skip
     for name in ("snr_gamma", "ema_decay", "region_weight"):
         p.add_argument(f"--{name}", type=float, default=None, help="override the recipe")
     args = p.parse_args(input_args)
@@ -205,12 +190,6 @@ def _build(args):
     return build_model(config, seed=args.seed)
 
 
-def identity_statistics(references: dict[str, np.ndarray]) -> tuple[np.ndarray, float]:
-    """Mean and overall spread of the people's mean embeddings (each person counts once)."""
-    people = np.stack([np.mean(v, axis=0) for v in references.values()])
-    return people.mean(axis=0), float(np.sqrt(people.var(axis=0).mean()))
-
-
 def load_training_examples(args, split: str = "train"):
     """Examples of one split from the landmark table (identity embeddings cached) or from a
     packed examples file."""
@@ -260,10 +239,6 @@ def main(args: argparse.Namespace) -> dict:
             dtype = torch.float16 if accelerator.mixed_precision == "fp16" else torch.bfloat16
             model.vae.to(accelerator.device, dtype=dtype)
     examples = load_training_examples(args)
-    if args.standardise_identity and model.config.identity_mean is None:
-        model.standardise_identity(
-            *identity_statistics(examples.references), keep_function=bool(args.init_from)
-        )
     if accelerator.device.type == "cuda":  # the whole set fits: no per-step host copies
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         examples.images, examples.controls, examples.masks = (
@@ -350,10 +325,10 @@ def main(args: argparse.Namespace) -> dict:
                 mask = F.interpolate(mask, size=x0.shape[-2:], mode="area")
             control = examples.controls[b].to(accelerator.device)
             ids = input_ids[b].clone()
-            identity = model.identity_input(torch.from_numpy(np.stack([
+            identity = torch.from_numpy(np.stack([
                 examples.references[subjects[i]][rng.integers(len(examples.references[subjects[i]]))]
                 for i in b
-            ])).float().to(accelerator.device))  # fmt: skip
+            ])).float().to(accelerator.device)  # fmt: skip
             n = len(b)
             drop = torch.from_numpy(rng.random((3, n)))
             ids[drop[0] < args.drop_text] = empty_ids
@@ -375,8 +350,7 @@ def main(args: argparse.Namespace) -> dict:
                     snr = compute_snr(scheduler, t)
                     weight = torch.clamp(snr, max=args.snr_gamma) / snr
                     if prediction == "v_prediction":
-                        floor = 1.0 if args.snr_weighting == "min_snr_plus_one" else 0.0
-                        weight = torch.clamp(snr + floor, max=args.snr_gamma) / (snr + 1)
+                        weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)
                     loss = loss * weight
                 loss = loss.mean()
                 accelerator.backward(loss)
