@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     from paincontrol_lib.model.stage import train_args
     from paincontrol_lib.model.train import load_training_examples
 
-    params = yaml.safe_load(open(args.params))
+    params = yaml.safe_load(Path(args.params).read_text())
     seed, evaluation = params["base"]["seed"], params["evaluate_training"]
     train = train_args(args.landmarks_dir, "models/ours", "ours", 1, params["train"], seed)
     held_out = load_training_examples(train, split="test")
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     prompts = [held_out.prompts[i] for i in rows]
     model = PainControlModel.from_pretrained(args.checkpoint)
     mesher, embedder = FaceMesher(), make_identity("dlib")
-    for scale in args.scales:
+    for scale in args.scales:  # heldout.evaluate_model's sampling, plus the adapter scale
         images = sample(
             model, held_out.controls[rows], identity, prompts, seed=seed,
             steps=evaluation["sampling_steps"], identity_scale=scale,
