@@ -756,7 +756,9 @@ def run_augmentation_stage(table: pd.DataFrame, model, params: dict, seed: int,
         cells = plan_cells(table, train_people, params["levels"], seeds,
                            params["pairs_per_cell"], len(targets), seed)  # fmt: skip
         bank = SyntheticBank(table, targets, params["pain_frames"], seed)
-        engine = Transfer(model, steps=params["sampling_steps"])
+        engine = Transfer(model, steps=params["sampling_steps"],
+                          identity_scale=params["identity_scale"],
+                          reference_strength=params["reference_strength"])  # fmt: skip
         pairs = {pair for cell in cells for pair in cell.pairs}
         timing["generation_seconds"] = bank.build(engine, pairs, [a for a in arms if a != "real"])
         rows = table[table["detected"]]

@@ -104,7 +104,8 @@ def _transfer(args) -> int:
     finally:
         mesher.close()
     engine = Transfer(model, steps=args.steps, guidance_scale=args.guidance_scale,
-                      identity_scale=args.identity_scale, size=size)  # fmt: skip
+                      identity_scale=args.identity_scale,
+                      reference_strength=args.reference_strength, size=size)  # fmt: skip
     out = Path(args.out)
     manifest = []
     for method in args.method:
@@ -247,7 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--steps", type=int, default=6, help="DDIM steps")
     tr.add_argument("--guidance-scale", type=float, default=1.0)
-    tr.add_argument("--identity-scale", type=float, default=1.0)
+    tr.add_argument(
+        "--identity-scale",
+        type=float,
+        default=3.0,
+        help="scale of the identity tokens' attention (README: identity scale)",
+    )
+    tr.add_argument("--reference-strength", type=float, default=0.33,
+                    help="part of the DDIM schedule run from the target's noised photo; "
+                         "1 starts from pure noise")  # fmt: skip
     tr.add_argument("--size", type=int, default=128, help="warp-only runs: output size (px)")
     tr.set_defaults(func=_transfer)
     _add_study(commands)

@@ -8,8 +8,14 @@ crops, where the model works and control images are drawn):
 - ``warp``: the motion-transfer baseline: the target's neutral crop warped piecewise-affinely
   from its neutral mesh onto the retargeted mesh (the landmark-driven warp that video
   reenactment methods such as FOMM, TPSMM and LivePortrait refine);
-- ``no_identity``: PainControl without identity tokens (ablation);
-- ``no_landmarks``: PainControl without the control image (text + identity only, ablation).
+- ``no_identity``: PainControl without identity (ablation): no identity tokens, and sampling
+  starts from pure noise instead of the target's photo;
+- ``no_landmarks``: PainControl without the control image (text + identity only, ablation),
+  starting from the target's unwarped neutral photo.
+
+With ``reference_strength`` < 1 (see :mod:`paincontrol_lib.model.sampling`) ``paincontrol``
+denoises the last part of its schedule from the ``warp`` output, noised: the target's own photo
+already wearing the requested geometry.
 
 A sequence is transferred frame by frame with one shared seed (the same noise every frame), so
 changes between frames come from the expression, not from fresh noise.
@@ -22,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from paincontrol_lib import facemesh
 from paincontrol_lib.landmarks import Similarity, align, aligned_crop, as_rgb_uint8, load_image
 from paincontrol_lib.retarget import Retargeted
+from paincontrol_lib.warp import warp_to
 
 METHODS = ("paincontrol", "warp", "no_identity", "no_landmarks")
 MODEL_METHODS = ("paincontrol", "no_identity", "no_landmarks")
@@ -68,36 +74,6 @@ def read_face(source, mesher=None, name: str | None = None) -> Face:
     return Face(image, found.landmarks, aligned, transform, label)
 
 
-def warp_to(image: np.ndarray, source_mesh: np.ndarray, target_mesh: np.ndarray) -> np.ndarray:
-    """``image`` warped piecewise-affinely so that ``source_mesh`` (pixels) lands on
-    ``target_mesh``; the image border is pinned so the background stays put.
-
-    The backward map is linear inside each Delaunay triangle of the target points (the same
-    triangulation and map as skimage's ``PiecewiseAffineTransform``), evaluated once per pixel
-    and applied with ``cv2.remap``: ~5 ms instead of ~0.8 s per 128 px image.
-    """
-    import cv2
-    from scipy.interpolate import LinearNDInterpolator
-
-    image = as_rgb_uint8(image)
-    h, w = image.shape[:2]
-    frame = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1],
-                      [w / 2, 0], [w / 2, h - 1], [0, h / 2], [w - 1, h / 2]], float)  # fmt: skip
-    points = slice(0, facemesh.N_MESH_POINTS)  # iris points sit inside the eye triangles
-    src = np.vstack([source_mesh[points, :2], frame])
-    dst = np.vstack([target_mesh[points, :2], frame])
-    if not (np.isfinite(src).all() and np.isfinite(dst).all()):
-        raise ValueError("could not fit the piecewise-affine warp: a mesh has non-finite points")
-    # Output pixel (target mesh frame) -> input pixel (source mesh frame).
-    yy, xx = np.mgrid[0:h, 0:w]
-    grid = np.column_stack([xx.ravel(), yy.ravel()]).astype(np.float64)
-    backward = LinearNDInterpolator(dst, src)(grid).reshape(h, w, 2).astype(np.float32)
-    if np.isnan(backward).any():
-        raise ValueError("could not fit the piecewise-affine warp: pixels outside the mesh hull")
-    return cv2.remap(image, backward[..., 0], backward[..., 1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
-
-
 def sequence_jitter(frames: np.ndarray) -> float | None:
     """Flicker of a generated sequence (t, H, W, 3): mean absolute second temporal difference
     in grey levels (0-255). Smooth motion scores low; frame-to-frame noise scores high."""
@@ -115,9 +91,14 @@ class Transfer:
     """
 
     def __init__(self, model=None, identity=None, steps: int = 6, guidance_scale: float = 1.0,
-                 identity_scale: float = 1.0, size: int | None = None):  # fmt: skip
+                 identity_scale: float = 1.0, reference_strength: float = 1.0,
+                 size: int | None = None):  # fmt: skip
+        from paincontrol_lib.model.sampling import steps_run
+
         self.model = model
         self.steps, self.guidance_scale, self.identity_scale = steps, guidance_scale, identity_scale
+        steps_run(steps, reference_strength)  # a bad value fails here, not mid-run
+        self.reference_strength = reference_strength
         self.size = size or (model.config.resolution if model is not None else 128)
         if model is not None and self.size != model.config.resolution:
             raise ValueError(
@@ -138,6 +119,12 @@ class Transfer:
             self._embeddings[id(face)] = (face, embedding)
         return self._embeddings[id(face)][1]
 
+    def _warp(self, target: Face, expressions: list[Retargeted]) -> np.ndarray:
+        crop = target.crop(self.size)
+        return np.stack(
+            [warp_to(crop, target.aligned * self.size, e.aligned * self.size) for e in expressions]
+        )
+
     def generate(
         self, method: str, target: Face, expressions: list[Retargeted], seed: int = 0,
         shared_noise: bool = False,
@@ -148,13 +135,7 @@ class Transfer:
         if not expressions:
             return np.zeros((0, self.size, self.size, 3), np.uint8)
         if method == "warp":
-            crop = target.crop(self.size)
-            return np.stack(
-                [
-                    warp_to(crop, target.aligned * self.size, e.aligned * self.size)
-                    for e in expressions
-                ]
-            )
+            return self._warp(target, expressions)
         if self.model is None:
             raise ValueError(f"method {method!r} needs a PainControl checkpoint")
         import torch
@@ -171,8 +152,14 @@ class Transfer:
             controls = torch.zeros_like(controls)
         embedding = self.identity_of(target)
         identity = np.repeat(embedding[None], n, axis=0)
+        references = None
         if method == "no_identity":
             identity = np.zeros_like(identity)
+        elif self.reference_strength < 1:
+            # no_landmarks starts from the unwarped photo: a warp would carry the geometry in.
+            starts = (self._warp(target, expressions) if method == "paincontrol"
+                      else np.repeat(target.crop(self.size)[None], n, axis=0))  # fmt: skip
+            references = torch.from_numpy(starts).permute(0, 3, 1, 2) / 127.5 - 1
         # Estimated AUs are continuous: below FACS level A (0.5) an AU is absent, as in training.
         prompts = [
             prompt_from_aus({au: v for au, v in e.aus.items() if v >= 0.5}) for e in expressions
@@ -181,4 +168,5 @@ class Transfer:
             self.model, controls, identity, prompts, steps=self.steps,
             guidance_scale=self.guidance_scale, identity_scale=self.identity_scale,
             seeds=[seed] * n if shared_noise else [seed + i for i in range(n)],
+            references=references, reference_strength=self.reference_strength,
         )  # fmt: skip

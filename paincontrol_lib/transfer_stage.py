@@ -90,7 +90,8 @@ def run_transfer_stage(table: pd.DataFrame, model, out_dir, params: dict, seed: 
         raise ValueError(f"unknown transfer methods {sorted(unknown)}; expected {METHODS}")
     engine = Transfer(model, steps=params["sampling_steps"],
                       guidance_scale=params["guidance_scale"],
-                      identity_scale=params["identity_scale"])  # fmt: skip
+                      identity_scale=params["identity_scale"],
+                      reference_strength=params["reference_strength"])  # fmt: skip
     size = engine.size
     sources, targets = pick_pairs(table, params["n_sources"], params["n_targets"], seed)
     target_rows = {t: neutral_row(table, t) for t in targets}

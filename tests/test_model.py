@@ -110,6 +110,69 @@ def test_sampling_uses_identity_and_is_seeded():
     assert g.shape == a.shape
 
 
+def test_sampling_from_a_reference_runs_the_tail_of_the_schedule():
+    from paincontrol_lib.model.sampling import TailDDIMScheduler, sample, steps_run
+
+    full = TailDDIMScheduler(timestep_spacing="trailing")
+    full.set_timesteps(6)
+    tail = TailDDIMScheduler(timestep_spacing="trailing")
+    tail.keep = steps_run(6, 0.33)
+    tail.set_timesteps(6)
+    assert tail.keep == 2 and tail.timesteps.tolist() == full.timesteps[-2:].tolist()
+    assert [steps_run(6, s) for s in (1.0, 0.5, 0.01)] == [6, 3, 1]
+    for bad in (0.0, -0.2, 1.5):
+        with pytest.raises(ValueError, match="reference_strength"):
+            steps_run(6, bad)
+
+    model = build_model(ModelConfig(**SMALL), seed=0)
+    controls, prompts = torch.rand(2, 3, 32, 32), ["a neutral face"] * 2
+    photos = torch.rand(2, 3, 32, 32) * 2 - 1
+    noise = sample(model, controls, None, prompts, seed=3, steps=3)
+    # strength 1 is the pure-noise sampler, with or without a photo
+    same = sample(model, controls, None, prompts, seed=3, steps=3, references=photos)
+    np.testing.assert_array_equal(noise, same)
+    one = sample(model, controls, None, prompts, seed=3, steps=3, references=photos,
+                 reference_strength=0.34)  # fmt: skip
+    again = sample(model, controls, None, prompts, seed=3, steps=3, references=photos,
+                   reference_strength=0.34)  # fmt: skip
+    np.testing.assert_array_equal(one, again)
+    assert not np.array_equal(one, noise)
+    with pytest.raises(ValueError, match="references of shape"):
+        sample(model, controls, None, prompts, steps=3, references=photos[:1],
+               reference_strength=0.5)  # fmt: skip
+
+
+def test_held_out_reference_frames_and_amplitude():
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from paincontrol_lib.model.heldout import _slope, reference_images
+
+    images = torch.arange(2.0)[:, None, None, None].expand(2, 3, 4, 4)
+    table, keys = pd.DataFrame({"key": ["a/1", "b/1"]}), {"A": ["a/1"], "B": ["b/0"]}
+    examples = SimpleNamespace(table=table, reference_keys=keys, images=images)
+    assert reference_images(examples, ["A", "A"]).shape == (2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"\['B'\] are not among the examples"):
+        reference_images(examples, ["A", "B"])
+    requested = np.array([0.1, 0.2, 0.4, 0.3])
+    assert _slope(requested, 0.5 * requested + 1) == pytest.approx(0.5)
+    assert _slope(np.ones(4), requested) is None
+
+
+def test_run_signature_follows_the_starting_weights_not_their_path(landmarks_dir, tmp_path):
+    from paincontrol_lib.model.train import run_signature
+
+    start = tmp_path / "start"
+    build_model(ModelConfig(**SMALL), seed=0).save_pretrained(start)
+    args = parse_args(["--landmarks_dir", str(landmarks_dir), "--output_dir", str(tmp_path / "o"),
+                       "--init_from", str(start), *TRAIN_SMALL])  # fmt: skip
+    before = run_signature(args)
+    assert run_signature(args) == before
+    build_model(ModelConfig(**SMALL), seed=1).save_pretrained(start)  # republished in place
+    assert run_signature(args) != before
+
+
 def test_bad_config_and_args_are_rejected(landmarks_dir, tmp_path):
     with pytest.raises(ValueError, match="preset"):
         ModelConfig(preset="sdxl")
@@ -147,6 +210,10 @@ def test_train_a_few_steps_reload_and_sample(landmarks_dir, tmp_path):
     model = PainControlModel.from_pretrained(tmp_path / "run" / "final")
     images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2)
     assert images.shape == (1, 32, 32, 3)
+    photo = torch.rand(1, 3, 32, 32) * 2 - 1  # starts from the VAE latent of a photo
+    again = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2,
+                   references=photo, reference_strength=0.5)  # fmt: skip
+    assert again.shape == (1, 32, 32, 3)
     log = (tmp_path / "run" / "logs" / "loss.csv").read_text().splitlines()
     assert log[0] == "step,seconds,loss" and len(log) == 4
 
@@ -306,3 +373,7 @@ def test_sd15_preset_code_path_offline(landmarks_dir, tmp_path):
     )
     images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2)
     assert images.shape == (1, 32, 32, 3)
+    photo = torch.rand(1, 3, 32, 32) * 2 - 1  # starts from the VAE latent of a photo
+    again = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2,
+                   references=photo, reference_strength=0.5)  # fmt: skip
+    assert again.shape == (1, 32, 32, 3)

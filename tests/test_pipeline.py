@@ -73,12 +73,17 @@ def test_train_stage(tiny_repo):
         "heldout_nme_shuffled",
         "heldout_tracking_corr",
         "heldout_identity_top1",
+        "heldout_identity_top1_other_reference",
         "identity_top1_ceiling",
+        "identity_top1_other_reference_ceiling",
+        "noise_start",
         "reference_recipe",
         "minutes_to_reference_nme",
         "reference_minutes",
     ):
         assert key in m, key
+    assert m["sampler"] == {"steps": 2, "identity_scale": 3.0, "reference_strength": 0.33}
+    assert m["noise_start"]["steps"] == 4 and "heldout_nme" in m["noise_start"]
     assert m["reference_recipe"]["steps"] == 4
     assert (tiny_repo / "models" / "ours" / "final" / "paincontrol_model.json").is_file()
     assert (tiny_repo / "reports" / "figures" / "train_heldout_grid.png").stat().st_size > 0

@@ -174,6 +174,50 @@ def test_every_method_through_one_interface(neutral):
         Transfer(None, size=64).generate("paincontrol", face, levels)
 
 
+def test_sampling_from_the_targets_photo_keeps_its_appearance(neutral):
+    """Starting from the target's noised neutral crop keeps the sample near that photo, while
+    the expression still follows the control; the no_identity ablation starts from noise."""
+    from paincontrol_lib.model.presets import PainControlModel
+
+    model = PainControlModel.from_pretrained(SHIPPED)
+    face = _face(neutral, 64)
+    levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(p), size=64)
+              for p in (0, 12)]  # fmt: skip
+    photo = face.crop(64).astype(float)
+
+    def run(method, strength):
+        engine = Transfer(model, identity=_FixedIdentity(), steps=6, reference_strength=strength)
+        return engine.generate(method, face, levels, seed=0, shared_noise=True)
+
+    from_photo, from_noise = run("paincontrol", 0.33), run("paincontrol", 1.0)
+    assert np.abs(from_photo - photo).mean() < 0.5 * np.abs(from_noise - photo).mean()
+    assert not np.array_equal(from_photo[0], from_photo[1]), "the expression must still change"
+    np.testing.assert_array_equal(run("no_identity", 0.33), run("no_identity", 1.0))
+    with pytest.raises(ValueError, match="reference_strength"):
+        Transfer(model, reference_strength=0)
+
+
+def test_each_model_method_starts_from_its_own_image(neutral, monkeypatch):
+    """paincontrol starts from the warp, no_landmarks from the unwarped photo (a warp would
+    carry the geometry the ablation removes), no_identity from pure noise."""
+    import paincontrol_lib.model.sampling as sampling
+    from paincontrol_lib.model.presets import PainControlModel
+
+    starts = []
+    monkeypatch.setattr(sampling, "sample", lambda *a, references=None, **kw: starts.append(
+        None if references is None else ((references.numpy() + 1) * 127.5).round()))  # fmt: skip
+    engine = Transfer(PainControlModel.from_pretrained(SHIPPED), identity=_FixedIdentity(),
+                      reference_strength=0.33)  # fmt: skip
+    face = _face(neutral, 64)
+    levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(12), size=64)]
+    for method in ("paincontrol", "no_landmarks", "no_identity"):
+        engine.generate(method, face, levels)
+    warp = engine.generate("warp", face, levels)
+    np.testing.assert_array_equal(starts[0][0].transpose(1, 2, 0), warp[0])
+    np.testing.assert_array_equal(starts[1][0].transpose(1, 2, 0), face.crop(64))
+    assert starts[2] is None and not np.array_equal(warp[0], face.crop(64))
+
+
 @pytest.fixture(scope="module")
 def astronaut(tmp_path_factory):
     from skimage import data

@@ -8,12 +8,17 @@ sample is upscaled and meshed by MediaPipe, then scored:
   against *shuffled* controls (another frame's), since a face in the right place scores well on
   NME whatever its expression;
 - tracking: correlation of eye opening, mouth opening and inner-brow height between the control
-  and the detected mesh;
+  and the detected mesh, and the slope of detected on requested (the amplitude);
 - identity top-1: the sample's dlib embedding is nearest to its own person's reference among all
-  held-out people. The ceiling is the same pipeline on the ground-truth frames.
+  held-out people. The ceiling is the same pipeline on the ground-truth frames. When sampling
+  starts from the neutral reference photo (warped; ``reference_strength`` < 1), that photo is
+  also what samples are scored against, so ``identity_top1_other_reference`` scores them against
+  another frame of each person (``references[s][1]``), which the sampler never saw.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -21,6 +26,9 @@ from PIL import Image
 from paincontrol_lib import facemesh
 from paincontrol_lib.identity import make_identity, top1_accuracy
 from paincontrol_lib.landmarks import FaceMesher
+
+if TYPE_CHECKING:
+    import torch
 
 
 def pick_rows(examples, n: int, seed: int) -> np.ndarray:
@@ -59,7 +67,8 @@ def score_images(
     control = np.stack([np.asarray(a).reshape(-1, 3)[:, :2] * upscale for a in table["aligned"]])
     out = {"n_samples": int(len(rows)), "detection_rate": float(detected.mean())}
     if detected.sum() < 3:
-        return out | {"nme": None, "nme_shuffled": None, "tracking_corr": {}, "identity_top1": None}
+        return out | {"nme": None, "nme_shuffled": None, "tracking_corr": {}, "tracking_slope": {},
+                      "identity_top1": None}  # fmt: skip
     pred = np.stack([f.landmarks[:, :2] for f in found if f.detected])
     ctl = control[detected]
     shift = np.roll(np.arange(len(ctl)), max(1, len(ctl) // 2))
@@ -67,6 +76,7 @@ def score_images(
     out["nme_shuffled"] = float(facemesh.nme(pred, ctl[shift]).mean())
     fp, fc = facemesh.expression_features(pred), facemesh.expression_features(ctl)
     out["tracking_corr"] = {k: _corr(fp[k], fc[k]) for k in fc}
+    out["tracking_slope"] = {k: _slope(fc[k], fp[k]) for k in fc}
     subjects = np.array(table["subject"])[detected]
     queries = np.stack(
         [identity.embed(im, f.landmarks) for im, f in zip(big, found, strict=True) if f.detected]
@@ -74,14 +84,57 @@ def score_images(
     labels = sorted(examples.references)
     refs = np.stack([examples.references[s][0] for s in labels])
     out["identity_top1"] = top1_accuracy(queries, refs, labels, subjects)
+    if all(len(examples.references[s]) > 1 for s in labels):
+        others = np.stack([examples.references[s][1] for s in labels])
+        out["identity_top1_other_reference"] = top1_accuracy(queries, others, labels, subjects)
     out["n_identities"] = len(labels)
     return out
+
+
+def warped_references(examples, rows: np.ndarray) -> torch.Tensor:
+    """Each row's person's neutral reference frame warped from its own mesh onto the row's
+    control mesh, (n, 3, H, W) in [-1, 1]: the start transfer samples from."""
+    import torch
+
+    from paincontrol_lib.warp import warp_to
+
+    size = examples.images.shape[-1]
+    row_of = {key: i for i, key in enumerate(examples.table["key"])}
+    subjects = examples.table["subject"].iloc[rows]
+    photos = reference_images(examples, subjects)
+    starts = []
+    for i, subject, photo in zip(rows, subjects, photos, strict=True):
+        ref = row_of[examples.reference_keys[subject][0]]
+        source = np.asarray(examples.table["aligned"].iloc[ref]).reshape(-1, 3) * size
+        target = np.asarray(examples.table["aligned"].iloc[i]).reshape(-1, 3) * size
+        pixels = ((photo.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
+        starts.append(torch.from_numpy(warp_to(pixels.astype(np.uint8), source, target)))
+    return torch.stack(starts).permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def reference_images(examples, subjects) -> torch.Tensor:
+    """Each subject's neutral reference frame (``reference_keys[s][0]``) as the model sees it:
+    (n, 3, H, W) in [-1, 1]. The frame must be among ``examples`` (it is, for a split's own
+    people)."""
+    row_of = {key: i for i, key in enumerate(examples.table["key"])}
+    missing = sorted({s for s in subjects if examples.reference_keys[s][0] not in row_of})
+    if missing:
+        raise ValueError(f"neutral reference frames of {missing} are not among the examples")
+    return examples.images[[row_of[examples.reference_keys[s][0]] for s in subjects]]
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
     if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
         return None
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def _slope(requested: np.ndarray, detected: np.ndarray) -> float | None:
+    """Least-squares slope of detected on requested: the expression's amplitude, which a
+    correlation does not see (1: full amplitude; a sampler that halves every change reads 0.5)."""
+    if len(requested) < 3 or np.std(requested) == 0:
+        return None
+    return float(np.polyfit(requested, detected, 1)[0])
 
 
 def ground_truth_images(examples, rows: np.ndarray) -> np.ndarray:
@@ -101,13 +154,18 @@ def evaluate_model(
     seed: int = 0,
     steps: int = 20,
     guidance_scale: float = 1.0,
-    shuffle_controls: bool = False,
+    identity_scale: float = 1.0,
+    reference_strength: float = 1.0,
     **score_kw,
 ) -> tuple[dict, np.ndarray]:
-    """Sample ``examples[rows]`` with ``model`` and score the samples."""
+    """Sample ``examples[rows]`` with ``model`` and score the samples. ``reference_strength``
+    below 1 starts sampling from each person's neutral reference frame warped onto the row's
+    control mesh, noised (as transfer does from the target's photo); 1 is the pure-noise
+    sampler, the model alone."""
     from paincontrol_lib.model.sampling import sample
 
-    identity = np.stack([examples.references[s][0] for s in examples.table["subject"].iloc[rows]])
+    subjects = examples.table["subject"].iloc[rows]
+    identity = np.stack([examples.references[s][0] for s in subjects])
     prompts = [examples.prompts[i] for i in rows]
     images = sample(
         model,
@@ -117,5 +175,8 @@ def evaluate_model(
         seed=seed,
         steps=steps,
         guidance_scale=guidance_scale,
+        identity_scale=identity_scale,
+        references=warped_references(examples, rows) if reference_strength < 1 else None,
+        reference_strength=reference_strength,
     )
     return score_images(images, examples, rows, **score_kw), images

@@ -184,11 +184,13 @@ class PainControlModel:
     def pixel_space(self) -> bool:
         return self.config.preset == "tiny"
 
-    def to_latent(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] -> what the UNet diffuses: pixel patches (tiny) or VAE latents."""
+    def to_latent(self, images: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Images in [-1, 1] -> what the UNet diffuses: pixel patches (tiny) or VAE latents
+        (a sample of the posterior, or its mode when ``deterministic``)."""
         if self.pixel_space:
             return torch.nn.functional.pixel_unshuffle(images, self.config.patch_size)
-        latents = self.vae.encode(images.to(self.vae.dtype)).latent_dist.sample()
+        posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+        latents = posterior.mode() if deterministic else posterior.sample()
         return latents.float() * self.vae.config.scaling_factor
 
     def from_latent(self, latents: torch.Tensor) -> torch.Tensor:

@@ -82,7 +82,9 @@ def _summary(scores: dict, result: dict) -> dict:
         "heldout_nme": scores["nme"],
         "heldout_nme_shuffled": scores["nme_shuffled"],
         "heldout_tracking_corr": scores["tracking_corr"],
+        "heldout_tracking_slope": scores["tracking_slope"],
         "heldout_identity_top1": scores["identity_top1"],
+        "heldout_identity_top1_other_reference": scores.get("identity_top1_other_reference"),
     }
 
 
@@ -109,9 +111,12 @@ def run_stage(landmarks_dir, models_dir, train: dict, evaluation: dict, seed: in
     for the figures under ``_curves`` and ``_samples``).
 
     Top-level metrics are the default run (``ours``: the shipped checkpoint fine-tuned for
-    ``max_minutes``, or from scratch when ``init_from`` is empty); ``from_scratch`` and
-    ``reference_recipe`` are our recipe and the plain recipe from random weights at the same
-    CPU time, when ``compare_from_scratch`` is on."""
+    ``max_minutes``, or from scratch when ``init_from`` is empty) sampled as transfer samples
+    (from the person's noised neutral photo, ``evaluation["reference_strength"]``, identity
+    tokens scaled by ``evaluation["identity_scale"]``). ``noise_start`` is the same model from
+    pure noise at identity scale 1: the model alone, sampled like ``from_scratch`` and
+    ``reference_recipe`` (our recipe and the plain recipe from random weights at the same CPU
+    time, when ``compare_from_scratch`` is on), so that race measures training, not sampling."""
     from paincontrol_lib.model.heldout import (
         evaluate_model,
         ground_truth_images,
@@ -141,15 +146,24 @@ def run_stage(landmarks_dir, models_dir, train: dict, evaluation: dict, seed: in
     rows = pick_rows(held_out, evaluation["n_samples"], seed)
     curve_rows = rows[: evaluation["curve_samples"]]
     steps = evaluation["sampling_steps"]
+    sampler = {k: evaluation[k] for k in ("identity_scale", "reference_strength")}
     for name in names:
         model = PainControlModel.from_pretrained(models_dir / name / "final")
         scores[name], samples[name] = evaluate_model(model, held_out, rows, seed=seed, steps=steps)
+        if name == "ours":
+            scores["noise_start"], samples["noise_start"] = scores[name], samples[name]
+            scores[name], samples[name] = evaluate_model(
+                model, held_out, rows, seed=seed, steps=steps, **sampler
+            )
         start = init_from if RUNS[name][1] else None
         curves[name] = checkpoint_curve(models_dir / name, held_out, curve_rows, steps, seed, start)
     ceiling = score_images(ground_truth_images(held_out, rows), held_out, rows)
     metrics = _summary(scores["ours"], results["ours"]) | {
+        "sampler": {"steps": steps} | sampler,
+        "noise_start": _summary(scores["noise_start"], results["ours"]),
         "init_from": _provenance(init_from),
         "identity_top1_ceiling": ceiling["identity_top1"],
+        "identity_top1_other_reference_ceiling": ceiling.get("identity_top1_other_reference"),
         "ground_truth_ceiling": ceiling,
         "n_heldout_samples": scores["ours"]["n_samples"],
         "n_heldout_identities": scores["ours"].get("n_identities"),
@@ -171,15 +185,13 @@ def run_stage(landmarks_dir, models_dir, train: dict, evaluation: dict, seed: in
 
 def grid(held_out, rows: np.ndarray, samples: dict[str, np.ndarray], n: int = 8) -> np.ndarray:
     """Rows of control | identity reference | ground truth | sample of each recipe."""
-    from paincontrol_lib.model.heldout import ground_truth_images
+    from paincontrol_lib.model.heldout import ground_truth_images, reference_images
 
     pick = np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)
-    keys = list(held_out.table["key"])
     lines = []
     for j in pick:
         i = rows[j]
-        subject = held_out.table["subject"].iloc[i]
-        ref = held_out.images[keys.index(held_out.reference_keys[subject][0])]
+        ref = reference_images(held_out, [held_out.table["subject"].iloc[i]])[0]
         parts = [
             (held_out.controls[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8),
             ((ref.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8),

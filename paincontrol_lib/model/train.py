@@ -144,7 +144,9 @@ TRAINING_CODE = ("train.py", "presets.py", "data.py", "text.py")
 
 def run_signature(args) -> str:
     """What a checkpoint must share with this run to be resumed: every argument that changes
-    the training itself, the landmark table it reads, and the training code."""
+    the training itself, the landmark table it reads, the model it started from (its files,
+    not only its path: a checkpoint republished in place is another start) and the training
+    code."""
     import hashlib
 
     h = hashlib.sha256()
@@ -153,6 +155,10 @@ def run_signature(args) -> str:
     data = Path(args.examples) if args.examples else Path(args.landmarks_dir) / "landmarks.parquet"
     if data.exists():
         h.update(data.read_bytes())
+    if args.init_from:
+        start = Path(args.init_from)
+        for path in sorted(p for p in start.rglob("*") if p.is_file()):
+            h.update(str(path.relative_to(start)).encode() + path.read_bytes())
     for name in TRAINING_CODE:
         h.update((Path(__file__).parent / name).read_bytes())
     return h.hexdigest()[:16]
