@@ -255,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of the identity tokens' attention (README: identity scale)",
     )
     tr.add_argument("--reference-strength", type=float, default=0.33,
-                    help="part of the DDIM schedule run from the target's noised photo; "
-                         "1 starts from pure noise")  # fmt: skip
+                    help="part of the DDIM schedule run from the target's photo warped "
+                         "onto the requested mesh; 1 starts from pure noise")  # fmt: skip
     tr.add_argument("--size", type=int, default=128, help="warp-only runs: output size (px)")
     tr.set_defaults(func=_transfer)
     _add_study(commands)

@@ -2,8 +2,8 @@
 
 Nothing is retrained: ``--scales`` multiplies the identity tokens' attention output (diffusers'
 ``set_ip_adapter_scale``) and ``--strengths`` is the part of the DDIM schedule run from the
-person's noised neutral photo (1: pure noise). Rows, seeds and scoring are stage 02's; every
-(strength, scale) pair prints one JSON line::
+person's neutral photo warped onto the control's mesh (1: pure noise). Rows, seeds and scoring
+are stage 02's; every (strength, scale) pair prints one JSON line::
 
     python scripts/identity_sampling.py --checkpoint pretrained/tiny-synthpain \\
         --strengths 1 0.5 0.33 0.17 --scales 1 3
