@@ -99,28 +99,30 @@ def warped_references(examples, rows: np.ndarray) -> torch.Tensor:
     from paincontrol_lib.warp import warp_to
 
     size = examples.images.shape[-1]
-    row_of = {key: i for i, key in enumerate(examples.table["key"])}
-    subjects = examples.table["subject"].iloc[rows]
-    photos = reference_images(examples, subjects)
-    starts = []
-    for i, subject, photo in zip(rows, subjects, photos, strict=True):
-        ref = row_of[examples.reference_keys[subject][0]]
-        source = np.asarray(examples.table["aligned"].iloc[ref]).reshape(-1, 3) * size
-        target = np.asarray(examples.table["aligned"].iloc[i]).reshape(-1, 3) * size
-        pixels = ((photo.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
-        starts.append(torch.from_numpy(warp_to(pixels.astype(np.uint8), source, target)))
-    return torch.stack(starts).permute(0, 3, 1, 2) / 127.5 - 1
+    refs = _reference_rows(examples, examples.table["subject"].iloc[rows])
+    meshes = examples.table["aligned"]
+    starts = [
+        warp_to(photo, np.asarray(meshes.iloc[r]).reshape(-1, 3) * size,
+                np.asarray(meshes.iloc[i]).reshape(-1, 3) * size)
+        for i, r, photo in zip(rows, refs, ground_truth_images(examples, refs), strict=True)
+    ]  # fmt: skip
+    return torch.from_numpy(np.stack(starts)).permute(0, 3, 1, 2) / 127.5 - 1
 
 
 def reference_images(examples, subjects) -> torch.Tensor:
     """Each subject's neutral reference frame (``reference_keys[s][0]``) as the model sees it:
-    (n, 3, H, W) in [-1, 1]. The frame must be among ``examples`` (it is, for a split's own
-    people)."""
+    (n, 3, H, W) in [-1, 1]."""
+    return examples.images[_reference_rows(examples, subjects)]
+
+
+def _reference_rows(examples, subjects) -> list[int]:
+    """Rows of the subjects' neutral reference frames; they must be among ``examples`` (they
+    are, for a split's own people)."""
     row_of = {key: i for i, key in enumerate(examples.table["key"])}
     missing = sorted({s for s in subjects if examples.reference_keys[s][0] not in row_of})
     if missing:
         raise ValueError(f"neutral reference frames of {missing} are not among the examples")
-    return examples.images[[row_of[examples.reference_keys[s][0]] for s in subjects]]
+    return [row_of[examples.reference_keys[s][0]] for s in subjects]
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
+from diffusers.utils.torch_utils import randn_tensor
 
 
 class TailDDIMScheduler(DDIMScheduler):
@@ -62,8 +63,6 @@ def sample(
     warped onto the control's mesh), are noised with that same noise and denoised through the
     last ``reference_strength`` of the schedule; strength 1 (or no references) is the
     pure-noise sampler."""
-    from diffusers.utils.torch_utils import randn_tensor
-
     keep = steps_run(steps, reference_strength)
     n = len(prompts)
     if seeds is not None and len(seeds) != n:

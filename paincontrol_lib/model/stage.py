@@ -149,11 +149,12 @@ def run_stage(landmarks_dir, models_dir, train: dict, evaluation: dict, seed: in
     sampler = {k: evaluation[k] for k in ("identity_scale", "reference_strength")}
     for name in names:
         model = PainControlModel.from_pretrained(models_dir / name / "final")
-        scores[name], samples[name] = evaluate_model(model, held_out, rows, seed=seed, steps=steps)
+        scores[name], samples[name] = evaluate_model(
+            model, held_out, rows, seed=seed, steps=steps, **(sampler if name == "ours" else {})
+        )
         if name == "ours":
-            scores["noise_start"], samples["noise_start"] = scores[name], samples[name]
-            scores[name], samples[name] = evaluate_model(
-                model, held_out, rows, seed=seed, steps=steps, **sampler
+            scores["noise_start"], samples["noise_start"] = evaluate_model(
+                model, held_out, rows, seed=seed, steps=steps
             )
         start = init_from if RUNS[name][1] else None
         curves[name] = checkpoint_curve(models_dir / name, held_out, curve_rows, steps, seed, start)
