@@ -53,4 +53,10 @@ format: $(STAMP) ## Format the code with ruff
 clean: ## Remove generated data and reports (keeps committed metrics)
 	rm -rf data/synthpain data/landmarks data/study reports/notebooks reports/figures
 
-.PHONY: help env repro browser test bench lab lint format clean
+deps: $(STAMP) ## Regenerate dvc.yaml's library deps from the imports (check: make deps-check)
+	$(BIN)/python scripts/dvc_deps.py
+
+deps-check: $(STAMP) ## Check that dvc.yaml's library deps match the imports (exit 1 if not)
+	$(BIN)/python scripts/dvc_deps.py --check
+
+.PHONY: help env repro browser test bench lab lint format clean deps deps-check

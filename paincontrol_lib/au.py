@@ -2,7 +2,7 @@
 
 - ``oracle``: the dataset's own FACS coding (SynthPain's ground truth, UNBC's FACS frames);
 - ``mesh``: offline, from MediaPipe meshes: the expression displacement from the person's
-  neutral mesh explained by the AU->mesh model (``retarget.estimate_aus``). Its per-AU error is
+  neutral mesh explained by the AU->mesh model (``au_geometry.estimate_aus``). Its per-AU error is
   measured against SynthPain's ground truth (:func:`validate_mesh_estimator`) and AUs it cannot
   estimate reliably are flagged (:data:`RELIABLE_ICC`);
 - ``pyfeat``: py-feat's detector, when the user has its model weights; without them it stops at
@@ -18,6 +18,7 @@ import pandas as pd
 
 from paincontrol_lib.data.records import AU_COLUMNS
 from paincontrol_lib.facs import BINARY_AUS, PAIN_AUS, pspi
+from paincontrol_lib.stats import icc_3_1
 
 RELIABLE_ICC = 0.75  # ICC(3,1) against ground truth below which an AU is marked unreliable
 
@@ -41,7 +42,7 @@ def oracle(records: pd.DataFrame) -> pd.DataFrame:
 def mesh_aus(meshes: np.ndarray, neutrals: np.ndarray) -> pd.DataFrame:
     """AU estimates for meshes (n, 478, 3) against each one's neutral mesh (n, 478, 3), any
     image frame. AUs outside the AU->mesh model stay NaN."""
-    from paincontrol_lib.retarget import estimate_aus
+    from paincontrol_lib.au_geometry import estimate_aus
 
     meshes, neutrals = np.asarray(meshes, float), np.asarray(neutrals, float)
     if meshes.shape != neutrals.shape or meshes.ndim != 3:
@@ -53,23 +54,6 @@ def mesh_aus(meshes: np.ndarray, neutrals: np.ndarray) -> pd.DataFrame:
         found = estimate_aus(mesh, neutral)
         rows.append([found.get(a, np.nan) for a in AU_COLUMNS])
     return _table(np.array(rows).reshape(-1, len(AU_COLUMNS)))
-
-
-def icc_3_1(truth: np.ndarray, estimate: np.ndarray) -> float | None:
-    """ICC(3,1) (two-way mixed, consistency, single rater) of two ratings of the same targets."""
-    x = np.column_stack([truth, estimate]).astype(float)
-    x = x[np.isfinite(x).all(1)]
-    n, k = x.shape
-    if n < 3:
-        return None
-    grand = x.mean()
-    ss_rows = k * ((x.mean(1) - grand) ** 2).sum()
-    ss_cols = n * ((x.mean(0) - grand) ** 2).sum()
-    ss_err = ((x - grand) ** 2).sum() - ss_rows - ss_cols
-    ms_rows, ms_err = ss_rows / (n - 1), ss_err / ((n - 1) * (k - 1))
-    if ms_rows + (k - 1) * ms_err == 0:
-        return None
-    return float((ms_rows - ms_err) / (ms_rows + (k - 1) * ms_err))
 
 
 def validate_mesh_estimator(table: pd.DataFrame, aus=PAIN_AUS) -> pd.DataFrame:

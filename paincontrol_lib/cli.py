@@ -55,9 +55,11 @@ def _transfer(args) -> int:
     import json
 
     from paincontrol_lib.io import atomic_write_bytes, save_image
-    from paincontrol_lib.landmarks import FaceMesher
+    from paincontrol_lib.landmarks.face import read_face
+    from paincontrol_lib.landmarks.mesher import FaceMesher
+    from paincontrol_lib.model.sampler import SamplerConfig
     from paincontrol_lib.retarget import aus_for_pspi, retarget
-    from paincontrol_lib.transfer import MODEL_METHODS, Transfer, read_face
+    from paincontrol_lib.transfer import MODEL_METHODS, Transfer
 
     if args.mode == "explicit" and (args.aus is None) == (args.pspi is None):
         raise ValueError("explicit mode needs exactly one of --aus (e.g. AU4=3,AU43=1) or --pspi")
@@ -103,9 +105,10 @@ def _transfer(args) -> int:
                 names.append(path.stem)
     finally:
         mesher.close()
-    engine = Transfer(model, steps=args.steps, guidance_scale=args.guidance_scale,
-                      identity_scale=args.identity_scale,
-                      reference_strength=args.reference_strength, size=size)  # fmt: skip
+    sampler = SamplerConfig(steps=args.steps, guidance_scale=args.guidance_scale,
+                            identity_scale=args.identity_scale, control_scale=args.control_scale,
+                            start=args.start, start_strength=args.start_strength)  # fmt: skip
+    engine = Transfer(model, sampler, size=size)
     out = Path(args.out)
     manifest = []
     for method in args.method:
@@ -246,21 +249,33 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint", help="PainControl model folder (default: models/ours/final "
                     "after `make repro`, else pretrained/tiny-synthpain)")  # fmt: skip
     tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--steps", type=int, default=6, help="DDIM steps")
-    tr.add_argument("--guidance-scale", type=float, default=1.0)
-    tr.add_argument(
-        "--identity-scale",
-        type=float,
-        default=3.0,
-        help="scale of the identity tokens' attention (README: identity scale)",
-    )
-    tr.add_argument("--reference-strength", type=float, default=0.33,
-                    help="part of the DDIM schedule run from the target's photo warped "
-                         "onto the requested mesh; 1 starts from pure noise")  # fmt: skip
+    _add_sampler_options(tr)
     tr.add_argument("--size", type=int, default=128, help="warp-only runs: output size (px)")
     tr.set_defaults(func=_transfer)
     _add_study(commands)
     return parser
+
+
+def _add_sampler_options(parser) -> None:
+    """The sampler's settings; defaults are ``params.yaml: sampler`` (through SamplerConfig)."""
+    from paincontrol_lib.model.sampler import STARTS, SamplerConfig
+
+    default = SamplerConfig()
+    group = parser.add_argument_group("sampler (defaults: params.yaml's sampler section)")
+    options = [
+        ("--steps", int, "DDIM steps"),
+        ("--guidance-scale", float, "classifier-free guidance (1: none)"),
+        ("--identity-scale", float, "scale of the identity tokens' attention"),
+        ("--control-scale", float, "scale of the ControlNet residuals"),
+        ("--start", str, "what sampling starts from: pure noise, the target's photo warped onto "
+                         "the requested mesh, or the unwarped photo"),
+        ("--start-strength", float, "part of the DDIM schedule run from the noised start"),
+    ]  # fmt: skip
+    for flag, kind, text in options:
+        name = flag.removeprefix("--").replace("-", "_")
+        group.add_argument(flag, type=kind, default=getattr(default, name),
+                           choices=STARTS if name == "start" else None,
+                           help=f"{text} (default: %(default)s)")  # fmt: skip
 
 
 def _add_study(commands) -> None:

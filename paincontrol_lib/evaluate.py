@@ -29,17 +29,12 @@ import pandas as pd
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.facs import PAIN_AUS, pspi
-from paincontrol_lib.landmarks import align, aligned_crop, load_image
+from paincontrol_lib.landmarks.align import align, aligned_crop
+from paincontrol_lib.landmarks.image import UPSCALE, load_image, upscale
+from paincontrol_lib.stats import bootstrap_ci, holm, paired_wilcoxon
+from paincontrol_lib.stats import mixed_model as fit_mixed_model
 
-UPSCALE = 192  # outputs are meshed and embedded at this size (MediaPipe needs > 64 px)
 SAME_PERSON = 0.6  # dlib's own threshold on the L2 distance between two faces' descriptors
-
-
-def upscale(image: np.ndarray, size: int = UPSCALE) -> np.ndarray:
-    """A square image resized (bicubic) to ``size`` px, e.g. before MediaPipe or dlib see it."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
@@ -112,7 +107,7 @@ def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=No
     """
     from paincontrol_lib.au import mesh_aus
     from paincontrol_lib.identity import cosine_similarity, make_identity
-    from paincontrol_lib.landmarks import FaceMesher
+    from paincontrol_lib.landmarks.mesher import FaceMesher
 
     out_dir = Path(out_dir)
     neutral = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
@@ -183,7 +178,8 @@ def real_embeddings(table: pd.DataFrame, size: int, n: int, seed: int) -> np.nda
     """dlib embeddings of ``n`` held-out ground-truth frames treated like outputs (aligned crop at
     ``size``, upscaled, meshed): the realism reference."""
     from paincontrol_lib.identity import make_identity
-    from paincontrol_lib.landmarks import FaceMesher, row_transform
+    from paincontrol_lib.landmarks.mesher import FaceMesher
+    from paincontrol_lib.landmarks.table import row_transform
 
     test = table[(table["split"] == "test") & table["detected"]]
     pick = test.sample(min(n, len(test)), random_state=seed)
@@ -200,18 +196,6 @@ def real_embeddings(table: pd.DataFrame, size: int, n: int, seed: int) -> np.nda
 METRICS = ("identity_similarity", "identity_match", "source_leakage", "source_match", "nme",
            "error_PSPI", "ssim_to_exact", "psnr_to_exact", "nme_to_exact",
            *(f"error_{a}" for a in PAIN_AUS))  # fmt: skip
-
-
-def bootstrap_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
-    """Mean and percentile bootstrap CI of ``values`` (NaNs dropped)."""
-    x = np.asarray(values, float)
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return np.nan, np.nan, np.nan
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(x.mean()), float(lo), float(hi)
 
 
 def summarise(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -240,9 +224,6 @@ def compare_methods(
 ) -> pd.DataFrame:
     """Paired Wilcoxon tests of every method against ``baseline`` (same source frame and
     target), Holm-corrected over all tests."""
-    from scipy.stats import wilcoxon
-    from statsmodels.stats.multitest import multipletests
-
     key = ["mode", "source", "target", "frame"]
     base = scores[scores["method"] == baseline].set_index(key)
     rows = []
@@ -254,30 +235,25 @@ def compare_methods(
             pair = pd.concat([other[metric], base[metric]], axis=1, keys=["m", "b"]).dropna()
             if len(pair) < 5 or (pair["m"] == pair["b"]).all():
                 continue
-            stat = wilcoxon(pair["m"], pair["b"])
             rows.append({"method": method, "metric": metric, "n_pairs": len(pair),
                          "mean_difference": float((pair["m"] - pair["b"]).mean()),
-                         "p": float(stat.pvalue)})  # fmt: skip
+                         "p": paired_wilcoxon(pair["m"], pair["b"])})  # fmt: skip
     table = pd.DataFrame(rows)
     if len(table):
-        table["p_holm"] = multipletests(table["p"], method="holm")[1]
+        table["p_holm"] = holm(table["p"])
     return table
 
 
 def mixed_model(scores: pd.DataFrame, metric: str = "error_PSPI", baseline: str = "warp"):
     """``metric ~ method`` with a random intercept per target identity (statsmodels MixedLM);
     coefficients are differences from ``baseline``. None when it cannot be fitted."""
-    import warnings
-
-    import statsmodels.formula.api as smf
-
     data = scores[["method", "target", metric]].dropna().rename(columns={metric: "y"})
     if data["target"].nunique() < 2 or data["method"].nunique() < 2:
         return None
     formula = f"y ~ C(method, Treatment({baseline!r}))"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = smf.mixedlm(formula, data, groups=data["target"]).fit()
+    fit = fit_mixed_model(formula, data, groups=data["target"])
+    if fit is None:
+        return None
     params, conf = fit.params, fit.conf_int()
     names = [n for n in params.index if n.startswith("C(method")]
     return pd.DataFrame({
@@ -285,63 +261,3 @@ def mixed_model(scores: pd.DataFrame, metric: str = "error_PSPI", baseline: str 
         "coef": params[names].to_numpy(), "lo": conf.loc[names, 0].to_numpy(),
         "hi": conf.loc[names, 1].to_numpy(), "p": fit.pvalues[names].to_numpy(),
     })  # fmt: skip
-
-
-def run_evaluation_stage(table: pd.DataFrame, manifest: pd.DataFrame, transfer_dir, params: dict,
-                         seed: int, synthpain_dir=None) -> dict:  # fmt: skip
-    """Stage 04: score every output, summarise with CIs, compare with the warp baseline, validate
-    the AU estimator. Returns frames and the ``reports/metrics/eval.json`` dict."""
-    from paincontrol_lib.au import validate_mesh_estimator
-
-    exact = None
-    if synthpain_dir is not None and (Path(synthpain_dir) / "config.json").is_file():
-        exact = ExactAnswers(synthpain_dir)
-    scores = score_outputs(manifest, transfer_dir, table, exact=exact)
-    size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
-    reference = real_embeddings(table, size, params["realism_reference_images"], seed)
-    realism = realism_distances(scores, reference)
-    summary = summarise(scores, params["n_bootstrap"], seed)
-    estimator = validate_mesh_estimator(table)
-    unreliable = [au for au in PAIN_AUS if not estimator.loc[au, "reliable"]]
-
-    def mean(method, metric):
-        row = summary[(summary["method"] == method) & (summary["metric"] == metric)]
-        value = row["mean"].iloc[0] if len(row) else np.nan
-        return None if not np.isfinite(value) else float(value)
-
-    methods = {}
-    for method in scores["method"].unique():
-        methods[method] = {
-            "n_outputs": int((scores["method"] == method).sum()),
-            "detection_rate": mean(method, "detection_rate"),
-            "identity_similarity": mean(method, "identity_similarity"),
-            "source_leakage": mean(method, "source_leakage"),
-            "identity_match_rate": mean(method, "identity_match"),
-            "source_match_rate": mean(method, "source_match"),
-            "nme": mean(method, "nme"),
-            "pspi_mae": mean(method, "error_PSPI"),
-            "realism_distance": realism[method],
-            "ssim_to_exact": mean(method, "ssim_to_exact"),
-            "psnr_to_exact": mean(method, "psnr_to_exact"),
-            "nme_to_exact": mean(method, "nme_to_exact"),
-            "au_mae": {au: mean(method, f"error_{au}") for au in PAIN_AUS},
-        }
-    metrics = {
-        "methods": methods,
-        "au_estimator": {
-            "backend": "mesh",
-            "mae": {au: float(estimator.loc[au, "mae"]) for au in estimator.index},
-            "icc": {au: estimator.loc[au, "icc"] for au in estimator.index},
-            "unreliable_aus": unreliable,
-        },
-        "realism_feature_space": "dlib-128 (Frechet distance to held-out ground-truth frames)",
-        "n_realism_reference": int(len(reference)),
-    }
-    return {
-        "scores": scores,
-        "summary": summary,
-        "paired": compare_methods(scores),
-        "mixed": mixed_model(scores),
-        "estimator": estimator,
-        "metrics": metrics,
-    }

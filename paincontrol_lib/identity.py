@@ -70,7 +70,7 @@ def _points(landmarks) -> np.ndarray:
 
 
 def _rgb(image) -> np.ndarray:
-    from paincontrol_lib.landmarks import as_rgb_uint8
+    from paincontrol_lib.landmarks.image import as_rgb_uint8
 
     return as_rgb_uint8(image)
 
@@ -398,7 +398,7 @@ class EmbeddingCache:
         if hit is not None:
             return hit
         if image is None:
-            from paincontrol_lib.landmarks import load_image
+            from paincontrol_lib.landmarks.image import load_image
 
             image = load_image(path)
         value = np.asarray(self.backend.embed(image, landmarks), dtype=np.float32)

@@ -11,11 +11,11 @@ crops, where the model works and control images are drawn):
 - ``no_identity``: PainControl without identity (ablation): no identity tokens, and sampling
   starts from pure noise instead of the target's photo;
 - ``no_landmarks``: PainControl without the control image (text + identity only, ablation),
-  starting from the target's unwarped neutral photo.
+  starting from the target's unwarped neutral photo (a warp would carry the geometry in).
 
-With ``reference_strength`` < 1 (see :mod:`paincontrol_lib.model.sampling`) ``paincontrol``
-denoises the last part of its schedule from the ``warp`` output, noised: the target's own photo
-already wearing the requested geometry.
+With the sampler's ``warped_target`` start (see :mod:`paincontrol_lib.model.sampling`)
+``paincontrol`` denoises the last part of its schedule from the ``warp`` output, noised: the
+target's own photo already wearing the requested geometry.
 
 A sequence is transferred frame by frame with one shared seed (the same noise every frame), so
 changes between frames come from the expression, not from fresh noise.
@@ -23,55 +23,17 @@ changes between frames come from the expression, not from fresh noise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from paincontrol_lib.landmarks import Similarity, align, aligned_crop, as_rgb_uint8, load_image
+from paincontrol_lib.landmarks.face import Face
+from paincontrol_lib.model.sampler import SamplerConfig, start_images
 from paincontrol_lib.retarget import Retargeted
-from paincontrol_lib.warp import warp_to
 
 METHODS = ("paincontrol", "warp", "no_identity", "no_landmarks")
+MANIFEST = "manifest.parquet"  # what stage 03 asked for, one row per generated image
 MODEL_METHODS = ("paincontrol", "no_identity", "no_landmarks")
-
-
-class FaceNotFoundError(ValueError):
-    """No face could be meshed in an input image."""
-
-
-@dataclass
-class Face:
-    """A meshed face: image, MediaPipe mesh (pixels), canonical-frame mesh and the transform."""
-
-    image: np.ndarray
-    landmarks: np.ndarray
-    aligned: np.ndarray
-    transform: Similarity
-    name: str = ""
-
-    def crop(self, size: int) -> np.ndarray:
-        """The face in the canonical frame at ``size`` px."""
-        return aligned_crop(self.image, self.transform, size)
-
-
-def read_face(source, mesher=None, name: str | None = None) -> Face:
-    """Mesh one image (path or array); :class:`FaceNotFoundError` says which when none."""
-    from paincontrol_lib.landmarks import FaceMesher
-
-    label = name or (str(source) if isinstance(source, str | Path) else "image")
-    image = load_image(source) if isinstance(source, str | Path) else as_rgb_uint8(source)
-    own = mesher is None
-    mesher = mesher or FaceMesher()
-    try:
-        found = mesher(image)
-    finally:
-        if own:
-            mesher.close()
-    if not found.detected:
-        raise FaceNotFoundError(f"{label}: MediaPipe found no face in this image")
-    aligned, transform = align(found.landmarks)
-    return Face(image, found.landmarks, aligned, transform, label)
 
 
 def sequence_jitter(frames: np.ndarray) -> float | None:
@@ -90,15 +52,10 @@ class Transfer:
     needs none); images come out at the model's resolution (``size`` for the warp alone).
     """
 
-    def __init__(self, model=None, identity=None, steps: int = 6, guidance_scale: float = 1.0,
-                 identity_scale: float = 1.0, reference_strength: float = 1.0,
+    def __init__(self, model=None, sampler: SamplerConfig | None = None, identity=None,
                  size: int | None = None):  # fmt: skip
-        from paincontrol_lib.model.sampling import steps_run
-
         self.model = model
-        self.steps, self.guidance_scale, self.identity_scale = steps, guidance_scale, identity_scale
-        steps_run(steps, reference_strength)  # a bad value fails here, not mid-run
-        self.reference_strength = reference_strength
+        self.sampler = sampler or SamplerConfig()
         self.size = size or (model.config.resolution if model is not None else 128)
         if model is not None and self.size != model.config.resolution:
             raise ValueError(
@@ -107,6 +64,15 @@ class Transfer:
         self._identity = identity
         # id(face) -> (face, embedding): holding the face keeps its id from being reused.
         self._embeddings: dict[int, tuple[Face, np.ndarray]] = {}
+
+    def sampler_for(self, method: str) -> SamplerConfig:
+        """The sampler of a model method: ``no_identity`` starts from noise, ``no_landmarks``
+        from the unwarped photo (when the configured sampler starts from a photo at all)."""
+        if method == "no_identity" or self.sampler.start == "noise":
+            return self.sampler.with_start("noise")
+        if method == "no_landmarks":
+            return self.sampler.with_start("target_photo")
+        return self.sampler
 
     def identity_of(self, face: Face) -> np.ndarray:
         """The face's identity embedding (dlib unless the model was trained with ArcFace)."""
@@ -119,11 +85,11 @@ class Transfer:
             self._embeddings[id(face)] = (face, embedding)
         return self._embeddings[id(face)][1]
 
-    def _warp(self, target: Face, expressions: list[Retargeted]) -> np.ndarray:
+    def _starts(self, start: str, target: Face, expressions: list[Retargeted]):
         crop = target.crop(self.size)
-        return np.stack(
-            [warp_to(crop, target.aligned * self.size, e.aligned * self.size) for e in expressions]
-        )
+        n = len(expressions)
+        return start_images(start, [crop] * n, [target.aligned * self.size] * n,
+                            [e.aligned * self.size for e in expressions])  # fmt: skip
 
     def generate(
         self, method: str, target: Face, expressions: list[Retargeted], seed: int = 0,
@@ -135,12 +101,12 @@ class Transfer:
         if not expressions:
             return np.zeros((0, self.size, self.size, 3), np.uint8)
         if method == "warp":
-            return self._warp(target, expressions)
+            return self._starts("warped_target", target, expressions)
         if self.model is None:
             raise ValueError(f"method {method!r} needs a PainControl checkpoint")
         import torch
 
-        from paincontrol_lib.landmarks import render_control
+        from paincontrol_lib.landmarks.control import render_control
         from paincontrol_lib.model.sampling import sample
         from paincontrol_lib.model.text import prompt_from_aus
 
@@ -152,21 +118,25 @@ class Transfer:
             controls = torch.zeros_like(controls)
         embedding = self.identity_of(target)
         identity = np.repeat(embedding[None], n, axis=0)
-        references = None
         if method == "no_identity":
             identity = np.zeros_like(identity)
-        elif self.reference_strength < 1:
-            # no_landmarks starts from the unwarped photo: a warp would carry the geometry in.
-            starts = (self._warp(target, expressions) if method == "paincontrol"
-                      else np.repeat(target.crop(self.size)[None], n, axis=0))  # fmt: skip
-            references = torch.from_numpy(starts).permute(0, 3, 1, 2) / 127.5 - 1
+        sampler = self.sampler_for(method)
+        starts = (
+            self._starts(sampler.start, target, expressions) if sampler.from_start_image else None
+        )
         # Estimated AUs are continuous: below FACS level A (0.5) an AU is absent, as in training.
         prompts = [
             prompt_from_aus({au: v for au, v in e.aus.items() if v >= 0.5}) for e in expressions
         ]
-        return sample(
-            self.model, controls, identity, prompts, steps=self.steps,
-            guidance_scale=self.guidance_scale, identity_scale=self.identity_scale,
-            seeds=[seed] * n if shared_noise else [seed + i for i in range(n)],
-            references=references, reference_strength=self.reference_strength,
-        )  # fmt: skip
+        seeds = [seed] * n if shared_noise else [seed + i for i in range(n)]
+        return sample(self.model, controls, identity, prompts, sampler, seeds, starts)
+
+
+def load_manifest(out_dir):
+    """Stage 03's manifest of generated images (a clear error before the stage has run)."""
+    import pandas as pd
+
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run the transfer stage first (dvc repro transfer)")
+    return pd.read_parquet(path)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from paincontrol_lib import facemesh
-from paincontrol_lib.landmarks import as_rgb_uint8
+from paincontrol_lib.landmarks.image import as_rgb_uint8
 
 
 def warp_to(image: np.ndarray, source_mesh: np.ndarray, target_mesh: np.ndarray) -> np.ndarray:

@@ -35,9 +35,9 @@ def bench_synthpain(n_images: int) -> None:
 
 
 def bench_landmarks(n_identities: int, repeats: int, workers: int) -> None:
-    from paincontrol_lib.data.records import load_records
+    from paincontrol_lib.data.sources import load_records
     from paincontrol_lib.data.synthpain.generate import SynthPainConfig, generate
-    from paincontrol_lib.landmarks import build_landmark_table, raw_mediapipe_rate
+    from paincontrol_lib.landmarks.batch import build_landmark_table, raw_mediapipe_rate
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synthpain"

@@ -12,10 +12,10 @@ from paincontrol_lib.data.records import (
     RECORD_COLUMNS,
     LayoutError,
     assert_subject_independent,
-    load_records,
     parse_facs_code,
     subject_split,
 )
+from paincontrol_lib.data.sources import load_records
 
 
 def _img(path: Path, value: int = 128):

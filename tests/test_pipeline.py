@@ -82,7 +82,9 @@ def test_train_stage(tiny_repo):
         "reference_minutes",
     ):
         assert key in m, key
-    assert m["sampler"] == {"steps": 2, "identity_scale": 3.0, "reference_strength": 0.33}
+    assert m["sampler"] == {"steps": 2, "guidance_scale": 1.0, "identity_scale": 3.0,
+                            "control_scale": 1.0, "start": "warped_target",
+                            "start_strength": 0.33}  # fmt: skip
     assert m["noise_start"]["steps"] == 4 and "heldout_nme" in m["noise_start"]
     assert m["reference_recipe"]["steps"] == 4
     assert (tiny_repo / "models" / "ours" / "final" / "paincontrol_model.json").is_file()

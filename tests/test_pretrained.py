@@ -23,7 +23,7 @@ def prepared(tmp_path_factory):
 
 
 def test_packed_examples_match_the_landmark_table(prepared):
-    from paincontrol_lib.landmarks import load_landmark_table
+    from paincontrol_lib.landmarks.table import load_landmark_table
     from paincontrol_lib.model.data import (
         identity_embeddings,
         load_examples,

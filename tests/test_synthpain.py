@@ -162,7 +162,7 @@ def test_identities_differ(renderer):
 
 def test_mediapipe_finds_and_tracks_tiny_synthpain(tiny_synthpain):
     from paincontrol_lib.data.synthpain.realism import realism_report
-    from paincontrol_lib.landmarks import detect_files
+    from paincontrol_lib.landmarks.batch import detect_files
 
     data_dir, table = tiny_synthpain
     results = detect_files([data_dir / p for p in table["image"]], workers=1, progress=False)

@@ -9,9 +9,13 @@ from PIL import Image
 
 from paincontrol_lib import facemesh
 from paincontrol_lib import retarget as rt
+from paincontrol_lib.au_geometry import estimate_aus
 from paincontrol_lib.cli import main as cli
-from paincontrol_lib.landmarks import align, canonical_landmarks
-from paincontrol_lib.transfer import Face, Transfer, sequence_jitter, warp_to
+from paincontrol_lib.landmarks.align import align, canonical_landmarks
+from paincontrol_lib.landmarks.face import Face
+from paincontrol_lib.model.sampler import SamplerConfig
+from paincontrol_lib.transfer import Transfer, sequence_jitter
+from paincontrol_lib.warp import warp_to
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "pretrained" / "tiny-synthpain"
@@ -79,7 +83,7 @@ def test_delta_moves_the_source_expression_onto_a_differently_sized_target(neutr
 def test_au_mode_estimates_the_pain_aus_of_the_source(neutral):
     asked = {"AU04": 3.0, "AU07": 2.0, "AU10": 2.0, "AU43": 1.0}
     source = rt.retarget("explicit", neutral, aus=asked).aligned * 200
-    estimated = rt.estimate_aus(source, neutral)
+    estimated = estimate_aus(source, neutral)
     assert estimated["AU04"] == pytest.approx(3.0, abs=0.6)
     assert estimated["AU10"] == pytest.approx(2.0, abs=0.6)
     assert estimated["AU43"] > 0.5
@@ -153,7 +157,8 @@ def test_every_method_through_one_interface(neutral):
     # A trained model: a fresh ControlNet's zero convolutions would ignore the control image.
     model = PainControlModel.from_pretrained(SHIPPED)
     identity = _FixedIdentity()
-    engine = Transfer(model, identity=identity, steps=2)
+    engine = Transfer(model, SamplerConfig(steps=2, start="noise", identity_scale=1.0),
+                      identity=identity)  # fmt: skip
     face = _face(neutral, 64)
     levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(p), size=64)
               for p in (0, 8, 8)]  # fmt: skip
@@ -186,15 +191,16 @@ def test_sampling_from_the_targets_photo_keeps_its_appearance(neutral):
     photo = face.crop(64).astype(float)
 
     def run(method, strength):
-        engine = Transfer(model, identity=_FixedIdentity(), steps=6, reference_strength=strength)
+        sampler = SamplerConfig(steps=6, identity_scale=1.0, start_strength=strength)
+        engine = Transfer(model, sampler, identity=_FixedIdentity())
         return engine.generate(method, face, levels, seed=0, shared_noise=True)
 
     from_photo, from_noise = run("paincontrol", 0.33), run("paincontrol", 1.0)
     assert np.abs(from_photo - photo).mean() < 0.5 * np.abs(from_noise - photo).mean()
     assert not np.array_equal(from_photo[0], from_photo[1]), "the expression must still change"
     np.testing.assert_array_equal(run("no_identity", 0.33), run("no_identity", 1.0))
-    with pytest.raises(ValueError, match="reference_strength"):
-        Transfer(model, reference_strength=0)
+    with pytest.raises(ValueError, match="start_strength"):
+        SamplerConfig(start_strength=0)
 
 
 def test_each_model_method_starts_from_its_own_image(neutral, monkeypatch):
@@ -204,17 +210,16 @@ def test_each_model_method_starts_from_its_own_image(neutral, monkeypatch):
     from paincontrol_lib.model.presets import PainControlModel
 
     starts = []
-    monkeypatch.setattr(sampling, "sample", lambda *a, references=None, **kw: starts.append(
-        None if references is None else ((references.numpy() + 1) * 127.5).round()))  # fmt: skip
-    engine = Transfer(PainControlModel.from_pretrained(SHIPPED), identity=_FixedIdentity(),
-                      reference_strength=0.33)  # fmt: skip
+    monkeypatch.setattr(sampling, "sample", lambda *args: starts.append(args[6]))
+    engine = Transfer(PainControlModel.from_pretrained(SHIPPED), SamplerConfig(),
+                      identity=_FixedIdentity())  # fmt: skip
     face = _face(neutral, 64)
     levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(12), size=64)]
     for method in ("paincontrol", "no_landmarks", "no_identity"):
         engine.generate(method, face, levels)
     warp = engine.generate("warp", face, levels)
-    np.testing.assert_array_equal(starts[0][0].transpose(1, 2, 0), warp[0])
-    np.testing.assert_array_equal(starts[1][0].transpose(1, 2, 0), face.crop(64))
+    np.testing.assert_array_equal(starts[0][0], warp[0])
+    np.testing.assert_array_equal(starts[1][0], face.crop(64))
     assert starts[2] is None and not np.array_equal(warp[0], face.crop(64))
 
 

@@ -1,4 +1,5 @@
-"""One record schema for every dataset, subject-level splits, and the adapter registry.
+"""One record schema for every dataset and subject-level splits (the adapters build on them;
+their registry, ``load_records``, is ``data.sources``).
 
 A record table has one row per image with the columns in ``RECORD_COLUMNS``: where the image
 is, who and which sequence/frame it shows, every AU of py-feat's 20-AU space (NaN where the
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from paincontrol_lib.facs import PAIN_AUS, au_name, pspi
+from paincontrol_lib.seeds import stream
 
 AU_COLUMNS = (
     "AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
@@ -80,10 +82,17 @@ def subject_split(records: pd.DataFrame, test_fraction: float, seed: int) -> pd.
     subjects = np.array(sorted(records["subject"].unique()))
     if len(subjects) < 2:
         raise ValueError("a subject-independent split needs at least two subjects")
-    rng = np.random.default_rng([seed, 0x5B17])
+    rng = stream("subject_split", seed)
     n_test = min(max(1, int(round(test_fraction * len(subjects)))), len(subjects) - 1)
     test = set(rng.permutation(subjects)[:n_test])
     return records["subject"].map(lambda s: "test" if s in test else "train")
+
+
+def with_subject_split(records: pd.DataFrame, test_fraction: float, seed: int) -> pd.DataFrame:
+    """``records`` with its own split kept, or (real data without one) split by subject here."""
+    if (records["split"] != "").any():
+        return records
+    return records.assign(split=subject_split(records, test_fraction, seed))
 
 
 def assert_subject_independent(*splits: pd.DataFrame) -> None:
@@ -128,22 +137,3 @@ def parse_facs_code(code) -> dict[str, float]:
 
 def list_images(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def load_records(source: str, root: str | Path, **options) -> pd.DataFrame:
-    """Records of ``source`` (synthpain | unbc | delaware | folder) found under ``root``."""
-    from paincontrol_lib.data import delaware, folder, unbc
-    from paincontrol_lib.data.synthpain import records as synthpain_records
-
-    adapters = {
-        "synthpain": synthpain_records,
-        "unbc": unbc.records,
-        "delaware": delaware.records,
-        "folder": folder.records,
-    }
-    if source not in adapters:
-        raise ValueError(f"unknown data.source {source!r}; choose one of {sorted(adapters)}")
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{source}: dataset folder {root} does not exist")
-    return adapters[source](root, **options)

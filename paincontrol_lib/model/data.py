@@ -18,8 +18,12 @@ import torch
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.data.records import AU_COLUMNS
-from paincontrol_lib.landmarks import aligned_crop, load_image, render_control, row_transform
+from paincontrol_lib.landmarks.align import aligned_crop
+from paincontrol_lib.landmarks.control import render_control
+from paincontrol_lib.landmarks.image import load_image
+from paincontrol_lib.landmarks.table import row_transform
 from paincontrol_lib.model.text import aus_of, prompt_from_aus
+from paincontrol_lib.seeds import stream
 
 # Where AU4 and AU43 live (and the mouth): the loss counts these pixels more.
 REGION_POINTS = (
@@ -96,7 +100,7 @@ def prepare_examples(
 
 def reference_rows(table: pd.DataFrame, per_subject: int, seed: int) -> pd.DataFrame:
     """Per subject: its neutral reference plus ``per_subject - 1`` other frames (seeded)."""
-    rng = np.random.default_rng([seed, 0x1D])
+    rng = stream("identity_photos", seed)
     chosen = []
     detected = table[table["detected"]]
     for _, rows in detected.groupby("subject", sort=True):

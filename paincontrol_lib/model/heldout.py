@@ -11,7 +11,7 @@ sample is upscaled and meshed by MediaPipe, then scored:
   and the detected mesh, and the slope of detected on requested (the amplitude);
 - identity top-1: the sample's dlib embedding is nearest to its own person's reference among all
   held-out people. The ceiling is the same pipeline on the ground-truth frames. When sampling
-  starts from the neutral reference photo (warped; ``reference_strength`` < 1), that photo is
+  starts from the neutral identity photo (the sampler's ``warped_target`` start), that photo is
   also what samples are scored against, so ``identity_top1_other_reference`` scores them against
   another frame of each person (``references[s][1]``), which the sampler never saw.
 """
@@ -21,11 +21,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.identity import make_identity, top1_accuracy
-from paincontrol_lib.landmarks import FaceMesher
+from paincontrol_lib.landmarks.image import UPSCALE, upscale
+from paincontrol_lib.landmarks.mesher import FaceMesher
+from paincontrol_lib.seeds import stream
 
 if TYPE_CHECKING:
     import torch
@@ -33,24 +34,17 @@ if TYPE_CHECKING:
 
 def pick_rows(examples, n: int, seed: int) -> np.ndarray:
     """``n`` rows spread over the held-out people (seeded), all rows if there are fewer."""
-    rng = np.random.default_rng([seed, 0xE7A1])
+    rng = stream("heldout_rows", seed)
     if n >= len(examples):
         return np.arange(len(examples))
     return np.sort(rng.choice(len(examples), size=n, replace=False))
-
-
-def _upscale(images: np.ndarray, size: int) -> list[np.ndarray]:
-    return [
-        np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BICUBIC))
-        for im in images
-    ]
 
 
 def score_images(
     images: np.ndarray,
     examples,
     rows: np.ndarray,
-    upscale: int = 192,
+    upscale_to: int = UPSCALE,
     mesher: FaceMesher | None = None,
     identity=None,
 ) -> dict:
@@ -58,13 +52,13 @@ def score_images(
     own_mesher = mesher is None
     mesher = mesher or FaceMesher()
     identity = identity or make_identity("dlib")
-    big = _upscale(images, upscale)
+    big = [upscale(im, upscale_to) for im in images]
     found = [mesher(im) for im in big]
     if own_mesher:
         mesher.close()
     detected = np.array([f.detected for f in found])
     table = examples.table.iloc[rows]
-    control = np.stack([np.asarray(a).reshape(-1, 3)[:, :2] * upscale for a in table["aligned"]])
+    control = np.stack([np.asarray(a).reshape(-1, 3)[:, :2] * upscale_to for a in table["aligned"]])
     out = {"n_samples": int(len(rows)), "detection_rate": float(detected.mean())}
     if detected.sum() < 3:
         return out | {"nme": None, "nme_shuffled": None, "tracking_corr": {}, "tracking_slope": {},
@@ -91,32 +85,37 @@ def score_images(
     return out
 
 
-def warped_references(examples, rows: np.ndarray) -> torch.Tensor:
-    """Each row's person's neutral reference frame warped from its own mesh onto the row's
-    control mesh, (n, 3, H, W) in [-1, 1]: the start transfer samples from."""
-    import torch
+def start_images_for(examples, rows: np.ndarray, start: str) -> np.ndarray | None:
+    """The sampler's start image for each row (:func:`~paincontrol_lib.model.sampling.
+    start_images`): its person's neutral identity photo, warped from its own mesh onto the row's
+    control mesh for ``warped_target``; None for ``noise``."""
+    from paincontrol_lib.model.sampler import start_images
 
-    from paincontrol_lib.warp import warp_to
-
+    if start == "noise":
+        return None
     size = examples.images.shape[-1]
-    refs = _reference_rows(examples, examples.table["subject"].iloc[rows])
+    photo_rows = _identity_photo_rows(examples, examples.table["subject"].iloc[rows])
     meshes = examples.table["aligned"]
-    starts = [
-        warp_to(photo, np.asarray(meshes.iloc[r]).reshape(-1, 3) * size,
-                np.asarray(meshes.iloc[i]).reshape(-1, 3) * size)
-        for i, r, photo in zip(rows, refs, ground_truth_images(examples, refs), strict=True)
-    ]  # fmt: skip
-    return torch.from_numpy(np.stack(starts)).permute(0, 3, 1, 2) / 127.5 - 1
+
+    def pixels(i):
+        return np.asarray(meshes.iloc[i]).reshape(-1, 3) * size
+
+    return start_images(
+        start,
+        ground_truth_images(examples, photo_rows),
+        [pixels(r) for r in photo_rows],
+        [pixels(i) for i in rows],
+    )
 
 
-def reference_images(examples, subjects) -> torch.Tensor:
-    """Each subject's neutral reference frame (``reference_keys[s][0]``) as the model sees it:
-    (n, 3, H, W) in [-1, 1]."""
-    return examples.images[_reference_rows(examples, subjects)]
+def identity_photos(examples, subjects) -> torch.Tensor:
+    """Each subject's neutral identity photo (``reference_keys[s][0]``, whose embedding the
+    model is given) as the model sees it: (n, 3, H, W) in [-1, 1]."""
+    return examples.images[_identity_photo_rows(examples, subjects)]
 
 
-def _reference_rows(examples, subjects) -> list[int]:
-    """Rows of the subjects' neutral reference frames; they must be among ``examples`` (they
+def _identity_photo_rows(examples, subjects) -> list[int]:
+    """Rows of the subjects' neutral identity photos; they must be among ``examples`` (they
     are, for a split's own people)."""
     row_of = {key: i for i, key in enumerate(examples.table["key"])}
     missing = sorted({s for s in subjects if examples.reference_keys[s][0] not in row_of})
@@ -149,36 +148,16 @@ def ground_truth_images(examples, rows: np.ndarray) -> np.ndarray:
     )
 
 
-def evaluate_model(
-    model,
-    examples,
-    rows: np.ndarray,
-    seed: int = 0,
-    steps: int = 20,
-    guidance_scale: float = 1.0,
-    identity_scale: float = 1.0,
-    reference_strength: float = 1.0,
-    **score_kw,
-) -> tuple[dict, np.ndarray]:
-    """Sample ``examples[rows]`` with ``model`` and score the samples. ``reference_strength``
-    below 1 starts sampling from each person's neutral reference frame warped onto the row's
-    control mesh, noised (as transfer does from the target's photo); 1 is the pure-noise
-    sampler, the model alone."""
+def evaluate_model(model, examples, rows: np.ndarray, sampler, seed: int = 0, **score_kw):
+    """Sample ``examples[rows]`` with ``model`` under ``sampler`` (a
+    :class:`~paincontrol_lib.model.sampling.SamplerConfig`) and score the samples; returns
+    ``(scores, images)``. Row ``j`` is seeded ``seed + j``."""
     from paincontrol_lib.model.sampling import sample
 
     subjects = examples.table["subject"].iloc[rows]
     identity = np.stack([examples.references[s][0] for s in subjects])
     prompts = [examples.prompts[i] for i in rows]
-    images = sample(
-        model,
-        examples.controls[rows],
-        identity,
-        prompts,
-        seed=seed,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        identity_scale=identity_scale,
-        references=warped_references(examples, rows) if reference_strength < 1 else None,
-        reference_strength=reference_strength,
-    )
+    starts = start_images_for(examples, rows, sampler.start) if sampler.from_start_image else None
+    seeds = [seed + j for j in range(len(rows))]
+    images = sample(model, examples.controls[rows], identity, prompts, sampler, seeds, starts)
     return score_images(images, examples, rows, **score_kw), images

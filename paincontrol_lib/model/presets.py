@@ -229,83 +229,125 @@ def _adapter_init(unet, identity_dim: int, cross_dim: int, generator: torch.Gene
 
 def build_model(config: ModelConfig, seed: int = 0) -> PainControlModel:
     """A fresh model for ``config`` (random ``tiny``, or ``sd15`` from the user's weights)."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
     torch.manual_seed(seed)
-    if config.preset == "tiny":
-        from paincontrol_lib.model.text import build_tokenizer
-
-        tokenizer = build_tokenizer(config.max_prompt_tokens)
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=config.cross_attention_dim,
-                intermediate_size=2 * config.cross_attention_dim,
-                num_hidden_layers=config.text_layers,
-                num_attention_heads=config.text_heads,
-                max_position_embeddings=config.max_prompt_tokens,
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-        n = len(config.block_out_channels)
-        p = config.patch_size
-        unet = UNet2DConditionModel(
-            sample_size=config.resolution // p,
-            in_channels=3 * p * p,
-            out_channels=3 * p * p,
-            block_out_channels=config.block_out_channels,
-            layers_per_block=config.layers_per_block,
-            # Cross-attention only at the lowest resolution: 2.5x faster on CPU (FACTS.md).
-            down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
-            up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
-            cross_attention_dim=config.cross_attention_dim,
-            attention_head_dim=config.attention_head_dim,
-            norm_num_groups=config.norm_num_groups,
-        )
-        # Placeholder VAE, never run: it only tells the stock pipeline the latent grid is
-        # 1/p of the image (its scale factor is 2 ** (blocks - 1)); patches are (un)shuffled.
-        levels = {1: 1, 2: 2, 4: 3}[p]
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * levels,
-            up_block_types=("UpDecoderBlock2D",) * levels,
-            block_out_channels=(8,) * levels,
-            latent_channels=3 * p * p,
-            norm_num_groups=8,
-        )
-        controlnet = ControlNetModel.from_unet(
-            unet, conditioning_embedding_out_channels=(16, 32, 96)[:levels]
-        )
-        scheduler = DDPMScheduler(
-            num_train_timesteps=1000,
-            beta_schedule=config.beta_schedule,
-            prediction_type=config.prediction_type,
-            clip_sample=False,
-        )
-    else:
-        source = config.pretrained
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder")
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
-        scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
-        # The conditioning embedding downsamples the control image to the latent size: one
-        # stride-2 level per halving of the VAE (SD 1.5: 8x -> SD's own (16, 32, 96, 256)).
-        levels = len(vae.config.block_out_channels)
-        controlnet = (
-            ControlNetModel.from_pretrained(config.controlnet)
-            if config.controlnet
-            else ControlNetModel.from_unet(
-                unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:levels]
-            )
-        )
+    parts = _tiny_parts(config) if config.preset == "tiny" else _sd15_parts(config)
     # The ControlNet is copied from the UNet *before* the adapter is attached (FACTS.md).
+    _attach_identity_adapter(parts["unet"], config.identity_dim, seed)
+    return PainControlModel(config, **parts)
+
+
+def _tiny_parts(config: ModelConfig) -> dict:
+    """Every part built from ``config`` with random weights, in a fixed order (the seeded random
+    stream runs through them): text encoder, UNet, placeholder VAE, ControlNet, scheduler."""
+    from diffusers import ControlNetModel, DDPMScheduler
+
+    tokenizer, text_encoder = _tiny_text_encoder(config)
+    unet = _tiny_unet(config)
+    levels = {1: 1, 2: 2, 4: 3}[config.patch_size]
+    vae = _placeholder_vae(config.patch_size, levels)
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=(16, 32, 96)[:levels]
+    )
+    scheduler = DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule=config.beta_schedule,
+        prediction_type=config.prediction_type,
+        clip_sample=False,
+    )
+    return dict(unet=unet, controlnet=controlnet, text_encoder=text_encoder,
+                tokenizer=tokenizer, vae=vae, scheduler=scheduler)  # fmt: skip
+
+
+def _tiny_text_encoder(config: ModelConfig):
+    """The project's own tokenizer and a small random CLIP text model over its vocabulary."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from paincontrol_lib.model.text import build_tokenizer
+
+    tokenizer = build_tokenizer(config.max_prompt_tokens)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=config.cross_attention_dim,
+            intermediate_size=2 * config.cross_attention_dim,
+            num_hidden_layers=config.text_layers,
+            num_attention_heads=config.text_heads,
+            max_position_embeddings=config.max_prompt_tokens,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    return tokenizer, text_encoder
+
+
+def _tiny_unet(config: ModelConfig):
+    """A random UNet on p x p pixel patches (``patch_size``) of the image."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(config.block_out_channels)
+    p = config.patch_size
+    return UNet2DConditionModel(
+        sample_size=config.resolution // p,
+        in_channels=3 * p * p,
+        out_channels=3 * p * p,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        # Cross-attention only at the lowest resolution: 2.5x faster on CPU (FACTS.md).
+        down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
+        up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+    )
+
+
+def _placeholder_vae(p: int, levels: int):
+    """Placeholder VAE, never run: it only tells the stock pipeline the latent grid is 1/p of
+    the image (its scale factor is 2 ** (blocks - 1)); patches are (un)shuffled."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=(8,) * levels,
+        latent_channels=3 * p * p,
+        norm_num_groups=8,
+    )
+
+
+def _sd15_parts(config: ModelConfig) -> dict:
+    """Stable Diffusion 1.5 parts from ``config.pretrained``; the ControlNet from
+    ``config.controlnet`` or copied from the UNet."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source = config.pretrained
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet")
+    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer")
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae")
+    scheduler = DDPMScheduler.from_pretrained(source, subfolder="scheduler")
+    # The conditioning embedding downsamples the control image to the latent size: one
+    # stride-2 level per halving of the VAE (SD 1.5: 8x -> SD's own (16, 32, 96, 256)).
+    levels = len(vae.config.block_out_channels)
+    controlnet = (
+        ControlNetModel.from_pretrained(config.controlnet)
+        if config.controlnet
+        else ControlNetModel.from_unet(
+            unet, conditioning_embedding_out_channels=(16, 32, 96, 256)[:levels]
+        )
+    )
+    return dict(unet=unet, controlnet=controlnet, text_encoder=text_encoder,
+                tokenizer=tokenizer, vae=vae, scheduler=scheduler)  # fmt: skip
+
+
+def _attach_identity_adapter(unet, identity_dim: int, seed: int) -> None:
+    """A fresh FaceID adapter (``_adapter_init``, its own generator of ``seed``) loaded into
+    ``unet``."""
     generator = torch.Generator().manual_seed(seed)
     unet._load_ip_adapter_weights(
-        [_adapter_init(unet, config.identity_dim, unet.config.cross_attention_dim, generator)]
+        [_adapter_init(unet, identity_dim, unet.config.cross_attention_dim, generator)]
     )
-    return PainControlModel(config, unet, controlnet, text_encoder, tokenizer, vae, scheduler)

@@ -42,9 +42,10 @@ def prepare(
     workers: int = 2,
 ) -> dict:
     """Render SynthPain people of ``seed``, mesh them, embed references, pack the examples."""
-    from paincontrol_lib.data.records import load_records
+    from paincontrol_lib.data.sources import load_records
     from paincontrol_lib.data.synthpain.generate import SynthPainConfig, generate
-    from paincontrol_lib.landmarks import build_landmark_table, load_landmark_table
+    from paincontrol_lib.landmarks.batch import build_landmark_table
+    from paincontrol_lib.landmarks.table import load_landmark_table
     from paincontrol_lib.model.data import (
         identity_embeddings,
         prepare_examples,

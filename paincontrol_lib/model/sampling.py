@@ -1,12 +1,17 @@
 """Sampling with the stock ``StableDiffusionControlNetPipeline`` (what users run, too).
 
+One :class:`~paincontrol_lib.model.sampler.SamplerConfig` (``params.yaml: sampler``) decides
+how every sample is drawn: stage 02's held-out scores, transfer, augmentation and the CLI read
+the same settings.
+
 Transfer has a photo of the target person, not only its identity embedding, so sampling can
 start from that photo instead of pure noise (SDEdit, Meng et al. 2022): a start image is noised
-to an intermediate step and only the last ``reference_strength`` of the DDIM schedule is run.
-Callers pass the target's neutral crop warped onto the requested mesh, so skin, hair,
-background and the coarse geometry come from the person's photo and the model adds what the
-warp cannot (closed lids, teeth). The README's design notes measure what it does to identity,
-landmark following and expression amplitude.
+to an intermediate step and only the last ``start_strength`` of the DDIM schedule is run.
+:func:`~paincontrol_lib.model.sampler.start_images` makes the start: the target's neutral crop
+warped onto the requested mesh (``warped_target``), so skin, hair, background and the coarse
+geometry come from the person's photo and the model adds what the warp cannot (closed lids,
+teeth); or the unwarped photo (``target_photo``); or none (``noise``, the model alone). The
+README's design notes measure what it does to identity, landmark following and amplitude.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 from diffusers.utils.torch_utils import randn_tensor
+
+from paincontrol_lib.model.sampler import SamplerConfig
 
 
 class TailDDIMScheduler(DDIMScheduler):
@@ -31,55 +38,41 @@ class TailDDIMScheduler(DDIMScheduler):
             self.timesteps = self.timesteps[len(self.timesteps) - self.keep :]
 
 
-def steps_run(steps: int, reference_strength: float) -> int:
-    """DDIM steps actually run from a reference noised to ``reference_strength`` (0-1]."""
-    if not 0 < reference_strength <= 1:
-        raise ValueError(f"reference_strength {reference_strength}: expected a value in (0, 1]")
-    return max(1, min(steps, round(steps * reference_strength)))
-
-
 @torch.no_grad()
 def sample(
     model,
     controls: torch.Tensor,
     identity: np.ndarray | torch.Tensor | None,
     prompts: list[str],
-    seed: int = 0,
-    steps: int = 20,
-    guidance_scale: float = 1.0,
-    identity_scale: float = 1.0,
-    control_scale: float = 1.0,
+    sampler: SamplerConfig,
+    seeds: list[int],
+    starts: np.ndarray | None = None,
     batch_size: int = 32,
-    seeds: list[int] | None = None,
-    references: torch.Tensor | None = None,
-    reference_strength: float = 1.0,
 ) -> np.ndarray:
     """Images (n, H, W, 3) uint8 for control images (n, 3, H, W) in [0, 1], identity embeddings
-    (n, d) (None or zeros: no identity) and prompts. Image ``i`` is seeded with ``seeds[i]``
-    (default ``seed + i``), so its noise does not depend on the batch it is in; the frames of a
-    sequence share their noise when they share a seed.
+    (n, d) (None or zeros: no identity) and prompts. Image ``i`` is seeded with ``seeds[i]``, so
+    its noise does not depend on the batch it is in; the frames of a sequence share their noise
+    when they share a seed.
 
-    ``references`` (n, 3, H, W) in [-1, 1], a start image per sample (the target's photo,
-    warped onto the control's mesh), are noised with that same noise and denoised through the
-    last ``reference_strength`` of the schedule; strength 1 (or no references) is the
-    pure-noise sampler."""
-    keep = steps_run(steps, reference_strength)
+    ``starts`` (n, H, W, 3) uint8, a start image per sample (:func:`start_images`), are noised
+    with that same noise and denoised through the last ``sampler.start_strength`` of the
+    schedule; without them, or with ``sampler.start == "noise"``, sampling starts from noise."""
     n = len(prompts)
-    if seeds is not None and len(seeds) != n:
+    if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} images")
     size = controls.shape[-1]
-    if references is not None and tuple(references.shape) != (n, 3, size, size):
-        raise ValueError(
-            f"references of shape {tuple(references.shape)}: expected {(n, 3, size, size)}"
-        )
-    from_reference = references is not None and keep < steps
+    if starts is not None and tuple(np.shape(starts)) != (n, size, size, 3):
+        raise ValueError(f"start images of shape {np.shape(starts)}: expected {(n, size, size, 3)}")
+    steps, keep = sampler.steps, sampler.steps_run
+    from_start = starts is not None and sampler.from_start_image
     pipe = model.pipeline()
-    if from_reference:
+    if from_start:
         pipe.scheduler = TailDDIMScheduler.from_config(pipe.scheduler.config)
         pipe.scheduler.keep = keep
         pipe.scheduler.set_timesteps(steps)
         first_step = pipe.scheduler.timesteps[:1]
-    pipe.set_ip_adapter_scale(identity_scale)
+        start_pixels = torch.from_numpy(np.asarray(starts)).permute(0, 3, 1, 2) / 127.5 - 1
+    pipe.set_ip_adapter_scale(sampler.identity_scale)
     if identity is None:
         identity = np.zeros((n, model.config.identity_dim), np.float32)
     device = model.unet.device
@@ -88,15 +81,12 @@ def sample(
     for start in range(0, n, batch_size):
         sl = slice(start, min(start + batch_size, n))
         ids = identity[sl][:, None, :]
-        if guidance_scale > 1:
+        if sampler.guidance_scale > 1:
             ids = torch.cat([torch.zeros_like(ids), ids])
-        generators = [
-            torch.Generator().manual_seed(seeds[i] if seeds is not None else seed + i)
-            for i in range(sl.start, sl.stop)
-        ]
+        generators = [torch.Generator().manual_seed(seeds[i]) for i in range(sl.start, sl.stop)]
         latents = None
-        if from_reference:
-            clean = model.to_latent(references[sl].to(device), deterministic=True)
+        if from_start:
+            clean = model.to_latent(start_pixels[sl].to(device), deterministic=True)
             noise = randn_tensor(clean.shape, generator=generators, device=device)
             latents = pipe.scheduler.add_noise(clean, noise, first_step.repeat(len(clean)))
             latents = latents.to(model.unet.dtype)
@@ -105,8 +95,8 @@ def sample(
             image=controls[sl],
             ip_adapter_image_embeds=[ids],
             num_inference_steps=steps,
-            guidance_scale=guidance_scale,
-            controlnet_conditioning_scale=control_scale,
+            guidance_scale=sampler.guidance_scale,
+            controlnet_conditioning_scale=sampler.control_scale,
             generator=generators,
             latents=latents,
             height=size,

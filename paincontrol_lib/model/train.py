@@ -7,7 +7,7 @@ Two recipes through one loop (``--recipe``):
 
 - ``ours`` (default): v-prediction, min-SNR(5) loss weighting, EMA of the weights, loss weighted
   toward brows, eyelids and lips (where AU4 and AU43 live), cosine noise schedule;
-- ``reference``: the plain diffusers-example recipe (epsilon prediction, SD's scaled-linear
+- ``diffusers_baseline``: the plain diffusers-example recipe (epsilon prediction, SD's scaled-linear
   schedule, unweighted MSE, no EMA) on the same model and data, for the comparison.
 
 Checkpoints ``checkpoint-N/`` are written to a temporary folder and renamed into place (never
@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ import torch.nn.functional as F
 RECIPES = {
     "ours": dict(prediction_type="v_prediction", beta_schedule="squaredcos_cap_v2", snr_gamma=5.0,
                  ema_decay=0.995, region_weight=2.0),
-    "reference": dict(prediction_type="epsilon", beta_schedule="scaled_linear", snr_gamma=0.0,
-                      ema_decay=0.0, region_weight=0.0),
+    "diffusers_baseline": dict(prediction_type="epsilon", beta_schedule="scaled_linear",
+                               snr_gamma=0.0, ema_decay=0.0, region_weight=0.0),
 }  # fmt: skip
 
 
@@ -125,7 +126,8 @@ class Denoiser(torch.nn.Module):
         ).sample
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
+def checkpoint_folders(output_dir: Path) -> list[Path]:
+    """The run's ``checkpoint-N`` folders, oldest first."""
     found = [
         p for p in output_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
     ]
@@ -166,7 +168,7 @@ def run_signature(args) -> str:
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
     """The newest complete checkpoint (temporary ``.tmp-`` folders never count)."""
-    found = _checkpoints(Path(output_dir))
+    found = checkpoint_folders(Path(output_dir))
     return found[-1] if found else None
 
 
@@ -203,7 +205,7 @@ def load_training_examples(args, split: str = "train"):
 
     if args.examples:
         return load_examples(args.examples, split)
-    from paincontrol_lib.landmarks import load_landmark_table
+    from paincontrol_lib.landmarks.table import load_landmark_table
     from paincontrol_lib.model.data import identity_embeddings, prepare_examples, reference_rows
 
     table = load_landmark_table(args.landmarks_dir)
@@ -217,33 +219,46 @@ def load_training_examples(args, split: str = "train"):
     return prepare_examples(table, embeddings, args.resolution)
 
 
+@dataclass
+class _Run:
+    """What a training run holds from setup to the final save."""
+
+    args: argparse.Namespace
+    output_dir: Path
+    accelerator: object
+    model: object  # PainControlModel
+    examples: object  # model.data.Examples of the training split
+    held_out: _HeldOut
+    input_ids: torch.Tensor  # tokenised prompt per example
+    empty_ids: torch.Tensor  # the empty prompt (dropped text)
+    subjects: list[str]  # subject per example
+    denoiser: torch.nn.Module  # prepared by accelerate
+    params: list[torch.nn.Parameter]  # the trained weights
+    optimizer: object
+    lr_scheduler: object
+    indices: object  # the prepared loader of example indices
+    ema: object | None
+
+
 def main(args: argparse.Namespace) -> dict:
-    from accelerate import Accelerator
+    """Train (resuming where asked); ``{steps, train_minutes, final, weights}``."""
+    run = _setup(args)
+    step, spent = _resume(run)
+    step, spent = _train(run, step, spent)
+    return _finish(run, step, spent)
+
+
+def _setup(args: argparse.Namespace) -> _Run:
+    """Processes and seed, the model, the examples, the optimiser, the shuffled example order and
+    the EMA, in this order (the seeded random streams run through them)."""
     from accelerate.utils import set_seed
-    from diffusers.optimization import get_scheduler
-    from diffusers.training_utils import EMAModel, compute_snr
-    from tqdm.auto import tqdm
 
     output_dir = Path(args.output_dir)
-    # cpu=True where there is no GPU: it is also what lets torchrun/accelerate launch run
-    # data-parallel processes on CPU (gloo) instead of silently training one copy per process.
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available()
-    )
-    threads = args.threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes)
-    torch.set_num_threads(threads)
+    accelerator = _accelerator(args)
     set_seed(args.seed)
     model = _build(args)
     if model.config.preset == "sd15":
-        # SD 1.5: UNet and text encoder stay frozen; ControlNet and the identity adapter train.
-        model.unet.requires_grad_(False)
-        model.text_encoder.requires_grad_(False)
-        model.vae.requires_grad_(False)
-        for param in model.identity_parameters():
-            param.requires_grad_(True)
-        if accelerator.mixed_precision != "no":
-            dtype = torch.float16 if accelerator.mixed_precision == "fp16" else torch.bfloat16
-            model.vae.to(accelerator.device, dtype=dtype)
+        _freeze_for_sd15(model, accelerator)
     examples = load_training_examples(args)
     if accelerator.device.type == "cuda":  # the whole set fits: no per-step host copies
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -259,112 +274,130 @@ def main(args: argparse.Namespace) -> dict:
         [""], padding="max_length", max_length=model.tokenizer.model_max_length, return_tensors="pt"
     ).input_ids[0]
     subjects = list(examples.table["subject"])
-    denoiser = Denoiser(model)
+    denoiser, params, optimizer, lr_scheduler, indices, ema = _optimisation(
+        args, accelerator, Denoiser(model), len(examples)
+    )
+    return _Run(args, output_dir, accelerator, model, examples, held_out, input_ids, empty_ids,
+                subjects, denoiser, params, optimizer, lr_scheduler, indices, ema)  # fmt: skip
+
+
+def _accelerator(args: argparse.Namespace):
+    """The process group (one process unless launched data-parallel) and its CPU threads."""
+    from accelerate import Accelerator
+
+    # cpu=True where there is no GPU: it is also what lets torchrun/accelerate launch run
+    # data-parallel processes on CPU (gloo) instead of silently training one copy per process.
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision, cpu=not torch.cuda.is_available()
+    )
+    threads = args.threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes)
+    torch.set_num_threads(threads)
+    return accelerator
+
+
+def _freeze_for_sd15(model, accelerator) -> None:
+    """SD 1.5: UNet and text encoder stay frozen; ControlNet and the identity adapter train."""
+    model.unet.requires_grad_(False)
+    model.text_encoder.requires_grad_(False)
+    model.vae.requires_grad_(False)
+    for param in model.identity_parameters():
+        param.requires_grad_(True)
+    if accelerator.mixed_precision != "no":
+        dtype = torch.float16 if accelerator.mixed_precision == "fp16" else torch.bfloat16
+        model.vae.to(accelerator.device, dtype=dtype)
+
+
+def _optimisation(args: argparse.Namespace, accelerator, denoiser: Denoiser, n_examples: int):
+    """``(denoiser, params, optimizer, lr_scheduler, indices, ema)``: AdamW with warm-up over the
+    trainable weights, a seeded shuffle of example indices, all prepared by accelerate; the EMA
+    of the weights when the recipe keeps one."""
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+
     params = [p for p in denoiser.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=1e-4)
     lr_scheduler = get_scheduler(
         "constant_with_warmup", optimizer, num_warmup_steps=args.lr_warmup_steps
     )
     indices = torch.utils.data.DataLoader(
-        range(len(examples)), batch_size=args.train_batch_size, shuffle=True, drop_last=True,
+        range(n_examples), batch_size=args.train_batch_size, shuffle=True, drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),
     )  # fmt: skip
     denoiser, optimizer, indices, lr_scheduler = accelerator.prepare(
         denoiser, optimizer, indices, lr_scheduler
     )
     ema = EMAModel(params, decay=args.ema_decay) if args.ema_decay > 0 else None
-    scheduler = model.scheduler
-    # The model's scheduler decides what the network predicts (SD 1.5: epsilon, whatever the
-    # recipe says; the tiny preset was built with the recipe's choice).
-    prediction = scheduler.config.prediction_type
-    step, spent = 0, 0.0  # optimisation steps done, training seconds spent (over resumes)
-    signature = run_signature(args)
-    budget = args.max_minutes * 60 if args.max_minutes else math.inf
-    if args.resume_from_checkpoint:
-        ckpt = (
-            latest_checkpoint(output_dir)
-            if args.resume_from_checkpoint == "latest"
-            else Path(args.resume_from_checkpoint)
-        )
-        if ckpt is not None:
-            saved = json.loads((ckpt / "training_state.json").read_text())
-            # Past this run's budget (beyond the one step that ends a run): a longer run's.
-            longer = saved["step"] > args.max_steps or saved["seconds"] > budget + 60
-            if saved.get("signature") != signature or longer:
-                if args.resume_from_checkpoint != "latest":
-                    raise ValueError(
-                        f"{ckpt} was trained with other settings, data, code or a larger budget"
-                    )
-                accelerator.print(f"{ckpt} is from another run: starting afresh")
-                if accelerator.is_main_process:
-                    for old in _checkpoints(output_dir):
-                        shutil.rmtree(old)
-                    shutil.rmtree(output_dir / "logs", ignore_errors=True)
-                accelerator.wait_for_everyone()
-                ckpt = None
-        if ckpt is not None:
-            accelerator.load_state(str(ckpt / "state"))
-            state = json.loads((ckpt / "training_state.json").read_text())
-            step, spent = state["step"], state["seconds"]
-            if ema is not None:
-                ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=False))
-            accelerator.print(f"resumed from {ckpt} at step {step} ({spent / 60:.1f} min spent)")
-    rng = np.random.default_rng([args.seed, step, accelerator.process_index])
-    log_path = output_dir / "logs" / "loss.csv"
+    return denoiser, params, optimizer, lr_scheduler, indices, ema
+
+
+def _budget(args: argparse.Namespace) -> float:
+    """The training time budget in seconds (``--max_minutes``; unlimited without it)."""
+    return args.max_minutes * 60 if args.max_minutes else math.inf
+
+
+def _resume(run: _Run) -> tuple[int, float]:
+    """``(steps done, training seconds spent)``: from the checkpoint ``--resume_from_checkpoint``
+    names (its training state, EMA included, loaded), else ``(0, 0.0)``."""
+    args, accelerator = run.args, run.accelerator
+    if not args.resume_from_checkpoint:
+        return 0, 0.0
+    ckpt = _checkpoint_to_resume(run)
+    if ckpt is None:
+        return 0, 0.0
+    accelerator.load_state(str(ckpt / "state"))
+    state = json.loads((ckpt / "training_state.json").read_text())
+    step, spent = state["step"], state["seconds"]
+    if run.ema is not None:
+        run.ema.load_state_dict(torch.load(ckpt / "ema.pt", weights_only=False))
+    accelerator.print(f"resumed from {ckpt} at step {step} ({spent / 60:.1f} min spent)")
+    return step, spent
+
+
+def _checkpoint_to_resume(run: _Run) -> Path | None:
+    """The checkpoint to continue from, or None. One of another run (settings, data, code) or
+    of a longer one is refused when named by path; with ``latest``, the run's old checkpoints
+    and logs are removed and training starts afresh."""
+    args, accelerator, output_dir = run.args, run.accelerator, run.output_dir
+    ckpt = (
+        latest_checkpoint(output_dir)
+        if args.resume_from_checkpoint == "latest"
+        else Path(args.resume_from_checkpoint)
+    )
+    if ckpt is None:
+        return None
+    saved = json.loads((ckpt / "training_state.json").read_text())
+    # Past this run's budget (beyond the one step that ends a run): a longer run's.
+    longer = saved["step"] > args.max_steps or saved["seconds"] > _budget(args) + 60
+    if saved.get("signature") == run_signature(args) and not longer:
+        return ckpt
+    if args.resume_from_checkpoint != "latest":
+        raise ValueError(f"{ckpt} was trained with other settings, data, code or a larger budget")
+    accelerator.print(f"{ckpt} is from another run: starting afresh")
     if accelerator.is_main_process:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        if not log_path.exists():
-            log_path.write_text("step,seconds,loss\n")
+        for old in checkpoint_folders(output_dir):
+            shutil.rmtree(old)
+        shutil.rmtree(output_dir / "logs", ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return None
+
+
+def _train(run: _Run, step: int, spent: float) -> tuple[int, float]:
+    """Optimisation steps from ``step`` until ``--max_steps`` or the time budget, each logged,
+    checkpointed and validated at its intervals; ``(steps done, seconds spent)``."""
+    from tqdm.auto import tqdm
+
+    args, accelerator = run.args, run.accelerator
+    budget = _budget(args)
+    rng = np.random.default_rng([args.seed, step, accelerator.process_index])
+    log_path = _loss_log(run)
     show = args.progress and accelerator.is_main_process
     bar = tqdm(total=args.max_steps, initial=step, disable=not show, desc="train", mininterval=5.0)
-    denoiser.train()
+    run.denoiser.train()
     started = time.perf_counter() - spent
     done = step >= args.max_steps or spent >= budget
     while not done:
-        for batch in indices:
-            b = batch.cpu().numpy()
-            x0 = examples.images[b].to(accelerator.device)
-            mask = examples.masks[b].to(accelerator.device)
-            with torch.no_grad():  # pixel patches (tiny) or SD's VAE latents (sd15)
-                x0 = model.to_latent(x0)
-            if not model.pixel_space:
-                mask = F.interpolate(mask, size=x0.shape[-2:], mode="area")
-            control = examples.controls[b].to(accelerator.device)
-            ids = input_ids[b].clone()
-            identity = torch.from_numpy(np.stack([
-                examples.references[subjects[i]][rng.integers(len(examples.references[subjects[i]]))]
-                for i in b
-            ])).float().to(accelerator.device)  # fmt: skip
-            n = len(b)
-            drop = torch.from_numpy(rng.random((3, n)))
-            ids[drop[0] < args.drop_text] = empty_ids
-            identity[drop[1] < args.drop_identity] = 0
-            control[drop[2] < args.drop_control] = 0
-            noise = torch.randn_like(x0)
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), device=x0.device)
-            noisy = scheduler.add_noise(x0, noise, t)
-            target = noise if prediction == "epsilon" else scheduler.get_velocity(x0, noise, t)
-            with accelerator.accumulate(denoiser):
-                pred = denoiser(noisy, t, ids.to(x0.device), control, identity)
-                per_pixel = (pred.float() - target.float()) ** 2
-                if model.pixel_space:  # back to image layout so the mask lines up
-                    per_pixel = F.pixel_shuffle(per_pixel, model.config.patch_size)
-                if args.region_weight > 0:
-                    per_pixel = per_pixel * (1 + args.region_weight * mask)
-                loss = per_pixel.mean(dim=(1, 2, 3))
-                if args.snr_gamma > 0:
-                    snr = compute_snr(scheduler, t)
-                    weight = torch.clamp(snr, max=args.snr_gamma) / snr
-                    if prediction == "v_prediction":
-                        weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)
-                    loss = loss * weight
-                loss = loss.mean()
-                accelerator.backward(loss)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad()
-            if ema is not None:
-                ema.step(params)
+        for batch in run.indices:
+            loss = _train_step(run, batch, rng)
             step += 1
             spent = time.perf_counter() - started
             bar.update(1)
@@ -372,28 +405,122 @@ def main(args: argparse.Namespace) -> dict:
                 with log_path.open("a") as fh:
                     fh.write(f"{step},{spent:.2f},{loss.item():.6f}\n")
             done = step >= args.max_steps or spent >= budget
-            if step % args.checkpointing_steps == 0 or done:
-                save_checkpoint(accelerator, model, ema, params, output_dir, step, spent, args)
-            if (
-                args.validation_steps
-                and step % args.validation_steps == 0
-                and accelerator.is_main_process
-            ):
-                validation_grid(
-                    model, ema, params, args, held_out(),
-                    output_dir / "validation" / f"step-{step:06d}.png",
-                )  # fmt: skip
+            _checkpoint_and_validate(run, step, spent, done)
             if done:
                 break
     bar.close()
+    return step, spent
+
+
+def _loss_log(run: _Run) -> Path:
+    """``logs/loss.csv`` (header written once; a resumed run appends)."""
+    log_path = run.output_dir / "logs" / "loss.csv"
+    if run.accelerator.is_main_process:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        if not log_path.exists():
+            log_path.write_text("step,seconds,loss\n")
+    return log_path
+
+
+def _train_step(run: _Run, batch, rng: np.random.Generator) -> torch.Tensor:
+    """One optimisation step on ``batch`` (example indices) and the EMA update; the loss."""
+    accelerator, model = run.accelerator, run.model
+    scheduler = model.scheduler
+    # The model's scheduler decides what the network predicts (SD 1.5: epsilon, whatever the
+    # recipe says; the tiny preset was built with the recipe's choice).
+    prediction = scheduler.config.prediction_type
+    x0, mask, control, ids, identity = _batch_inputs(run, batch, rng)
+    n = len(batch)
+    noise = torch.randn_like(x0)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (n,), device=x0.device)
+    noisy = scheduler.add_noise(x0, noise, t)
+    target = noise if prediction == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    with accelerator.accumulate(run.denoiser):
+        pred = run.denoiser(noisy, t, ids.to(x0.device), control, identity)
+        loss = _weighted_loss(run, pred, target, mask, t)
+        accelerator.backward(loss)
+        run.optimizer.step()
+        run.lr_scheduler.step()
+        run.optimizer.zero_grad()
+    if run.ema is not None:
+        run.ema.step(run.params)
+    return loss
+
+
+def _batch_inputs(run: _Run, batch, rng: np.random.Generator):
+    """``(x0, mask, control, ids, identity)`` of the examples in ``batch``: what the UNet
+    diffuses, the region mask at its size, and the three conditions, each dropped at its rate
+    (a random reference embedding of the person for identity)."""
+    args, accelerator, model, examples = run.args, run.accelerator, run.model, run.examples
+    subjects = run.subjects
+    b = batch.cpu().numpy()
+    x0 = examples.images[b].to(accelerator.device)
+    mask = examples.masks[b].to(accelerator.device)
+    with torch.no_grad():  # pixel patches (tiny) or SD's VAE latents (sd15)
+        x0 = model.to_latent(x0)
+    if not model.pixel_space:
+        mask = F.interpolate(mask, size=x0.shape[-2:], mode="area")
+    control = examples.controls[b].to(accelerator.device)
+    ids = run.input_ids[b].clone()
+    identity = torch.from_numpy(np.stack([
+        examples.references[subjects[i]][rng.integers(len(examples.references[subjects[i]]))]
+        for i in b
+    ])).float().to(accelerator.device)  # fmt: skip
+    n = len(b)
+    drop = torch.from_numpy(rng.random((3, n)))
+    ids[drop[0] < args.drop_text] = run.empty_ids
+    identity[drop[1] < args.drop_identity] = 0
+    control[drop[2] < args.drop_control] = 0
+    return x0, mask, control, ids, identity
+
+
+def _weighted_loss(run: _Run, pred, target, mask, t) -> torch.Tensor:
+    """Mean squared error per example, weighted toward the AU regions (``--region_weight``)
+    and by min-SNR (``--snr_gamma``), averaged over the batch."""
+    from diffusers.training_utils import compute_snr
+
+    args, model, scheduler = run.args, run.model, run.model.scheduler
+    prediction = scheduler.config.prediction_type
+    per_pixel = (pred.float() - target.float()) ** 2
+    if model.pixel_space:  # back to image layout so the mask lines up
+        per_pixel = F.pixel_shuffle(per_pixel, model.config.patch_size)
+    if args.region_weight > 0:
+        per_pixel = per_pixel * (1 + args.region_weight * mask)
+    loss = per_pixel.mean(dim=(1, 2, 3))
+    if args.snr_gamma > 0:
+        snr = compute_snr(scheduler, t)
+        weight = torch.clamp(snr, max=args.snr_gamma) / snr
+        if prediction == "v_prediction":
+            weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)
+        loss = loss * weight
+    return loss.mean()
+
+
+def _checkpoint_and_validate(run: _Run, step: int, spent: float, done: bool) -> None:
+    """A checkpoint every ``--checkpointing_steps`` and at the end; a held-out validation grid
+    every ``--validation_steps`` (main process)."""
+    args, accelerator, output_dir = run.args, run.accelerator, run.output_dir
+    if step % args.checkpointing_steps == 0 or done:
+        save_checkpoint(accelerator, run.model, run.ema, run.params, output_dir, step, spent, args)
+    if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
+        validation_grid(
+            run.model, run.ema, run.params, args, run.held_out(),
+            output_dir / "validation" / f"step-{step:06d}.png",
+        )  # fmt: skip
+
+
+def _finish(run: _Run, step: int, spent: float) -> dict:
+    """The weights digest of every process, and the final (EMA) model with its training record,
+    saved atomically by the main process."""
+    args, accelerator, output_dir = run.args, run.accelerator, run.output_dir
     accelerator.wait_for_everyone()
     # A digest of every trained weight per process: data-parallel ranks must agree.
-    digest = weights_digest(params)
+    digest = weights_digest(run.params)
     (output_dir / "logs" / f"weights-rank{accelerator.process_index}.txt").write_text(digest + "\n")
     final = output_dir / "final"
     if accelerator.is_main_process:
-        with _ema_weights(ema, params):
-            _atomic_save(model, final, training_record(args, step, spent, accelerator, digest))
+        with _ema_weights(run.ema, run.params):
+            _atomic_save(run.model, final, training_record(args, step, spent, accelerator, digest))
     return {"steps": step, "train_minutes": spent / 60, "final": str(final), "weights": digest}
 
 
@@ -483,7 +610,7 @@ def save_checkpoint(accelerator, model, ema, params, output_dir: Path, step, sec
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
-        for old in _checkpoints(output_dir)[: -args.checkpoints_total_limit]:
+        for old in checkpoint_folders(output_dir)[: -args.checkpoints_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
@@ -509,6 +636,7 @@ def validation_grid(model, ema, params, args, held_out, path: Path) -> None:
     from PIL import Image
 
     from paincontrol_lib.io import atomic_write_bytes
+    from paincontrol_lib.model.sampler import SamplerConfig
     from paincontrol_lib.model.sampling import sample
 
     if held_out is None:
@@ -518,7 +646,9 @@ def validation_grid(model, ema, params, args, held_out, path: Path) -> None:
     identity = np.stack([held_out.references[held_out.table["subject"][i]][0] for i in pick])
     with _ema_weights(ema, params):
         prompts = [held_out.prompts[i] for i in pick]
-        images = sample(model, held_out.controls[pick], identity, prompts, seed=args.seed, steps=20)
+        sampler = SamplerConfig().model_alone()  # the model alone, as the stage scores it
+        seeds = [args.seed + j for j in range(k)]
+        images = sample(model, held_out.controls[pick], identity, prompts, sampler, seeds)
     ref_rows = [held_out.reference_keys[held_out.table["subject"][i]][0] for i in pick]
     keys = list(held_out.table["key"])
     refs = [held_out.images[keys.index(key)] for key in ref_rows]

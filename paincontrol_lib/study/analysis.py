@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from paincontrol_lib.evaluate import bootstrap_ci
+from paincontrol_lib.stats import bootstrap_ci, crossed_mixed_model
 from paincontrol_lib.study.design import REAL
 
 REQUIRED = ("rater", "image_id", "showing", "realism", "kind", "method", "expected")
@@ -177,18 +177,15 @@ def contrast(fit, a: str, b: str, reference: str = REAL) -> dict:
     return {"estimate": estimate, "ci_low": low, "ci_high": high, "p": p}
 
 
-def mixed_model(items: pd.DataFrame, reference: str = REAL) -> pd.DataFrame:
+def mixed_model(items: pd.DataFrame, reference: str = REAL) -> pd.DataFrame | None:
     """Sensitivity: rating ~ method with crossed random intercepts (rater, image), MixedLM;
-    coefficients are differences in mean rating (1-5 points) from ``reference``."""
-    import statsmodels.formula.api as smf
-
-    data = items.assign(realism=items["realism"].astype(float), all=1)
-    crossed = {"rater": "0 + C(rater)", "image": "0 + C(image_id)"}
+    coefficients are differences in mean rating (1-5 points) from ``reference``. None when it
+    cannot be fitted."""
+    data = items.assign(realism=items["realism"].astype(float))
     formula = f"realism ~ C(method, Treatment({reference!r}))"
-    model = smf.mixedlm(formula, data, groups="all", vc_formula=crossed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        fit = model.fit()
+    fit = crossed_mixed_model(formula, data, {"rater": "rater", "image": "image_id"})
+    if fit is None:
+        return None
     conf = fit.conf_int()
     rows = []
     for method in sorted(set(items["method"]) - {reference}):

@@ -95,6 +95,14 @@ def create_app(trials_dir, store: Store) -> Flask:
         raise ValueError(f"{store.path} was made for another trial set than {trials_dir}")
     images = Path(trials_dir) / IMAGES
     app = Flask(__name__)
+    _add_page_security(app)
+    _add_rater_routes(app, store, images)
+    return app
+
+
+def _add_page_security(app: Flask) -> None:
+    """A fresh script/style nonce per request, strict headers on every response, and the
+    error pages (which say nothing about what exists)."""
 
     @app.before_request
     def _nonce():
@@ -119,6 +127,10 @@ def create_app(trials_dir, store: Store) -> Flask:
     def _not_allowed(_):
         return _page(405, message="Not allowed.")
 
+
+def _add_rater_routes(app: Flask, store: Store, images: Path) -> None:
+    """A rater's pages: the next trial, the rating form's target and the trial images."""
+
     def rater_or_404(token):
         rater = store.rater(token)
         if rater is None:
@@ -139,26 +151,13 @@ def create_app(trials_dir, store: Store) -> Flask:
     @app.post("/r/<token>")
     def rate(token):
         rater = rater_or_404(token)
-        origin = request.headers.get("Origin")
-        cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site"
-        if cross_site or (origin is not None and origin != request.host_url.rstrip("/")):
+        if _from_another_site():
             return _page(403, message="Refused: the form was sent from another site.")
         csrf = request.form.get("csrf", "")
         if not secrets.compare_digest(csrf, store.csrf_token(rater)):
             return _page(403, message="Refused: this form does not belong to this link.")
         try:
-            unexpected = set(request.form) - FIELDS
-            if unexpected:
-                raise RatingRejected(f"unexpected fields: {', '.join(sorted(unexpected))}")
-            if any(len(request.form.getlist(f)) > 1 for f in FIELDS):
-                raise RatingRejected("each field may be sent once")
-            position = _whole(request.form.get("position"), 0, 100_000, "position")
-            realism = request.form.get("realism")
-            if realism is None:
-                raise RatingRejected("choose a realism rating from 1 to 5 first")
-            realism = _whole(realism, 1, 5, "realism")
-            pain = request.form.get("pain") or None
-            pain = None if pain is None else _whole(pain, 0, 10, "pain intensity")
+            position, realism, pain = _read_rating(request.form)
             store.record(rater, position, realism, pain)
         except RatingRejected as exc:
             return trial_page(token, rater, message=f"Not saved: {exc}.", status=exc.status)
@@ -171,7 +170,30 @@ def create_app(trials_dir, store: Store) -> Flask:
             abort(404)
         return Response((images / f"{image_id}.png").read_bytes(), mimetype="image/png")
 
-    return app
+
+def _from_another_site() -> bool:
+    """The request says it comes from another site (``Sec-Fetch-Site``) or another origin."""
+    origin = request.headers.get("Origin")
+    cross_site = request.headers.get("Sec-Fetch-Site") == "cross-site"
+    return cross_site or (origin is not None and origin != request.host_url.rstrip("/"))
+
+
+def _read_rating(form) -> tuple[int, int, int | None]:
+    """``(position, realism, pain)`` of a posted rating form, every field validated
+    (:class:`RatingRejected` says what is wrong; pain is optional)."""
+    unexpected = set(form) - FIELDS
+    if unexpected:
+        raise RatingRejected(f"unexpected fields: {', '.join(sorted(unexpected))}")
+    if any(len(form.getlist(f)) > 1 for f in FIELDS):
+        raise RatingRejected("each field may be sent once")
+    position = _whole(form.get("position"), 0, 100_000, "position")
+    realism = form.get("realism")
+    if realism is None:
+        raise RatingRejected("choose a realism rating from 1 to 5 first")
+    realism = _whole(realism, 1, 5, "realism")
+    pain = form.get("pain") or None
+    pain = None if pain is None else _whole(pain, 0, 10, "pain intensity")
+    return position, realism, pain
 
 
 def make_server(app: Flask, host: str = "127.0.0.1", port: int = 8765, threads: int = 8):

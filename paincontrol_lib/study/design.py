@@ -75,7 +75,8 @@ def _pixels(row, size: int) -> np.ndarray:
     """The candidate's pixels at ``size`` px: aligned crop (real frames) or resize."""
     from PIL import Image
 
-    from paincontrol_lib.landmarks import Similarity, aligned_crop, load_image
+    from paincontrol_lib.landmarks.align import Similarity, aligned_crop
+    from paincontrol_lib.landmarks.image import load_image
 
     image = load_image(row["path"])
     if row["align"] is not None:
@@ -173,7 +174,7 @@ def build_trial_set(
     key); a seed makes the set reproducible (the DVC stage's simulated study).
     """
     from paincontrol_lib.io import atomic_folder, save_image, write_json
-    from paincontrol_lib.landmarks import load_image
+    from paincontrol_lib.landmarks.image import load_image
 
     sizes = {"items_per_method": (items_per_method, 1), "repeats": (repeats, 0),
              "attention_checks": (attention_checks, 0), "n_raters": (n_raters, 1)}  # fmt: skip
@@ -256,8 +257,8 @@ def load_key(trials_dir) -> pd.DataFrame:
 def stage_candidates(transfer_dir, landmarks_dir) -> pd.DataFrame:
     """Candidates from the pipeline's outputs: every transfer output, and the real held-out
     frames of the people the outputs were made for."""
-    from paincontrol_lib.landmarks import load_landmark_table
-    from paincontrol_lib.transfer_stage import load_manifest
+    from paincontrol_lib.landmarks.table import load_landmark_table
+    from paincontrol_lib.transfer import load_manifest
 
     manifest = load_manifest(transfer_dir)
     table = load_landmark_table(landmarks_dir)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from paincontrol_lib.seeds import stream
+
 
 def simulate_ratings(
     trials: pd.DataFrame,
@@ -45,7 +47,7 @@ def simulate_ratings(
         raise ValueError(f"study.simulate.thresholds must be 4 increasing cut points, got {cuts}")
     if not 0 <= inattentive_fraction < 1:
         raise ValueError("study.simulate.inattentive_fraction must be in [0, 1)")
-    rng = np.random.default_rng([seed, 0x51A])
+    rng = stream("rater_simulation", seed)
     data = trials.merge(key, on="image_id", how="left", validate="many_to_one")
     item_effect = dict(zip(key["image_id"], rng.normal(0, item_sd, len(key)), strict=True))
     slots = np.sort(data["slot"].unique())

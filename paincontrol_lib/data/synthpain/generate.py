@@ -23,6 +23,7 @@ from paincontrol_lib.data.synthpain.identity import sample_identity
 from paincontrol_lib.data.synthpain.render import default_renderer
 from paincontrol_lib.facs import pspi
 from paincontrol_lib.io import atomic_folder
+from paincontrol_lib.seeds import stream
 
 TABLE = "synthpain.parquet"
 
@@ -59,7 +60,7 @@ class SynthPainConfig:
 
 def test_subjects(config: SynthPainConfig) -> list[str]:
     """Identities held out for evaluation, chosen by a seeded permutation."""
-    rng = np.random.default_rng([config.seed, 0x7E57])
+    rng = stream("synthpain_test_people", config.seed)
     n_test = max(1, int(round(config.test_fraction * config.n_identities)))
     n_test = min(n_test, config.n_identities - 1)
     order = rng.permutation(config.n_identities)[:n_test]
@@ -70,7 +71,7 @@ def _render_identity(args) -> list[dict]:
     index, config, out_dir = args
     renderer = default_renderer(config.image_size, config.face_fraction, config.supersample)
     identity = sample_identity(renderer.model, config.seed, index)
-    rng = np.random.default_rng([config.seed, index, 1])
+    rng = stream("synthpain_frames", config.seed, index)
     held_out = set(test_subjects(config))
     rows = []
     subject_dir = Path(out_dir) / "images" / identity.subject
@@ -183,7 +184,7 @@ def render_exact(config: SynthPainConfig, subject: str, aus: dict[str, float]):
     renderer = _renderer(config.image_size, config.face_fraction, config.supersample)
     identity = sample_identity(renderer.model, config.seed, index)
     # The reference frame (sequence 0, frame 0) of _render_identity: its first draw is the phase.
-    phase = np.random.default_rng([config.seed, index, 1]).uniform(0, 2 * np.pi, 3)
+    phase = stream("synthpain_frames", config.seed, index).uniform(0, 2 * np.pi, 3)
     return renderer.render(identity, aus, pose_jitter=config.max_pose_jitter * np.sin(phase))
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.aumesh import AUMeshModel
+from paincontrol_lib.seeds import stream
 
 # Skin tones (linear-ish sRGB 0-1), from very light to very dark, sampled with jitter.
 SKIN_TONES = np.array(
@@ -114,7 +115,7 @@ def sample_shape(model: AUMeshModel, rng: np.random.Generator) -> np.ndarray:
 
 def sample_identity(model: AUMeshModel, seed: int, index: int) -> Identity:
     """The SynthPain person number ``index`` for dataset ``seed`` (deterministic)."""
-    rng = np.random.default_rng([seed, index, 0x5EED])
+    rng = stream("synthpain_identity", seed, index)
     tone = rng.uniform(0, len(SKIN_TONES) - 1)
     lo = int(np.floor(tone))
     skin = SKIN_TONES[lo] + (tone - lo) * (

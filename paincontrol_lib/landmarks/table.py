@@ -1,0 +1,71 @@
+"""The landmark table: one row per record with its mesh, the image -> canonical transform and
+its control image (written by ``batch.build_landmark_table``), read back here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from paincontrol_lib import facemesh
+from paincontrol_lib.landmarks.align import Similarity
+
+LANDMARK_TABLE = "landmarks.parquet"
+
+
+def load_landmark_table(out_dir: str | Path):
+    import pandas as pd
+
+    path = Path(out_dir) / LANDMARK_TABLE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the landmark stage (`dvc repro landmarks`)")
+    return pd.read_parquet(path)
+
+
+def row_transform(row) -> Similarity:
+    """The image -> canonical similarity stored in a landmark-table row."""
+    return Similarity(row.align_scale, row.align_angle, row.align_tx, row.align_ty)
+
+
+def stack_landmarks(table, column: str = "landmarks") -> np.ndarray:
+    """(n, 478, 3) array from a landmark-table column; rows without a face are NaN."""
+    out = np.full((len(table), facemesh.N_POINTS, 3), np.nan)
+    for i, value in enumerate(table[column]):
+        if value is not None:
+            out[i] = np.asarray(value).reshape(facemesh.N_POINTS, 3)
+    return out
+
+
+def landmark_metrics(table, seconds: float, raw_rate: float | None) -> dict:
+    """``reports/metrics/landmarks.json``: detection, NME against ground truth where known,
+    throughput of the stage and its ratio to raw MediaPipe measured in the same run."""
+    detected = table["detected"].to_numpy(bool)
+    nme = None
+    if "landmarks_2d" in table and detected.any():
+        truth = np.stack([np.asarray(v).reshape(-1, 2) for v in table["landmarks_2d"][detected]])
+        found = stack_landmarks(table[detected])
+        nme = float(facemesh.nme(found, truth).mean())
+    rate = len(table) / seconds
+    return {
+        "n_images": int(len(table)),
+        "detection_rate": float(detected.mean()),
+        "nme": nme,
+        "images_per_second": rate,
+        "raw_mediapipe_images_per_second": raw_rate,
+        "throughput_ratio_vs_mediapipe": rate / raw_rate if raw_rate else None,
+        "errors": table.loc[~detected, "error"].value_counts().to_dict(),
+    }
+
+
+def mesh_of(row) -> np.ndarray:
+    """A landmark-table row's MediaPipe mesh (478, 3), pixels."""
+    return np.asarray(row["landmarks"], dtype=np.float64).reshape(-1, 3)
+
+
+def neutral_row(table, subject: str):
+    """The person's detected neutral reference frame (a clear error when there is none)."""
+    rows = table[(table["subject"] == subject) & table["neutral_reference"] & table["detected"]]
+    if rows.empty:
+        raise ValueError(f"{subject} has no detected neutral reference frame")
+    return rows.iloc[0]

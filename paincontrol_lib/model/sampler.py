@@ -1,0 +1,86 @@
+"""The sampler's settings and start images: light (no torch), so the CLI and params read them.
+
+``params.yaml: sampler`` is the one place these settings live; :class:`SamplerConfig`'s
+defaults equal it (tests/test_sampler.py). Drawing samples is :mod:`paincontrol_lib.model.sampling`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+STARTS = ("noise", "warped_target", "target_photo")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How samples are drawn. The defaults are ``params.yaml: sampler`` (a test checks)."""
+
+    steps: int = 6  # DDIM steps of the full schedule
+    guidance_scale: float = 1.0  # classifier-free guidance (1: none)
+    identity_scale: float = 3.0  # scale of the identity tokens' attention output
+    control_scale: float = 1.0  # scale of the ControlNet residuals
+    start: str = "warped_target"  # noise | warped_target | target_photo
+    start_strength: float = 0.33  # part of the schedule run from the start image (0-1]
+
+    def __post_init__(self):
+        if self.start not in STARTS:
+            raise ValueError(f"sampler start {self.start!r}: expected one of {STARTS}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"sampler steps {self.steps!r}: expected a whole number >= 1")
+        if not 0 < self.start_strength <= 1:
+            raise ValueError(
+                f"sampler start_strength {self.start_strength}: expected a value in (0, 1]"
+            )
+        for name in ("guidance_scale", "identity_scale", "control_scale"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"sampler {name} {getattr(self, name)}: expected >= 0")
+
+    @classmethod
+    def from_params(cls, section: dict) -> SamplerConfig:
+        """From ``params.yaml: sampler``; unknown keys are an error, not silently ignored."""
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sampler settings {sorted(unknown)}")
+        return cls(**section)
+
+    @property
+    def steps_run(self) -> int:
+        """DDIM steps actually run: the tail of the schedule from a start image, or all."""
+        if self.start == "noise":
+            return self.steps
+        return max(1, min(self.steps, round(self.steps * self.start_strength)))
+
+    @property
+    def from_start_image(self) -> bool:
+        return self.steps_run < self.steps
+
+    def model_alone(self) -> SamplerConfig:
+        """The same steps from pure noise with unscaled identity tokens: the model alone."""
+        return replace(self, identity_scale=1.0, start="noise")
+
+    def with_start(self, start: str) -> SamplerConfig:
+        return replace(self, start=start)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def start_images(start: str, photos, photo_meshes, meshes) -> np.ndarray | None:
+    """The images sampling starts from, (n, H, W, 3) uint8, or None for ``noise``.
+
+    ``photos`` (n, H, W, 3) are the target people's neutral crops with their meshes
+    ``photo_meshes`` (n, 478, 3) in pixels; ``meshes`` are the requested meshes. The same warp
+    is the ``warp`` baseline's output."""
+    from paincontrol_lib.warp import warp_to
+
+    if start not in STARTS:
+        raise ValueError(f"start {start!r}: expected one of {STARTS}")
+    if start == "noise":
+        return None
+    if start == "target_photo":
+        return np.stack([np.asarray(p) for p in photos])
+    return np.stack(
+        [warp_to(p, pm, m) for p, pm, m in zip(photos, photo_meshes, meshes, strict=True)]
+    )

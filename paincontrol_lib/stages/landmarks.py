@@ -1,0 +1,129 @@
+"""Stage 01 (notebook ``01_landmarks``): every image of the chosen dataset becomes a 478-point
+MediaPipe mesh, an aligned crop transform and a control image, in one landmark table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from paincontrol_lib.data.bundled import bundled_photos
+from paincontrol_lib.data.records import with_subject_split
+from paincontrol_lib.data.sources import load_records
+from paincontrol_lib.facemesh import nme
+from paincontrol_lib.io import save_figure, write_json
+from paincontrol_lib.landmarks.align import aligned_crop
+from paincontrol_lib.landmarks.batch import build_landmark_table, raw_mediapipe_rate
+from paincontrol_lib.landmarks.control import draw_points
+from paincontrol_lib.landmarks.image import load_image
+from paincontrol_lib.landmarks.mesher import FaceMesher
+from paincontrol_lib.landmarks.table import landmark_metrics, row_transform, stack_landmarks
+
+METRICS = "landmarks.json"
+
+
+@dataclass
+class LandmarksResult:
+    records: pd.DataFrame
+    table: pd.DataFrame  # the landmark table written to ``out_dir``
+    metrics: dict
+
+
+def run(base: dict, data: dict, landmarks: dict, out_dir, reports_dir) -> LandmarksResult:
+    """Mesh, align, crop and draw every record's image; time the stage against raw MediaPipe.
+
+    Datasets without a split of their own (real data) are split by subject here, seeded."""
+    records = load_records(data["source"], data["root"])
+    records = with_subject_split(records, data["test_fraction"], base["seed"])
+    table, seconds = build_landmark_table(
+        records, data["root"], out_dir, crop_size=landmarks["crop_size"], workers=base["workers"]
+    )
+    n_bench = min(landmarks["raw_benchmark_images"], len(records))
+    sample = records["image"].sample(n_bench, random_state=base["seed"])
+    metrics = landmark_metrics(table, seconds, raw_mediapipe_rate(sample))
+    write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
+    return LandmarksResult(records, table, metrics)
+
+
+def synthetic_figure(result: LandmarksResult, out_dir, figures_dir):
+    """The highest-PSPI frames and two neutral ones: MediaPipe's mesh (red) over the ground truth
+    (green, where known), the aligned crop and the control image."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    found = result.table[result.table["detected"]]
+    show = pd.concat([found.nlargest(3, "PSPI"), found[found["PSPI"].fillna(0) == 0].head(2)])
+    fig, axes = plt.subplots(3, len(show), figsize=(2.2 * len(show), 6.8), squeeze=False)
+    for c, (_, row) in enumerate(show.iterrows()):
+        image = load_image(row["image"])
+        points = np.asarray(row["landmarks"]).reshape(-1, 3)
+        if row.get("landmarks_2d") is not None:
+            truth = np.asarray(row["landmarks_2d"]).reshape(-1, 2)
+            image = draw_points(image, truth, (0, 200, 0), 0.6)
+        axes[0, c].imshow(draw_points(image, points, (255, 0, 0), 0.5))
+        axes[0, c].set_title(f"{row['subject']} PSPI {row['PSPI']:.0f}", fontsize=8)
+        crop = aligned_crop(load_image(row["image"]), row_transform(row), row["crop_size"])
+        axes[1, c].imshow(crop)
+        axes[2, c].imshow(Image.open(Path(out_dir) / row["control"]))
+    for ax in axes.ravel():
+        ax.axis("off")
+    axes[1, 0].set_title("aligned crop", fontsize=8, loc="left")
+    axes[2, 0].set_title("control image", fontsize=8, loc="left")
+    fig.tight_layout()
+    save_figure(fig, Path(figures_dir) / "landmarks_synthetic.png")
+    return fig
+
+
+def real_photos_figure(figures_dir):
+    """Every face found in the photographs that ship inside installed packages (read in place),
+    meshed with the full-range detector; returns the figure and a table of faces found."""
+    import matplotlib.pyplot as plt
+
+    with FaceMesher() as mesher:
+        photos = [(p, mesher.detect_all(load_image(p.path))) for p in bundled_photos()]
+    fig, axes = plt.subplots(2, (len(photos) + 1) // 2, figsize=(16, 6))
+    for ax, (photo, faces) in zip(axes.ravel(), photos, strict=False):
+        image = load_image(photo.path)
+        for face in faces:
+            image = draw_points(image, face.landmarks, (255, 0, 0), max(1, image.shape[1] / 500))
+        ax.imshow(image)
+        ax.set_title(f"{photo.name}: {len(faces)}/{photo.faces} faces", fontsize=8)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, Path(figures_dir) / "landmarks_real_photos.png")
+    found = [
+        {"photo": p.name, "faces": p.faces, "meshable": p.meshable, "meshed": len(f)}
+        for p, f in photos
+    ]
+    return fig, pd.DataFrame(found)
+
+
+def statistics_figure(result: LandmarksResult, figures_dir):
+    """Detection rate per split and, where ground truth exists, MediaPipe's NME histogram."""
+    import matplotlib.pyplot as plt
+
+    table = result.table
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    rate = table.groupby("split")["detected"].mean()
+    rate.plot.bar(ax=axes[0], ylim=(0, 1.05), color="tab:blue")
+    axes[0].set(
+        ylabel="detection rate",
+        title=f"detected {table['detected'].mean():.1%} of {len(table)} images",
+    )
+    found = table[table["detected"]]
+    if "landmarks_2d" in table:
+        truth = np.stack([np.asarray(v).reshape(-1, 2) for v in found["landmarks_2d"]])
+        axes[1].hist(nme(stack_landmarks(found), truth), bins=40, color="tab:red")
+        axes[1].set(xlabel="NME (inter-ocular)", ylabel="images", title="MediaPipe vs ground truth")
+    fig.tight_layout()
+    save_figure(fig, Path(figures_dir) / "landmarks_statistics.png")
+    return fig
+
+
+def failures(result: LandmarksResult) -> pd.DataFrame:
+    """Images without a face, with the reason."""
+    missed = result.table[~result.table["detected"]]
+    return missed[["subject", "image", "error"]]

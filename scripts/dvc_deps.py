@@ -1,0 +1,273 @@
+"""DVC dependencies generated from imports: each notebook stage depends on the library it runs.
+
+A stage's ``deps`` in ``dvc.yaml`` must name every ``paincontrol_lib`` file its notebook
+executes, transitively; a file left out means ``dvc repro`` can serve results computed by old
+code. Hand-kept lists drift, so this script derives them statically (``ast``, the package is
+never imported): every ``import`` of a notebook's code cells and of the library files they
+reach, module level and lazy (inside functions) alike, plus the ``__init__.py`` of each parent
+package (importing ``a.b.c`` executes ``a/__init__.py`` and ``a/b/__init__.py``).
+
+    python scripts/dvc_deps.py          # rewrite the library deps of each papermill stage
+    python scripts/dvc_deps.py --check  # report missing and extra deps, exit 1 if any
+
+``--check`` fails on missing deps (stale results) and also on extra ones (library paths listed
+that the notebook does not run): an extra dep makes DVC rerun a stage needlessly whenever that
+file changes, and usually means a module was moved or renamed. A directory dep covers the files
+under it; the writer always writes explicit files, the library deps after all other deps
+(notebook, data, ``${data.root}``, models), which keep their order. The writer edits the text of
+``dvc.yaml`` (comments and ``>-`` commands stay as they are) and re-parses it to check that only
+those deps changed.
+
+The import parser here is shared with tests/test_layering.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import copy
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+LIBRARY = "paincontrol_lib"
+PAPERMILL = re.compile(r"\bpapermill\s+(\S+\.ipynb)")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def module_file(module: str, root: Path) -> Path | None:
+    """The file that defines ``module`` (``a/b.py`` or ``a/b/__init__.py``), None if absent."""
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_name(base.name + ".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path, root: Path) -> str:
+    """The dotted name of the library file ``path`` (a package is named by its folder)."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(tree: ast.AST, package: str, root: Path) -> list[tuple[int, str]]:
+    """(line, module) of each library module that ``tree`` imports, anywhere in the code.
+
+    ``package`` is the package that relative imports start from ("" outside the library).
+    ``from p import name`` imports the submodule ``p.name`` when that file exists, otherwise
+    ``name`` is an attribute of ``p`` and the import runs ``p`` itself.
+    """
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".") if package else []
+                if node.level - 1 >= len(parts):
+                    raise ImportError(f"line {node.lineno}: relative import beyond {package!r}")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                found.append((node.lineno, sub if module_file(sub, root) else base))
+    return [(line, m) for line, m in found if m == LIBRARY or m.startswith(LIBRARY + ".")]
+
+
+def notebook_cells(path: Path) -> list[tuple[int, ast.Module]]:
+    """(cell index, syntax tree) of each code cell; IPython ``%`` and ``!`` lines are blanked."""
+    cells = json.loads(path.read_text())["cells"]
+    trees = []
+    for index, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+        lines = ["" if line.startswith(("%", "!")) else line for line in source.splitlines()]
+        try:
+            trees.append((index, ast.parse("\n".join(lines), filename=f"{path}[cell {index}]")))
+        except SyntaxError as error:
+            raise SyntaxError(f"{path}: code cell {index} does not parse: {error}") from error
+    return trees
+
+
+def file_imports(path: Path, root: Path) -> list[tuple[int, str]]:
+    """(line, module) of the library imports of a ``.py`` file or a notebook's code cells."""
+    if path.suffix == ".ipynb":
+        return [hit for _, tree in notebook_cells(path) for hit in imports(tree, "", root)]
+    package = ""
+    if path.is_relative_to(root / LIBRARY):
+        name = module_name(path, root)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return imports(ast.parse(path.read_text(), filename=str(path)), package, root)
+
+
+def executed_files(module: str, root: Path) -> list[Path]:
+    """The files that importing ``module`` executes: its parents' ``__init__.py`` and its own."""
+    parts = module.split(".")
+    found = (module_file(".".join(parts[:n]), root) for n in range(1, len(parts) + 1))
+    return [path for path in found if path]
+
+
+def library_closure(path: Path, root: Path) -> list[str]:
+    """Sorted repo-relative paths of the library files that running ``path`` executes.
+
+    ``path`` itself is listed only if it is a library file (a notebook is its own dep).
+    """
+    seen: set[Path] = set()
+    todo = [path]
+    if path.is_relative_to(root / LIBRARY):  # running a library file runs it and its parents
+        todo = executed_files(module_name(path, root), root)
+        seen.update(todo)
+    while todo:
+        for _, module in file_imports(todo.pop(), root):
+            new = [f for f in executed_files(module, root) if f not in seen]
+            seen.update(new)
+            todo += new
+    return sorted(p.relative_to(root).as_posix() for p in seen)
+
+
+def stage_notebooks(dvc_yaml: dict) -> dict[str, str]:
+    """Stage name -> notebook path, for each stage whose ``cmd`` runs ``papermill <notebook>``."""
+    found = {}
+    for name, stage in dvc_yaml.get("stages", {}).items():
+        cmd = stage.get("cmd", "")
+        match = PAPERMILL.search(cmd if isinstance(cmd, str) else " ".join(cmd))
+        if match:
+            found[name] = match.group(1)
+    return found
+
+
+def is_library(dep: str) -> bool:
+    return dep == LIBRARY or dep.startswith(LIBRARY + "/")
+
+
+def covers(dep: str, file: str) -> bool:
+    """Whether the dep (a file or a directory) makes DVC watch ``file``."""
+    return file == dep or file.startswith(dep.rstrip("/") + "/")
+
+
+def missing_and_extra(
+    root: Path, dvc_yaml: dict | None = None
+) -> dict[str, tuple[list[str], list[str]]]:
+    """Stage -> (missing, extra) library deps of each papermill stage.
+
+    Missing: files the notebook runs that no dep covers. Extra: library deps that cover none of
+    them. ``dvc_yaml`` defaults to the parsed ``root/dvc.yaml``.
+    """
+    if dvc_yaml is None:
+        dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
+    report = {}
+    for stage, notebook in stage_notebooks(dvc_yaml).items():
+        needed = library_closure(root / notebook, root)
+        listed = [d for d in dvc_yaml["stages"][stage].get("deps", []) if is_library(d)]
+        missing = [f for f in needed if not any(covers(d, f) for d in listed)]
+        extra = [d for d in listed if not any(covers(d, f) for f in needed)]
+        report[stage] = (missing, extra)
+    return report
+
+
+def rewritten_deps(deps: list[str], closure: list[str]) -> list[str]:
+    """The other deps in their order, then the library files the notebook runs."""
+    return [d for d in deps if not is_library(d)] + closure
+
+
+def indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def deps_block(lines: list[str], stage: str) -> tuple[int, int]:
+    """[start, end) line indices of the list items under ``stage``'s ``deps:`` in ``dvc.yaml``.
+
+    Anything but a plain block list of one-line string items, with no comment or blank line
+    inside, raises: the rewrite must never guess.
+    """
+    rows = [
+        (i, indent(line), line.strip())
+        for i, line in enumerate(lines)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    top = next(k for k, (_, ind, text) in enumerate(rows) if ind == 0 and text == "stages:")
+    level = rows[top + 1][1]
+    heads = [k for k in range(top + 1, len(rows)) if rows[k][1] == level]
+    head = next(k for k in heads if rows[k][2] == f"{stage}:")
+    end = next((k for k in heads if k > head), len(rows))
+    key = next((k for k in range(head + 1, end) if rows[k][2] == "deps:"), end)
+    rest = rows[key + 1 : end]
+    n = 0
+    while n < len(rest) and rest[n][2].startswith("- ") and rest[n][1] == rest[0][1]:
+        n += 1
+    block, after = rest[:n], rest[n : n + 1]
+    plain = (
+        block
+        and block[0][1] >= rows[key][1]
+        and all(ind <= rows[key][1] for _, ind, _ in after)  # no continuation or nested lines
+        and block[-1][0] - block[0][0] == n - 1  # no comment or blank line inside
+        and all(isinstance(yaml.safe_load(text)[0], str) for _, _, text in block)
+    )
+    if not plain:
+        raise ValueError(f"dvc.yaml: the deps of stage {stage!r} are not a plain block list")
+    return block[0][0], block[-1][0] + 1
+
+
+def write_deps(root: Path) -> list[str]:
+    """Rewrite the library deps of each papermill stage in ``root/dvc.yaml``; changed stages."""
+    path = root / "dvc.yaml"
+    text = path.read_text()
+    old = yaml.safe_load(text)
+    expected = copy.deepcopy(old)
+    lines = text.splitlines(keepends=True)
+    notebooks = stage_notebooks(old)
+    blocks = {stage: deps_block(lines, stage) for stage in notebooks}
+    changed = []
+    # Bottom-up, so that rewriting one block leaves the line numbers of the others valid.
+    for stage, (start, end) in sorted(blocks.items(), key=lambda item: -item[1][0]):
+        closure = library_closure(root / notebooks[stage], root)
+        deps = expected["stages"][stage]["deps"] = rewritten_deps(
+            old["stages"][stage]["deps"], closure
+        )
+        if deps == old["stages"][stage]["deps"]:
+            continue
+        prefix = lines[start][: indent(lines[start])] + "- "
+        kept = [line for line in lines[start:end] if not is_library(yaml.safe_load(line)[0])]
+        lines[start:end] = kept + [f"{prefix}{file}\n" for file in closure]
+        changed.append(stage)
+    new_text = "".join(lines)
+    if yaml.safe_load(new_text) != expected:
+        raise RuntimeError("dvc.yaml rewrite changed more than the library deps; nothing written")
+    if changed:
+        path.write_text(new_text)
+    return sorted(changed)
+
+
+def report_lines(report: dict[str, tuple[list[str], list[str]]]) -> list[str]:
+    """One line per missing or extra dep of ``missing_and_extra``'s report."""
+    lines = []
+    for stage, (missing, extra) in report.items():
+        lines += [f"{stage}: missing {dep} (the notebook runs it)" for dep in missing]
+        lines += [
+            f"{stage}: warning: extra {dep} (not run: DVC reruns needlessly)" for dep in extra
+        ]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="report, do not write; exit 1 if off")
+    args = parser.parse_args(argv)
+    if not args.check:
+        changed = write_deps(REPO_ROOT)
+        print(f"dvc.yaml: library deps rewritten for {', '.join(changed) or 'no stage'}")
+        return 0
+    lines = report_lines(missing_and_extra(REPO_ROOT))
+    if lines:
+        print("\n".join(lines + ["dvc.yaml library deps are off: run `make deps`"]))
+        return 1
+    print("dvc.yaml library deps match the notebooks' imports")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""One sampler: its settings live in one params section, and the library and CLI defaults are it."""
+
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import yaml
+
+from paincontrol_lib.config import REPO_ROOT, load_params
+from paincontrol_lib.model.sampler import SamplerConfig, start_images
+
+SETTINGS = {f.name for f in fields(SamplerConfig)}
+
+
+def test_sampler_settings_live_in_one_params_section():
+    raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    holders = {name for name, section in raw.items() if SETTINGS & set(section or {})}
+    assert holders == {"sampler"}, f"sampler settings found in {sorted(holders)}"
+    assert set(raw["sampler"]) == SETTINGS
+    old_names = {"sampling_steps", "reference_strength"}
+    for name, section in raw.items():
+        assert not old_names & set(section or {}), f"{name} still sets {old_names}"
+
+
+def test_library_and_cli_defaults_are_the_params_defaults():
+    from paincontrol_lib.cli import build_parser
+
+    params = SamplerConfig.from_params(load_params()["sampler"])
+    assert SamplerConfig() == params
+    transfer = build_parser()._subparsers._group_actions[0].choices["transfer"]
+    defaults = {a.dest: a.default for a in transfer._actions}
+    assert {name: defaults[name] for name in SETTINGS} == params.as_dict()
+
+
+def test_bad_settings_fail_before_any_work():
+    with pytest.raises(ValueError, match="unknown sampler settings"):
+        SamplerConfig.from_params({"steps": 6, "reference_strength": 0.3})
+    with pytest.raises(ValueError, match="start"):
+        SamplerConfig(start="photo")
+    with pytest.raises(ValueError, match="steps"):
+        SamplerConfig(steps=0)
+    with pytest.raises(ValueError, match="identity_scale"):
+        SamplerConfig(identity_scale=-1)
+
+
+def test_the_model_alone_starts_from_noise_at_identity_scale_one():
+    alone = SamplerConfig().model_alone()
+    assert alone.start == "noise" and alone.identity_scale == 1.0
+    assert alone.steps_run == alone.steps and not alone.from_start_image
+    assert SamplerConfig(steps=6, start_strength=0.33).steps_run == 2
+
+
+def test_start_images_warp_the_photo_onto_the_requested_mesh():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    mesh = np.column_stack([rng.uniform(8, 24, (478, 2)), np.zeros(478)])
+    assert start_images("noise", [photo], [mesh], [mesh]) is None
+    np.testing.assert_array_equal(start_images("target_photo", [photo], [mesh], [mesh])[0], photo)
+    same = start_images("warped_target", [photo], [mesh], [mesh])[0]
+    moved = start_images("warped_target", [photo], [mesh], [mesh + [2.0, 0.0, 0.0]])[0]
+    assert np.abs(same.astype(int) - photo).mean() < 1  # the identity warp keeps the photo
+    assert not np.array_equal(moved, same)
