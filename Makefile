@@ -59,4 +59,7 @@ deps: $(STAMP) ## Regenerate dvc.yaml's library deps from the imports (check: ma
 deps-check: $(STAMP) ## Check that dvc.yaml's library deps match the imports (exit 1 if not)
 	$(BIN)/python scripts/dvc_deps.py --check
 
-.PHONY: help env repro browser test bench lab lint format clean deps deps-check
+results: $(STAMP) ## Render README.md's results tables from reports/metrics (check: --check)
+	$(BIN)/python scripts/results.py
+
+.PHONY: help env repro browser test bench lab lint format clean deps deps-check results

@@ -1,20 +1,20 @@
-"""Score transfer outputs: AU transfer, landmark following, identity, leakage, realism, and (on
-SynthPain) distance to the exact answer.
+"""Score transfer outputs: AU transfer, landmark following, identity, leakage and (on SynthPain)
+distance to the exact answer; summarise and compare methods at the level of what is independent.
 
-One row per generated image (:func:`score_outputs`), then per-method summaries with bootstrap
-CIs (:func:`summarise`), a mixed-effects model and paired tests against the warp baseline
-(:func:`compare_methods`).
+One row per generated image (:func:`score_outputs`), per-method means with CIs from a bootstrap
+over target people (:func:`summarise`), and each method against the warp baseline by a mixed
+model with crossed random intercepts for source and target person, Holm-corrected over the
+family reported (:func:`versus_warp`). Realism is :mod:`paincontrol_lib.realism`'s.
 
 - requested AUs: the source frame's ground truth when the dataset has one (SynthPain), else
   what retargeting estimated; ``explicit`` rows: what was asked for;
 - estimated AUs: the ``mesh`` backend on the output's MediaPipe mesh against the target's
   neutral mesh (``au.RELIABLE_ICC`` flags the AUs it cannot estimate reliably);
-- identity: cosine similarity (dlib) of the output to the target's reference image; leakage:
-  to the *source* person's reference image (synthetic data should not carry the source's
-  identity);
-- realism: Fréchet distance between dlib embeddings of outputs and of real held-out frames
-  (a face-specific feature space available offline; Inception FID needs weights we do not
-  ship);
+- identity: cosine similarity (dlib) of the output to the target's *scoring frame*, a frame no
+  method receives (``landmarks.table.scoring_rows``); methods receive the identity photo, so
+  similarity to it (``identity_similarity_to_photo``, reported beside) rewards copying. The
+  ceiling is the identity photo itself scored the same way. Leakage: similarity to the
+  *source* person's scoring frame (synthetic data should not carry the source's identity);
 - exact answer (SynthPain): the target rendered with the requested AUs at its reference pose and
   lighting; SSIM and PSNR of the output against it, and the output mesh's NME against its mesh.
 """
@@ -31,26 +31,10 @@ from paincontrol_lib import facemesh
 from paincontrol_lib.facs import PAIN_AUS, pspi
 from paincontrol_lib.landmarks.align import align, aligned_crop
 from paincontrol_lib.landmarks.image import UPSCALE, load_image, upscale
-from paincontrol_lib.stats import bootstrap_ci, holm, paired_wilcoxon
-from paincontrol_lib.stats import mixed_model as fit_mixed_model
+from paincontrol_lib.landmarks.table import scoring_rows
+from paincontrol_lib.stats import cluster_bootstrap_ci, crossed_mixed_model, holm
 
 SAME_PERSON = 0.6  # dlib's own threshold on the L2 distance between two faces' descriptors
-
-
-def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets ``a`` (n, d) and ``b`` (m, d)."""
-    from scipy import linalg
-
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if len(a) < 2 or len(b) < 2:
-        raise ValueError("the Fréchet distance needs at least 2 samples on each side")
-    mu, nu = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    offset = eps * np.eye(len(mu))
-    covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(((mu - nu) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
 
 
 def ssim_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -99,11 +83,61 @@ def requested_aus(manifest: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=None) -> pd.DataFrame:
+def identity_embeddings(rows: pd.DataFrame, identity) -> dict[str, np.ndarray]:
+    """Person -> dlib embedding of their landmark-table row (one row per person)."""
+    return {
+        str(r["subject"]): identity.embed(
+            load_image(r["image"]), np.asarray(r["landmarks"]).reshape(-1, 3)
+        )
+        for _, r in rows.iterrows()
+    }
+
+
+def identity_photo_crop(table: pd.DataFrame, subject: str, size: int) -> np.ndarray:
+    """The person's identity photo as methods see it: its aligned crop at the outputs' size."""
+    from paincontrol_lib.landmarks.table import row_transform
+
+    rows = table[(table["subject"] == subject) & table["neutral_reference"] & table["detected"]]
+    if rows.empty:
+        raise ValueError(f"{subject} has no detected identity photo (neutral reference frame)")
+    row = rows.iloc[0]
+    return aligned_crop(load_image(row["image"]), row_transform(row), size)
+
+
+def identity_ceiling(manifest: pd.DataFrame, table: pd.DataFrame, size: int,
+                     seed: int) -> pd.DataFrame:  # fmt: skip
+    """Per target: its identity photo, cropped as outputs are and scored exactly as an output
+    (cosine similarity to the scoring frame): what a perfect copy of the photo gets."""
+    from paincontrol_lib.identity import cosine_similarity, make_identity
+    from paincontrol_lib.landmarks.mesher import FaceMesher
+
+    identity, targets = make_identity("dlib"), sorted(set(manifest["target"]))
+    scoring = identity_embeddings(scoring_rows(table, targets, seed), identity)
+    rows = []
+    with FaceMesher() as mesher:
+        for target in targets:
+            found, embedding = _output_face(identity_photo_crop(table, target, size), mesher,
+                                            identity)  # fmt: skip
+            if embedding is not None and target in scoring:
+                similarity = float(cosine_similarity(embedding, scoring[target]))
+                rows.append({"target": target, "identity_similarity": similarity})
+    return pd.DataFrame(rows, columns=["target", "identity_similarity"])
+
+
+def _output_face(image: np.ndarray, mesher, identity):
+    """How every output is read: upscaled, meshed, embedded; ``(found, embedding or None)``."""
+    big = upscale(image)
+    found = mesher(big)
+    return found, identity.embed(big, found.landmarks) if found.detected else None
+
+
+def score_outputs(
+    manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=None, seed: int = 0
+) -> pd.DataFrame:
     """One row of scores per generated image in ``manifest`` (images under ``out_dir``).
 
     ``table`` is the landmark table (neutral references, meshes, ground-truth AUs); ``exact``
-    an :class:`ExactAnswers` (SynthPain) or None.
+    an :class:`ExactAnswers` (SynthPain) or None; ``seed`` picks the scoring frames.
     """
     from paincontrol_lib.au import mesh_aus
     from paincontrol_lib.identity import cosine_similarity, make_identity
@@ -113,32 +147,33 @@ def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=No
     neutral = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
     neutral = neutral.set_index("subject")
     identity = make_identity("dlib")
-    reference = {
-        s: identity.embed(load_image(r["image"]), np.asarray(r["landmarks"]).reshape(-1, 3))
-        for s, r in neutral.iterrows()
-        if s in set(manifest["target"]) | set(manifest["source"])
-    }
+    people = set(manifest["target"]) | set(manifest["source"])
+    photo = identity_embeddings(
+        neutral.loc[sorted(people & set(neutral.index))].reset_index(), identity
+    )
+    scoring = identity_embeddings(scoring_rows(table, people, seed), identity)
     asked = requested_aus(manifest, table)
     mesher = FaceMesher()
     records, meshes, bases = [], [], []
     for i, row in enumerate(manifest.itertuples(index=False)):
         image = load_image(out_dir / row.path)
         size = image.shape[0]
-        big = upscale(image)
-        found = mesher(big)
+        found, embedding = _output_face(image, mesher, identity)
         rec = {"detected": bool(found.detected)}
         requested = np.asarray(row.target_aligned, float).reshape(-1, 3)
         if found.detected:
             mesh = found.landmarks * (size / UPSCALE)
             rec["nme"] = float(facemesh.nme(mesh[None, :, :2], requested[None, :, :2] * size)[0])
-            embedding = identity.embed(big, found.landmarks)
-            target_ref, source_ref = reference[row.target], reference.get(row.source)
-            rec["identity_similarity"] = float(cosine_similarity(embedding, target_ref))
-            rec["identity_match"] = float(np.linalg.norm(embedding - target_ref) < SAME_PERSON)
+            target_ref, source_ref = scoring.get(row.target), scoring.get(row.source)
+            if target_ref is not None:
+                rec["identity_similarity"] = float(cosine_similarity(embedding, target_ref))
+                rec["identity_match"] = float(np.linalg.norm(embedding - target_ref) < SAME_PERSON)
+            rec["identity_similarity_to_photo"] = float(
+                cosine_similarity(embedding, photo[row.target])
+            )
             if source_ref is not None:
                 rec["source_leakage"] = float(cosine_similarity(embedding, source_ref))
                 rec["source_match"] = float(np.linalg.norm(embedding - source_ref) < SAME_PERSON)
-            rec["embedding"] = embedding
             meshes.append(mesh)
             bases.append(np.asarray(neutral.loc[row.target, "landmarks"], float).reshape(-1, 3))
         if exact is not None:
@@ -165,50 +200,45 @@ def score_outputs(manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=No
     return pd.concat([manifest[keep], scores], axis=1)
 
 
-def realism_distances(scores: pd.DataFrame, real_embeddings: np.ndarray) -> dict[str, float]:
-    """Per method: Fréchet distance of output embeddings to real held-out frames'."""
-    out = {}
-    for method, rows in scores.groupby("method"):
-        found = [e for e in rows["embedding"] if isinstance(e, np.ndarray)]
-        out[method] = frechet_distance(np.stack(found), real_embeddings) if len(found) > 1 else None
-    return out
+METRICS = (
+    "identity_similarity",
+    "identity_match",
+    "identity_similarity_to_photo",
+    "source_leakage",
+    "source_match",
+    "nme",
+    "error_PSPI",
+    "ssim_to_exact",
+    "psnr_to_exact",
+    "nme_to_exact",
+    *(f"error_{a}" for a in PAIN_AUS),
+)
 
 
-def real_embeddings(table: pd.DataFrame, size: int, n: int, seed: int) -> np.ndarray:
-    """dlib embeddings of ``n`` held-out ground-truth frames treated like outputs (aligned crop at
-    ``size``, upscaled, meshed): the realism reference."""
-    from paincontrol_lib.identity import make_identity
-    from paincontrol_lib.landmarks.mesher import FaceMesher
-    from paincontrol_lib.landmarks.table import row_transform
-
-    test = table[(table["split"] == "test") & table["detected"]]
-    pick = test.sample(min(n, len(test)), random_state=seed)
-    identity, mesher, out = make_identity("dlib"), FaceMesher(), []
-    for _, row in pick.iterrows():
-        big = upscale(aligned_crop(load_image(row["image"]), row_transform(row), size))
-        found = mesher(big)
-        if found.detected:
-            out.append(identity.embed(big, found.landmarks))
-    mesher.close()
-    return np.stack(out)
-
-
-METRICS = ("identity_similarity", "identity_match", "source_leakage", "source_match", "nme",
-           "error_PSPI", "ssim_to_exact", "psnr_to_exact", "nme_to_exact",
-           *(f"error_{a}" for a in PAIN_AUS))  # fmt: skip
-
-
-def summarise(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Per method and metric: mean, 95 % bootstrap CI, n."""
+def summarise(
+    scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0, cluster: str = "target"
+) -> pd.DataFrame:
+    """Per method and metric: mean, 95 % CI from a bootstrap over ``cluster`` (the target
+    people: outputs of one person are not independent), n outputs."""
     rows = []
     for method, group in scores.groupby("method", sort=False):
-        rows.append({"method": method, "metric": "detection_rate",
-                     "mean": float(group["detected"].mean()), "lo": np.nan, "hi": np.nan,
-                     "n": len(group)})  # fmt: skip
+        mean, lo, hi = cluster_bootstrap_ci(
+            group["detected"].astype(float), group[cluster], n_boot, seed
+        )
+        rows.append(
+            {
+                "method": method,
+                "metric": "detection_rate",
+                "mean": mean,
+                "lo": lo,
+                "hi": hi,
+                "n": len(group),
+            }
+        )
         for metric in METRICS:
             if metric not in group:
                 continue
-            mean, lo, hi = bootstrap_ci(group[metric], n_boot, seed)
+            mean, lo, hi = cluster_bootstrap_ci(group[metric], group[cluster], n_boot, seed)
             n = int(np.isfinite(group[metric].to_numpy(float)).sum())
             rows.append(
                 {"method": method, "metric": metric, "mean": mean, "lo": lo, "hi": hi, "n": n}
@@ -216,48 +246,103 @@ def summarise(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Dat
     return pd.DataFrame(rows)
 
 
-PAIRED_METRICS = ("error_PSPI", "identity_similarity", "error_AU04", "error_AU43", "nme")
+# eval.json name -> score column: the primary metrics compared with the warp
+PRIMARY_METRICS = {
+    "pspi_mae": "error_PSPI",
+    "identity_similarity": "identity_similarity",
+    "nme": "nme",
+    "ssim_to_exact": "ssim_to_exact",
+}
 
 
-def compare_methods(
-    scores: pd.DataFrame, baseline: str = "warp", metrics=PAIRED_METRICS
-) -> pd.DataFrame:
-    """Paired Wilcoxon tests of every method against ``baseline`` (same source frame and
-    target), Holm-corrected over all tests."""
-    key = ["mode", "source", "target", "frame"]
-    base = scores[scores["method"] == baseline].set_index(key)
+def versus_warp(scores: pd.DataFrame, baseline: str = "warp", metrics=PRIMARY_METRICS) -> dict:
+    """Each method against ``baseline`` on each primary metric: ``metric ~ method`` on the two
+    methods' outputs with crossed random intercepts for source and target person (the
+    independent units); estimate = method - baseline with its 95 % CI and p, Holm-corrected
+    over every (method, metric) reported. ``{metric: {f"{method}_vs_{baseline}": {...}}}``."""
     rows = []
-    for method in scores["method"].unique():
-        if method == baseline:
+    for name, column in metrics.items():
+        if column not in scores or scores[column].notna().sum() == 0:
             continue
-        other = scores[scores["method"] == method].set_index(key)
-        for metric in metrics:
-            pair = pd.concat([other[metric], base[metric]], axis=1, keys=["m", "b"]).dropna()
-            if len(pair) < 5 or (pair["m"] == pair["b"]).all():
-                continue
-            rows.append({"method": method, "metric": metric, "n_pairs": len(pair),
-                         "mean_difference": float((pair["m"] - pair["b"]).mean()),
-                         "p": paired_wilcoxon(pair["m"], pair["b"])})  # fmt: skip
-    table = pd.DataFrame(rows)
-    if len(table):
-        table["p_holm"] = holm(table["p"])
-    return table
+        for method in [m for m in scores["method"].unique() if m != baseline]:
+            data = scores[scores["method"].isin([method, baseline])]
+            data = data[["method", "source", "target", column]].dropna()
+            rows.append(
+                {
+                    "metric": name,
+                    "method": method,
+                    "n_outputs": len(data),
+                    **_crossed_difference(data.rename(columns={column: "y"}), baseline),
+                }
+            )
+    out: dict = {}
+    p_holm = holm([r["p"] for r in rows]) if rows else []
+    for row, adjusted in zip(rows, p_holm, strict=True):
+        test = {k: row[k] for k in ("estimate", "ci_low", "ci_high", "p", "n_outputs")}
+        out.setdefault(row["metric"], {})[f"{row['method']}_vs_{baseline}"] = test | {
+            "p_holm": adjusted,
+            "model": "crossed random intercepts (source, target)",
+        }
+    return out
 
 
-def mixed_model(scores: pd.DataFrame, metric: str = "error_PSPI", baseline: str = "warp"):
-    """``metric ~ method`` with a random intercept per target identity (statsmodels MixedLM);
-    coefficients are differences from ``baseline``. None when it cannot be fitted."""
-    data = scores[["method", "target", metric]].dropna().rename(columns={metric: "y"})
-    if data["target"].nunique() < 2 or data["method"].nunique() < 2:
-        return None
-    formula = f"y ~ C(method, Treatment({baseline!r}))"
-    fit = fit_mixed_model(formula, data, groups=data["target"])
+def _crossed_difference(data: pd.DataFrame, baseline: str) -> dict:
+    term = f"C(method, Treatment({baseline!r}))"
+    fit = None
+    if data["method"].nunique() == 2 and data["target"].nunique() > 1:
+        fit = crossed_mixed_model(f"y ~ {term}", data, {"source": "source", "target": "target"})
     if fit is None:
-        return None
-    params, conf = fit.params, fit.conf_int()
-    names = [n for n in params.index if n.startswith("C(method")]
-    return pd.DataFrame({
-        "term": [n.split("[T.")[-1].rstrip("]") for n in names],
-        "coef": params[names].to_numpy(), "lo": conf.loc[names, 0].to_numpy(),
-        "hi": conf.loc[names, 1].to_numpy(), "p": fit.pvalues[names].to_numpy(),
-    })  # fmt: skip
+        return dict.fromkeys(("estimate", "ci_low", "ci_high", "p"), np.nan)
+    name = next(n for n in fit.params.index if n.startswith(term))
+    low, high = fit.conf_int().loc[name]
+    return {
+        "estimate": float(fit.params[name]),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p": float(fit.pvalues[name]),
+    }
+
+
+def _aligned_crops(rows: pd.DataFrame, size: int) -> np.ndarray:
+    from paincontrol_lib.landmarks.table import row_transform
+
+    return np.stack(
+        [aligned_crop(load_image(r["image"]), row_transform(r), size) for _, r in rows.iterrows()]
+    )
+
+
+def realism_by_method(
+    manifest: pd.DataFrame, out_dir, table: pd.DataFrame, seed: int, feature_steps: int = 300
+) -> dict:
+    """Per method: FD, KID [CI], precision and recall of its outputs against ground-truth frames
+    of test people who are not transfer targets (validation people when every test person is a
+    target), in the features of a network trained on the training people
+    (:class:`~paincontrol_lib.realism.FaceFeatures`)."""
+    from paincontrol_lib.data.records import AU_COLUMNS
+    from paincontrol_lib.realism import CROP, FaceFeatures, realism_scores
+
+    rows = table[table["detected"]]
+    train = rows[rows["split"] == "train"]
+    aus = train[[c for c in AU_COLUMNS if c in train]].to_numpy(float)
+    features = FaceFeatures(steps=feature_steps).fit(
+        _aligned_crops(train, CROP), train["subject"].to_numpy(), aus, seed
+    )
+    targets = set(manifest["target"])
+    reference = rows[(rows["split"] == "test") & ~rows["subject"].isin(targets)]
+    split = "test, not transfer targets"
+    if reference["subject"].nunique() < 1 or len(reference) < 2:
+        reference, split = rows[rows["split"] == "val"], "val (every test person is a target)"
+    real = features(_aligned_crops(reference, CROP))
+    out = {
+        "features": features.description,
+        "reference": {
+            "split": split,
+            "n_people": int(reference["subject"].nunique()),
+            "n_images": int(len(reference)),
+        },
+    }
+    out_dir = Path(out_dir)
+    for method, group in manifest.groupby("method", sort=False):
+        crops = np.stack([upscale(load_image(out_dir / p), CROP) for p in group["path"]])
+        out[method] = realism_scores(features(crops), real, seed)
+    return out

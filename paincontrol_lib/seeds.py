@@ -23,6 +23,8 @@ PURPOSES = {
     "detector_fit": 0xF17,  # each pain detector's initialisation and batches
     "cnn_init": 0xC22,  # the CNN detector's weights and batch order
     "rater_simulation": 0x51A,  # the simulated raters of the realism study
+    "scoring_frames": 0x5C0F,  # which unseen frame each person's identity is scored against
+    "realism_features": 0xFEA7,  # the realism feature network's weights and batches
 }
 
 

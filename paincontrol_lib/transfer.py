@@ -4,18 +4,16 @@ One interface (:class:`Transfer`) for every method, on faces in the canonical fr
 crops, where the model works and control images are drawn):
 
 - ``paincontrol``: control image of the retargeted mesh + AU prompt + the target's identity
-  embedding (from its neutral image);
+  embedding (from its neutral image), drawn with the pipeline's sampler (by default from the
+  target's photo warped onto the requested mesh; :mod:`paincontrol_lib.model.sampler`);
+- ``paper_sampler``: the same model drawn as the paper draws it: from pure noise, identity from
+  the embedding alone (:meth:`SamplerConfig.model_alone`);
 - ``warp``: the motion-transfer baseline: the target's neutral crop warped piecewise-affinely
   from its neutral mesh onto the retargeted mesh (the landmark-driven warp that video
   reenactment methods such as FOMM, TPSMM and LivePortrait refine);
-- ``no_identity``: PainControl without identity (ablation): no identity tokens, and sampling
-  starts from pure noise instead of the target's photo;
-- ``no_landmarks``: PainControl without the control image (text + identity only, ablation),
-  starting from the target's unwarped neutral photo (a warp would carry the geometry in).
-
-With the sampler's ``warped_target`` start (see :mod:`paincontrol_lib.model.sampling`)
-``paincontrol`` denoises the last part of its schedule from the ``warp`` output, noised: the
-target's own photo already wearing the requested geometry.
+- single-factor ablations of ``paincontrol`` (same sampler, same start, one input removed):
+  ``no_identity`` (identity tokens zeroed), ``no_landmarks`` (control image zeroed) and
+  ``no_text`` (empty prompt).
 
 A sequence is transferred frame by frame with one shared seed (the same noise every frame), so
 changes between frames come from the expression, not from fresh noise.
@@ -31,9 +29,9 @@ from paincontrol_lib.landmarks.face import Face
 from paincontrol_lib.model.sampler import SamplerConfig, start_images
 from paincontrol_lib.retarget import Retargeted
 
-METHODS = ("paincontrol", "warp", "no_identity", "no_landmarks")
+METHODS = ("paincontrol", "paper_sampler", "warp", "no_identity", "no_landmarks", "no_text")
 MANIFEST = "manifest.parquet"  # what stage 03 asked for, one row per generated image
-MODEL_METHODS = ("paincontrol", "no_identity", "no_landmarks")
+MODEL_METHODS = ("paincontrol", "paper_sampler", "no_identity", "no_landmarks", "no_text")
 
 
 def sequence_jitter(frames: np.ndarray) -> float | None:
@@ -66,13 +64,9 @@ class Transfer:
         self._embeddings: dict[int, tuple[Face, np.ndarray]] = {}
 
     def sampler_for(self, method: str) -> SamplerConfig:
-        """The sampler of a model method: ``no_identity`` starts from noise, ``no_landmarks``
-        from the unwarped photo (when the configured sampler starts from a photo at all)."""
-        if method == "no_identity" or self.sampler.start == "noise":
-            return self.sampler.with_start("noise")
-        if method == "no_landmarks":
-            return self.sampler.with_start("target_photo")
-        return self.sampler
+        """``paper_sampler`` is the model alone (pure noise, identity scale 1); every other
+        model method shares the configured sampler and start, so an ablation changes one thing."""
+        return self.sampler.model_alone() if method == "paper_sampler" else self.sampler
 
     def identity_of(self, face: Face) -> np.ndarray:
         """The face's identity embedding (dlib unless the model was trained with ArcFace)."""
@@ -125,9 +119,10 @@ class Transfer:
             self._starts(sampler.start, target, expressions) if sampler.from_start_image else None
         )
         # Estimated AUs are continuous: below FACS level A (0.5) an AU is absent, as in training.
-        prompts = [
-            prompt_from_aus({au: v for au, v in e.aus.items() if v >= 0.5}) for e in expressions
-        ]
+        prompts = [prompt_from_aus({au: v for au, v in e.aus.items() if v >= 0.5})
+                   for e in expressions]  # fmt: skip
+        if method == "no_text":
+            prompts = [""] * n
         seeds = [seed] * n if shared_noise else [seed + i for i in range(n)]
         return sample(self.model, controls, identity, prompts, sampler, seeds, starts)
 

@@ -168,5 +168,10 @@ def test_subject_split_never_leaks():
         train, test = rec[split == "train"], rec[split == "test"]
         assert_subject_independent(train, test)
         assert len(test) and len(train)
+        three = subject_split(rec, 0.3, seed, val_fraction=0.3)
+        parts = [rec[three == name] for name in ("train", "val", "test")]
+        assert_subject_independent(*parts)
+        assert [p["subject"].nunique() for p in parts] == [3, 2, 2]
+        assert (three[split == "test"] == "test").all()  # the same test people with or without val
     with pytest.raises(AssertionError, match="s1"):
         assert_subject_independent(rec[rec.subject == "s1"], rec[rec.subject.isin(["s1", "s2"])])

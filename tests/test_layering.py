@@ -40,6 +40,7 @@ LAYERS = [
     (f"{LIBRARY}.warp", 4),
     (f"{LIBRARY}.au", 4),
     (f"{LIBRARY}.au_model", 4),
+    (f"{LIBRARY}.realism", 4),  # realism metrics and the feature network they use
     (f"{LIBRARY}.model", 5),
     (f"{LIBRARY}.retarget", 6),
     (f"{LIBRARY}.transfer", 6),

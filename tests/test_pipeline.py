@@ -64,7 +64,10 @@ def test_landmarks_stage(tiny_repo):
     assert "parameters" in executed.read_text()
 
 
-def test_train_stage(tiny_repo):
+METHODS = {"paincontrol", "paper_sampler", "warp", "no_identity", "no_landmarks", "no_text"}
+
+
+def test_train_stage_tunes_on_val_and_reports_on_test(tiny_repo):
     m = _metrics(tiny_repo, "train")
     assert m["steps"] == 4 and m["n_heldout_samples"] == 4
     for key in (
@@ -74,6 +77,7 @@ def test_train_stage(tiny_repo):
         "heldout_tracking_corr",
         "heldout_identity_top1",
         "heldout_identity_top1_other_reference",
+        "heldout_identity_top1_identity_photo",
         "identity_top1_ceiling",
         "identity_top1_other_reference_ceiling",
         "noise_start",
@@ -82,9 +86,12 @@ def test_train_stage(tiny_repo):
         "reference_minutes",
     ):
         assert key in m, key
-    assert m["sampler"] == {"steps": 2, "guidance_scale": 1.0, "identity_scale": 3.0,
-                            "control_scale": 1.0, "start": "warped_target",
-                            "start_strength": 0.33}  # fmt: skip
+    assert m["heldout_split"] == "test" and m["identity_scoring"] == "unseen_frame"
+    tuning = _metrics(tiny_repo, "tuning")
+    assert tuning["split"] == "val" and tuning["n_people"] == 1 and len(tuning["grid"]) == 2
+    assert {"rule", "selected", "rule_met"} <= set(tuning)
+    assert m["sampler"] == tuning["selected"] and m["sampler_chosen_on"] == "val"
+    assert m["sampler"]["steps"] == 2 and m["sampler"]["start_strength"] in (0.33, 1.0)
     assert m["noise_start"]["steps"] == 4 and "heldout_nme" in m["noise_start"]
     assert m["reference_recipe"]["steps"] == 4
     assert (tiny_repo / "models" / "ours" / "final" / "paincontrol_model.json").is_file()
@@ -93,28 +100,38 @@ def test_train_stage(tiny_repo):
 
 def test_transfer_stage(tiny_repo):
     m = _metrics(tiny_repo, "transfer")
-    methods = ("paincontrol", "warp", "no_identity", "no_landmarks")
-    # 1 source sequence of 4 frames x 1 target + 2 explicit PSPI levels, per method
-    assert {k: v["n_outputs"] for k, v in m["methods"].items()} == dict.fromkeys(methods, 6)
-    assert set(m["sequence_jitter"]) == set(methods) and set(m["seconds_per_image"]) == set(methods)
+    # 1 source sequence of 4 frames x 1 target + 2 explicit PSPI levels x 2 targets, per method
+    assert {k: v["n_outputs"] for k, v in m["methods"].items()} == dict.fromkeys(METHODS, 8)
+    assert set(m["sequence_jitter"]) == METHODS and set(m["seconds_per_image"]) == METHODS
+    assert m["sampler"] == _metrics(tiny_repo, "tuning")["selected"]
     manifest = pd.read_parquet(tiny_repo / "data" / "transfer" / "manifest.parquet")
     assert (
-        len(manifest) == 24
+        len(manifest) == 48
         and manifest["path"].map(lambda p: (tiny_repo / "data" / "transfer" / p).is_file()).all()
     )
-    assert not set(manifest["source"]) & set(manifest["target"])  # nobody transferred to themself
+    assert not (manifest["source"] == manifest["target"]).any()  # nobody onto themself
     for name in ("transfer_grid", "transfer_sequence"):
         assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0
 
 
 def test_evaluate_stage(tiny_repo):
     m = _metrics(tiny_repo, "eval")
-    assert set(m["methods"]) == {"paincontrol", "warp", "no_identity", "no_landmarks"}
+    assert set(m["methods"]) == METHODS and m["identity_scoring"] == "unseen_frame"
+    assert m["design"]["n_sources"] == 1 and m["design"]["n_targets"] == 2
     for method in m["methods"].values():
-        for key in ("identity_similarity", "source_leakage", "nme", "pspi_mae",
-                    "realism_distance", "ssim_to_exact"):  # fmt: skip
-            assert key in method, key
+        for key in ("identity_similarity", "source_leakage", "nme", "pspi_mae", "ssim_to_exact"):
+            assert key in method and f"{key}_ci_low" in method and f"{key}_ci_high" in method
         assert set(method["au_mae"]) == {"AU04", "AU06", "AU07", "AU09", "AU10", "AU43"}
+    for metric in ("pspi_mae", "identity_similarity", "nme", "ssim_to_exact"):
+        assert set(m["tests"][metric]) == {f"{x}_vs_warp" for x in METHODS - {"warp"}}
+        for test in m["tests"][metric].values():
+            assert {"estimate", "ci_low", "ci_high", "p_holm"} <= set(test)
+    assert set(m["realism"]) == METHODS | {"features", "reference"}
+    for method in METHODS:
+        assert {"fd", "kid", "kid_ci_low", "kid_ci_high", "precision", "recall"} <= set(
+            m["realism"][method]
+        )
+    assert "training-split people" in m["realism"]["features"]
     assert set(m["au_estimator"]["mae"]) >= {"AU04", "AU43", "PSPI"}
     assert (tiny_repo / "reports" / "plots" / "eval_au_error.csv").stat().st_size > 0
     for name in ("eval_au_error", "eval_identity_pspi", "eval_extremes"):
@@ -138,10 +155,14 @@ def test_augment_stage(tiny_repo):
 
 def test_study_stage(tiny_repo):
     m = _metrics(tiny_repo, "study")
-    conditions = {"real", "paincontrol", "warp", "no_identity", "no_landmarks"}
-    # tiny profile: 6 rater slots x (5 conditions x (2 items + 1 repeat) + 1 attention check)
-    assert m["simulated"] is True and m["n_raters"] == 6 and m["n_ratings"] == 6 * 16
+    conditions = METHODS | {"real"}
+    # tiny profile: 6 rater slots x (7 conditions x (2 items + 1 repeat) + 1 attention check)
+    assert m["simulated"] is True and m["n_raters"] == 6 and m["n_ratings"] == 6 * 22
     assert set(m["methods"]) == conditions and -1 <= m["reliability"] <= 1
+    assert set(m["simulation"]["effects"].values()) == {0.0}  # null: no simulated finding
+    validation = m["validation"]
+    assert validation["n_replications"] == 3 and validation["n_comparisons"] == 3 * 6
+    assert 0 <= validation["false_positive_rate"] <= 1 and 0 <= validation["ci_coverage"] <= 1
     for name, method in m["methods"].items():
         assert method["ci_low"] <= method["mean_rating"] <= method["ci_high"], name
         for key in ("effect_estimate", "effect_ci_low", "effect_ci_high", "effect_true"):

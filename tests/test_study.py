@@ -496,6 +496,29 @@ def test_analysis_detects_a_changed_effect(simulated_result):
     assert moved["effect_estimate"] < m["effect_estimate"] - 0.5
 
 
+SIMULATOR = {"thresholds": [-3.0, -1.8, -0.6, 0.8], "rater_sd": 0.7, "item_sd": 0.5,
+             "inattentive_fraction": 0.15, "pain_sd": 1.5}  # fmt: skip
+
+
+def test_instrument_validation_null_panels_and_power():
+    """Null panels: few false positives, CIs cover 0. Panels with the effects: power is high and
+    the CIs still cover the truth. Panels are independent (each its own stream)."""
+    from paincontrol_lib.study.validation import replicate, summarise
+
+    trials, key = _synthetic_design()
+    null = replicate(trials, key, SIMULATOR, dict.fromkeys(EFFECTS, 0.0), 6, seed=0,
+                     max_attention_failures=0)  # fmt: skip
+    assert len(null) == 6 * 3 and null["replication"].nunique() == 6
+    assert null.groupby("replication")["estimate"].first().nunique() == 6  # not one panel 6x
+    report = summarise(null)
+    assert report["false_positive_rate"] <= 0.2 and report["ci_coverage"] >= 0.8
+    assert report["power"] is None
+    effect = replicate(trials, key, SIMULATOR, EFFECTS, 4, seed=0, max_attention_failures=0)
+    report = summarise(effect)
+    assert report["false_positive_rate"] is None and report["power"] >= 0.9
+    assert report["ci_coverage"] >= 0.75
+
+
 def test_bad_ratings_files_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="paincontrol study export"):
         load_ratings(tmp_path / "missing.csv")

@@ -75,7 +75,12 @@ def test_table_schema_and_splits(tiny_synthpain, tiny_config):
     # Subject-level split: nobody is in both.
     per_subject = table.groupby("subject")["split"].nunique()
     assert (per_subject == 1).all()
-    assert set(table["split"]) == {"train", "test"}
+    # tiny profile: 2 test people (final numbers), 1 validation person (choices), 2 train
+    assert table.groupby("split")["subject"].nunique().to_dict() == {
+        "test": 2,
+        "train": 2,
+        "val": 1,
+    }
     assert table.groupby("subject")["neutral_reference"].sum().eq(1).all()
     assert (table.loc[table["neutral_reference"], list(SYNTHPAIN_AUS)] == 0).all().all()
     assert all((data_dir / p).is_file() for p in table["image"])
@@ -89,6 +94,8 @@ def test_missing_dataset_says_how_to_make_it(tmp_path):
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="test_fraction"):
         sp.SynthPainConfig(test_fraction=1.0)
+    with pytest.raises(ValueError, match="left to train on"):
+        sp.SynthPainConfig(test_fraction=0.5, val_fraction=0.5)
     with pytest.raises(ValueError, match="n_identities"):
         sp.SynthPainConfig(n_identities=1)
 

@@ -181,7 +181,7 @@ def test_every_method_through_one_interface(neutral):
 
 def test_sampling_from_the_targets_photo_keeps_its_appearance(neutral):
     """Starting from the target's noised neutral crop keeps the sample near that photo, while
-    the expression still follows the control; the no_identity ablation starts from noise."""
+    the expression still follows the control; the paper's sampler starts from noise."""
     from paincontrol_lib.model.presets import PainControlModel
 
     model = PainControlModel.from_pretrained(SHIPPED)
@@ -198,29 +198,38 @@ def test_sampling_from_the_targets_photo_keeps_its_appearance(neutral):
     from_photo, from_noise = run("paincontrol", 0.33), run("paincontrol", 1.0)
     assert np.abs(from_photo - photo).mean() < 0.5 * np.abs(from_noise - photo).mean()
     assert not np.array_equal(from_photo[0], from_photo[1]), "the expression must still change"
-    np.testing.assert_array_equal(run("no_identity", 0.33), run("no_identity", 1.0))
+    np.testing.assert_array_equal(run("paper_sampler", 0.33), run("paper_sampler", 1.0))
     with pytest.raises(ValueError, match="start_strength"):
         SamplerConfig(start_strength=0)
 
 
-def test_each_model_method_starts_from_its_own_image(neutral, monkeypatch):
-    """paincontrol starts from the warp, no_landmarks from the unwarped photo (a warp would
-    carry the geometry the ablation removes), no_identity from pure noise."""
+def test_ablations_change_one_factor_and_the_paper_sampler_starts_from_noise(neutral, monkeypatch):
+    """paincontrol and its single-factor ablations (no_identity, no_landmarks, no_text) share one
+    sampler and start (the warp); paper_sampler is the model alone: pure noise, identity scale 1."""
     import paincontrol_lib.model.sampling as sampling
     from paincontrol_lib.model.presets import PainControlModel
 
-    starts = []
-    monkeypatch.setattr(sampling, "sample", lambda *args: starts.append(args[6]))
+    calls = {}
+    monkeypatch.setattr(sampling, "sample", lambda *args: calls.setdefault(len(calls), args))
     engine = Transfer(PainControlModel.from_pretrained(SHIPPED), SamplerConfig(),
                       identity=_FixedIdentity())  # fmt: skip
     face = _face(neutral, 64)
     levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(12), size=64)]
-    for method in ("paincontrol", "no_landmarks", "no_identity"):
+    methods = ("paincontrol", "no_identity", "no_landmarks", "no_text", "paper_sampler")
+    for method in methods:
         engine.generate(method, face, levels)
+    got = dict(zip(methods, calls.values(), strict=True))
     warp = engine.generate("warp", face, levels)
-    np.testing.assert_array_equal(starts[0][0], warp[0])
-    np.testing.assert_array_equal(starts[1][0], face.crop(64))
-    assert starts[2] is None and not np.array_equal(warp[0], face.crop(64))
+    # args: model, controls, identity, prompts, sampler, seeds, starts
+    for method in ("paincontrol", "no_identity", "no_landmarks", "no_text"):
+        np.testing.assert_array_equal(got[method][6][0], warp[0])
+        assert got[method][4] == SamplerConfig()
+    assert (
+        got["paper_sampler"][6] is None and got["paper_sampler"][4] == SamplerConfig().model_alone()
+    )
+    assert not got["no_identity"][2].any() and got["paincontrol"][2].any()
+    assert not got["no_landmarks"][1].any() and got["paincontrol"][1].any()
+    assert got["no_text"][3] == [""] and got["paincontrol"][3] != [""]
 
 
 @pytest.fixture(scope="module")

@@ -77,22 +77,29 @@ def mark_neutral_references(records: pd.DataFrame) -> np.ndarray:
     return flags
 
 
-def subject_split(records: pd.DataFrame, test_fraction: float, seed: int) -> pd.Series:
-    """``train``/``test`` per row, whole subjects at a time (seeded, at least one each)."""
+def subject_split(
+    records: pd.DataFrame, test_fraction: float, seed: int, val_fraction: float = 0.0
+) -> pd.Series:
+    """``train``/``val``/``test`` per row, whole subjects at a time (seeded; at least one train
+    and one test subject): ``val`` people are for every choice, ``test`` for final numbers."""
     subjects = np.array(sorted(records["subject"].unique()))
     if len(subjects) < 2:
         raise ValueError("a subject-independent split needs at least two subjects")
     rng = stream("subject_split", seed)
     n_test = min(max(1, int(round(test_fraction * len(subjects)))), len(subjects) - 1)
-    test = set(rng.permutation(subjects)[:n_test])
-    return records["subject"].map(lambda s: "test" if s in test else "train")
+    n_val = min(int(round(val_fraction * len(subjects))), len(subjects) - 1 - n_test)
+    order = rng.permutation(subjects)
+    split = {s: "test" for s in order[:n_test]} | {s: "val" for s in order[n_test : n_test + n_val]}
+    return records["subject"].map(lambda s: split.get(s, "train"))
 
 
-def with_subject_split(records: pd.DataFrame, test_fraction: float, seed: int) -> pd.DataFrame:
+def with_subject_split(
+    records: pd.DataFrame, test_fraction: float, seed: int, val_fraction: float = 0.0
+) -> pd.DataFrame:
     """``records`` with its own split kept, or (real data without one) split by subject here."""
     if (records["split"] != "").any():
         return records
-    return records.assign(split=subject_split(records, test_fraction, seed))
+    return records.assign(split=subject_split(records, test_fraction, seed, val_fraction))
 
 
 def assert_subject_independent(*splits: pd.DataFrame) -> None:

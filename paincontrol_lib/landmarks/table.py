@@ -69,3 +69,26 @@ def neutral_row(table, subject: str):
     if rows.empty:
         raise ValueError(f"{subject} has no detected neutral reference frame")
     return rows.iloc[0]
+
+
+def scoring_rows(table, subjects, seed: int):
+    """Per person, the frame its identity is scored against: one no method receives. Methods get
+    the person's neutral identity photo (``neutral_reference``); the scoring frame is a seeded
+    random detected frame of another of the person's sequences (a near-copy of the photo from
+    the same sequence would reward copying it), or of the same sequence when there is no other.
+    People with a single detected frame have none (left out)."""
+    import pandas as pd
+
+    from paincontrol_lib.seeds import stream
+
+    rng = stream("scoring_frames", seed)
+    picked = []
+    for subject in sorted(subjects):
+        rows = table[(table["subject"] == subject) & table["detected"]]
+        photo = rows[rows["neutral_reference"]]
+        others = rows.drop(photo.index)
+        elsewhere = others[~others["sequence"].isin(photo["sequence"])]
+        pool = elsewhere if len(elsewhere) else others
+        if len(pool):
+            picked.append(pool.iloc[[int(rng.integers(len(pool)))]])
+    return pd.concat(picked) if picked else table.head(0)

@@ -84,3 +84,20 @@ def start_images(start: str, photos, photo_meshes, meshes) -> np.ndarray | None:
     return np.stack(
         [warp_to(p, pm, m) for p, pm, m in zip(photos, photo_meshes, meshes, strict=True)]
     )
+
+
+def tuned_sampler(section: dict, tuning_json=None) -> SamplerConfig:
+    """The pipeline's sampler: the settings stage 02 chose on validation people
+    (``tuning.json: selected``), or ``params.yaml: sampler`` itself when no tuning file is given.
+    """
+    import json
+    from pathlib import Path
+
+    if tuning_json is None:
+        return SamplerConfig.from_params(section)
+    path = Path(tuning_json)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: the sampler is chosen on validation people by stage 02 (dvc repro train)"
+        )
+    return SamplerConfig.from_params(json.loads(path.read_text())["selected"])

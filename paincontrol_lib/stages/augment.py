@@ -34,7 +34,7 @@ from paincontrol_lib.io import atomic_write_bytes, save_figure, write_json
 from paincontrol_lib.landmarks.mesher import FaceMesher
 from paincontrol_lib.landmarks.table import load_landmark_table
 from paincontrol_lib.model.presets import PainControlModel
-from paincontrol_lib.model.sampler import SamplerConfig
+from paincontrol_lib.model.sampler import tuned_sampler
 from paincontrol_lib.transfer import Transfer
 
 METRICS = "augment.json"
@@ -80,10 +80,18 @@ def _targets(params, table, train_people, synthpain_dir, mesher) -> list:
 
 
 def run(
-    base: dict, data: dict, augment: dict, sampler: dict, landmarks_dir, model_dir, reports_dir
+    base: dict,
+    data: dict,
+    augment: dict,
+    sampler: dict,
+    tuning,
+    landmarks_dir,
+    model_dir,
+    reports_dir,
 ) -> AugmentResult:
-    """Plan the cells, generate the synthetic bank once, fit and score every (detector, cell,
-    arm); write ``augment.json`` and the per-fit results."""
+    """Plan the cells, generate the synthetic bank once (with the sampler stage 02 chose on
+    validation people, ``tuning``), fit and score every (detector, cell, arm); write
+    ``augment.json`` and the per-fit results."""
     _check(augment)
     seed, workers = base["seed"], base["workers"]
     arms, detectors = list(augment["arms"]), list(augment["detectors"])
@@ -106,7 +114,7 @@ def run(
         )
         bank = SyntheticBank(table, targets, augment["pain_frames"], seed)
         engine = Transfer(
-            PainControlModel.from_pretrained(model_dir), SamplerConfig.from_params(sampler)
+            PainControlModel.from_pretrained(model_dir), tuned_sampler(sampler, tuning)
         )
         pairs = {pair for cell in cells for pair in cell.pairs}
         timing["generation_seconds"] = bank.build(engine, pairs, [a for a in arms if a != "real"])

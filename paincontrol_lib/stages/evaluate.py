@@ -13,19 +13,20 @@ import pandas as pd
 
 from paincontrol_lib.au import validate_mesh_estimator
 from paincontrol_lib.evaluate import (
+    PRIMARY_METRICS,
     ExactAnswers,
-    compare_methods,
-    mixed_model,
-    real_embeddings,
-    realism_distances,
+    identity_ceiling,
+    realism_by_method,
     requested_aus,
     score_outputs,
     summarise,
+    versus_warp,
 )
 from paincontrol_lib.facs import PAIN_AUS
 from paincontrol_lib.io import atomic_write_bytes, save_figure, write_json
 from paincontrol_lib.landmarks.image import load_image
 from paincontrol_lib.landmarks.table import load_landmark_table
+from paincontrol_lib.stats import cluster_bootstrap_ci
 from paincontrol_lib.transfer import load_manifest
 
 METRICS = "eval.json"
@@ -37,9 +38,7 @@ class EvaluateResult:
     table: pd.DataFrame  # the landmark table
     manifest: pd.DataFrame  # stage 03's manifest
     scores: pd.DataFrame  # one row per output
-    summary: pd.DataFrame  # per method and metric: mean, CI, n
-    paired: pd.DataFrame  # paired tests against the warp
-    mixed: pd.DataFrame | None  # mixed model of PSPI error
+    summary: pd.DataFrame  # per method and metric: mean, CI over target people, n
     estimator: pd.DataFrame  # the AU estimator's validation
     metrics: dict  # reports/metrics/eval.json
     exact: ExactAnswers | None  # SynthPain's exact answers (None on real data)
@@ -55,13 +54,25 @@ def run(
     exact = None
     if synthpain_dir is not None and (synthpain_dir / "config.json").is_file():
         exact = ExactAnswers(synthpain_dir)
-    scores = score_outputs(manifest, transfer_dir, table, exact=exact)
-    size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
-    realism_set = real_embeddings(table, size, evaluate["realism_reference_images"], seed)
+    scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed)
     summary = summarise(scores, evaluate["n_bootstrap"], seed)
     estimator = validate_mesh_estimator(table)
-    metrics = _metrics(scores, summary, realism_distances(scores, realism_set), estimator)
-    metrics["n_realism_reference"] = int(len(realism_set))
+    metrics = _metrics(scores, summary, estimator, manifest)
+    size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
+    ceiling = identity_ceiling(manifest, table, size, seed)
+    mean, low, high = cluster_bootstrap_ci(
+        ceiling["identity_similarity"], ceiling["target"], evaluate["n_bootstrap"], seed
+    )
+    metrics["identity_similarity_ceiling"] = {
+        "mean": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "n_targets": len(ceiling),
+    }
+    metrics["tests"] = versus_warp(scores)
+    metrics["realism"] = realism_by_method(
+        manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"]
+    )
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     per_au = summary[summary["metric"].str.startswith("error_")].assign(
         au=lambda d: d["metric"].str.removeprefix("error_")
@@ -69,43 +80,58 @@ def run(
     atomic_write_bytes(
         Path(reports_dir) / "plots" / AU_ERROR_PLOT, per_au.to_csv(index=False).encode()
     )
-    return EvaluateResult(
-        table,
-        manifest,
-        scores,
-        summary,
-        compare_methods(scores),
-        mixed_model(scores),
-        estimator,
-        metrics,
-        exact,
-    )
+    return EvaluateResult(table, manifest, scores, summary, estimator, metrics, exact)
 
 
-def _metrics(scores, summary, realism, estimator) -> dict:
-    def mean(method, metric):
+# eval.json method keys -> score columns; each gets _ci_low / _ci_high from the summary
+_METHOD_METRICS = {
+    "detection_rate": "detection_rate",
+    "identity_similarity": "identity_similarity",
+    "identity_similarity_to_photo": "identity_similarity_to_photo",
+    "source_leakage": "source_leakage",
+    "identity_match_rate": "identity_match",
+    "source_match_rate": "source_match",
+    "nme": "nme",
+    "pspi_mae": "error_PSPI",
+    "ssim_to_exact": "ssim_to_exact",
+    "psnr_to_exact": "psnr_to_exact",
+    "nme_to_exact": "nme_to_exact",
+}
+
+
+def _metrics(scores, summary, estimator, manifest) -> dict:
+    def stat(method, metric, column):
         row = summary[(summary["method"] == method) & (summary["metric"] == metric)]
-        value = row["mean"].iloc[0] if len(row) else np.nan
+        value = row[column].iloc[0] if len(row) else np.nan
         return None if not np.isfinite(value) else float(value)
 
     methods = {}
     for method in scores["method"].unique():
-        methods[method] = {
-            "n_outputs": int((scores["method"] == method).sum()),
-            "detection_rate": mean(method, "detection_rate"),
-            "identity_similarity": mean(method, "identity_similarity"),
-            "source_leakage": mean(method, "source_leakage"),
-            "identity_match_rate": mean(method, "identity_match"),
-            "source_match_rate": mean(method, "source_match"),
-            "nme": mean(method, "nme"),
-            "pspi_mae": mean(method, "error_PSPI"),
-            "realism_distance": realism[method],
-            "ssim_to_exact": mean(method, "ssim_to_exact"),
-            "psnr_to_exact": mean(method, "psnr_to_exact"),
-            "nme_to_exact": mean(method, "nme_to_exact"),
-            "au_mae": {au: mean(method, f"error_{au}") for au in PAIN_AUS},
+        entry = {"n_outputs": int((scores["method"] == method).sum())}
+        for key, column in _METHOD_METRICS.items():
+            entry[key] = stat(method, column, "mean")
+            entry[f"{key}_ci_low"] = stat(method, column, "lo")
+            entry[f"{key}_ci_high"] = stat(method, column, "hi")
+        entry["au_mae"] = {au: stat(method, f"error_{au}", "mean") for au in PAIN_AUS}
+        entry["au_mae_ci"] = {
+            au: [stat(method, f"error_{au}", "lo"), stat(method, f"error_{au}", "hi")]
+            for au in PAIN_AUS
         }
+        methods[method] = entry
+    transferred = manifest[manifest["mode"] != "explicit"]
+    counts = scores.groupby("method").size()
     return {
+        "design": {
+            "n_sources": int(transferred["source"].nunique()),
+            "n_targets": int(manifest["target"].nunique()),
+            "n_pairs": int(transferred[["source", "target"]].drop_duplicates().shape[0]),
+            "n_outputs_per_method": int(counts.min()) if len(counts) else 0,
+            "split": "test",
+            "ci": "95 % bootstrap over target people",
+            "tests": "each method vs warp: mixed model, crossed random intercepts for source and "
+            "target person; Holm over every (method, metric) in `tests`",
+        },
+        "identity_scoring": "unseen_frame",
         "methods": methods,
         "au_estimator": {
             "backend": "mesh",
@@ -113,7 +139,7 @@ def _metrics(scores, summary, realism, estimator) -> dict:
             "icc": {au: estimator.loc[au, "icc"] for au in estimator.index},
             "unreliable_aus": [au for au in PAIN_AUS if not estimator.loc[au, "reliable"]],
         },
-        "realism_feature_space": "dlib-128 (Frechet distance to held-out ground-truth frames)",
+        "primary_metrics": dict(PRIMARY_METRICS),
     }
 
 
@@ -216,3 +242,18 @@ def extremes_figure(result: EvaluateResult, transfer_dir, figures_dir):
     ax.axis("off")
     save_figure(fig, Path(figures_dir) / "eval_extremes.png")
     return fig
+
+
+def tests_table(result: EvaluateResult) -> pd.DataFrame:
+    """eval.json's ``tests``: each method minus the warp, 95 % CI, p and Holm-adjusted p."""
+    rows = [
+        {"metric": metric, "comparison": name, **{k: v for k, v in test.items() if k != "model"}}
+        for metric, tests in result.metrics["tests"].items()
+        for name, test in tests.items()
+    ]
+    return pd.DataFrame(rows).set_index(["metric", "comparison"])
+
+
+def realism_table(result: EvaluateResult) -> pd.DataFrame:
+    realism = result.metrics["realism"]
+    return pd.DataFrame({m: v for m, v in realism.items() if m not in ("features", "reference")}).T

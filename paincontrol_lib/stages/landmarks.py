@@ -36,7 +36,9 @@ def run(base: dict, data: dict, landmarks: dict, out_dir, reports_dir) -> Landma
 
     Datasets without a split of their own (real data) are split by subject here, seeded."""
     records = load_records(data["source"], data["root"])
-    records = with_subject_split(records, data["test_fraction"], base["seed"])
+    records = with_subject_split(
+        records, data["test_fraction"], base["seed"], data.get("val_fraction", 0.0)
+    )
     table, seconds = build_landmark_table(
         records, data["root"], out_dir, crop_size=landmarks["crop_size"], workers=base["workers"]
     )

@@ -22,6 +22,7 @@ from paincontrol_lib.study.design import (
     stage_candidates,
 )
 from paincontrol_lib.study.simulate import simulate_ratings
+from paincontrol_lib.study.validation import replicate, summarise
 
 METRICS = "study.json"
 SIMULATED_RATINGS = "simulated_ratings.csv"
@@ -32,6 +33,7 @@ class StudyResult:
     design: dict  # the trial set's design.json
     key: pd.DataFrame  # image id -> condition (never served)
     analysis: dict  # study.analysis.analyse's output
+    replications: pd.DataFrame  # instrument validation: null panels (and power panels, if asked)
     true_effects: dict | None  # the simulator's effects (simulated runs only)
     label: str  # where the ratings came from, for titles
     metrics: dict  # reports/metrics/study.json
@@ -75,9 +77,36 @@ def run(
         **analysis["metrics"],
         "ratings_source": "simulated" if simulated else study["ratings"],
         "trials_per_rater": design["trials_per_rater"],
+        "simulation": {"effects": study["simulate"]["effects"]} if simulated else None,
     }
+    replications = _validate(trials, key, study, seed)
+    alpha = study["validation"]["alpha"]
+    metrics["validation"] = summarise(replications[replications["panel"] == "null"], alpha)
+    if (replications["panel"] == "power").any():
+        power = summarise(replications[replications["panel"] == "power"], alpha)
+        metrics["power"] = power | {"effects": study["validation"]["power_effects"]}
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
-    return StudyResult(design, key, analysis, true_effects, label, metrics)
+    return StudyResult(design, key, analysis, replications, true_effects, label, metrics)
+
+
+def _validate(trials, key, study: dict, seed: int) -> pd.DataFrame:
+    """Instrument validation: ``n_replications`` simulated panels with every condition equally
+    realistic (false positives, coverage) and, when ``power_effects`` are given, as many with
+    those effects (power). The simulator's other settings are ``study.simulate``'s."""
+    conditions = sorted(set(key.loc[key["kind"] == "item", "method"]))
+    settings = {k: v for k, v in study["simulate"].items() if k != "effects"}
+    validation = study["validation"]
+    panels = {"null": dict.fromkeys(conditions, 0.0)}
+    if validation["power_effects"]:
+        panels["power"] = validation["power_effects"]
+    n, failures = validation["n_replications"], study["max_attention_failures"]
+    return pd.concat(
+        [
+            replicate(trials, key, settings, effects, n, seed, failures).assign(panel=panel)
+            for panel, effects in panels.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def items_per_condition(result: StudyResult) -> pd.DataFrame:

@@ -16,6 +16,7 @@ from paincontrol_lib.io import save_figure, write_json
 from paincontrol_lib.model.heldout import (
     evaluate_model,
     ground_truth_images,
+    identity_photo_images,
     identity_photos,
     pick_rows,
     score_images,
@@ -28,8 +29,10 @@ from paincontrol_lib.model.train import (
     main,
     parse_args,
 )
+from paincontrol_lib.model.tuning import require_split, tune_sampler
 
 METRICS = "train.json"
+TUNING = "tuning.json"
 
 # Runs of the stage: name -> (recipe, starts from the shipped checkpoint?)
 RUNS = {
@@ -52,17 +55,38 @@ def train_args(
     line are validated alike)."""
     rate = train["finetune_learning_rate"] if init_from else train["learning_rate"]
     argv = [
-        "--landmarks_dir", str(landmarks_dir), "--output_dir", str(output_dir),
-        "--recipe", recipe, "--max_minutes", str(minutes), "--seed", str(seed),
-        "--max_steps", str(train["max_steps"]), "--train_batch_size", str(train["batch_size"]),
-        "--learning_rate", str(rate), "--resolution", str(train["resolution"]),
-        "--checkpointing_steps", str(train["checkpointing_steps"]),
-        "--checkpoints_total_limit", str(train["checkpoints_total_limit"]),
-        "--validation_steps", str(train["validation_steps"]),
-        "--resume_from_checkpoint", "latest", "--no-progress",
-        "--identity_cache_dir", str(Path(output_dir).parent / "identity_cache"),
-        "--block_out_channels", *[str(c) for c in train["block_out_channels"]],
-    ] + (["--init_from", str(init_from)] if init_from else [])  # fmt: skip
+        "--landmarks_dir",
+        str(landmarks_dir),
+        "--output_dir",
+        str(output_dir),
+        "--recipe",
+        recipe,
+        "--max_minutes",
+        str(minutes),
+        "--seed",
+        str(seed),
+        "--max_steps",
+        str(train["max_steps"]),
+        "--train_batch_size",
+        str(train["batch_size"]),
+        "--learning_rate",
+        str(rate),
+        "--resolution",
+        str(train["resolution"]),
+        "--checkpointing_steps",
+        str(train["checkpointing_steps"]),
+        "--checkpoints_total_limit",
+        str(train["checkpoints_total_limit"]),
+        "--validation_steps",
+        str(train["validation_steps"]),
+        "--resume_from_checkpoint",
+        "latest",
+        "--no-progress",
+        "--identity_cache_dir",
+        str(Path(output_dir).parent / "identity_cache"),
+        "--block_out_channels",
+        *[str(c) for c in train["block_out_channels"]],
+    ] + (["--init_from", str(init_from)] if init_from else [])
     return parse_args(argv)
 
 
@@ -109,6 +133,7 @@ def _summary(scores: dict, result: dict) -> dict:
         "heldout_tracking_slope": scores["tracking_slope"],
         "heldout_identity_top1": scores["identity_top1"],
         "heldout_identity_top1_other_reference": scores.get("identity_top1_other_reference"),
+        "heldout_identity_top1_identity_photo": scores.get("identity_top1_identity_photo"),
     }
 
 
@@ -135,6 +160,7 @@ class TrainResult:
     rows: np.ndarray  # the held-out rows sampled
     samples: dict[str, np.ndarray]  # per run (and ``noise_start``): the samples of ``rows``
     held_out: object  # the held-out Examples
+    tuning: dict  # reports/metrics/tuning.json: the sampler grid on validation people
 
 
 def run(
@@ -142,19 +168,21 @@ def run(
     train: dict,
     evaluate_training: dict,
     sampler: dict,
+    tune: dict,
     landmarks_dir,
     models_dir,
     reports_dir,
 ) -> TrainResult:
-    """Train every run, score it on held-out people and write ``train.json``.
+    """Train every run, choose the sampler on validation people (``tuning.json``), score every
+    run on test people and write ``train.json``.
 
     Top-level metrics are the default run (``ours``: the shipped checkpoint fine-tuned for
-    ``max_minutes``, or from scratch when ``init_from`` is empty) drawn with the pipeline's
-    sampler (``params.yaml: sampler``), as transfer draws. ``noise_start`` is the same model
-    drawn by :meth:`SamplerConfig.model_alone` (pure noise, identity scale 1), like
-    ``from_scratch`` and ``reference_recipe`` (our recipe and the plain diffusers-example
-    recipe from random weights at the same CPU time, when ``compare_from_scratch`` is on), so
-    that race measures training, not sampling."""
+    ``max_minutes``, or from scratch when ``init_from`` is empty) drawn with the sampler chosen
+    on validation people, as transfer draws. ``noise_start`` is the same model drawn by
+    :meth:`SamplerConfig.model_alone` (pure noise, identity scale 1), like ``from_scratch`` and
+    ``reference_recipe`` (our recipe and the plain diffusers-example recipe from random weights
+    at the same CPU time, when ``compare_from_scratch`` is on), so that race measures training,
+    not sampling. Identity is scored against a frame of each person that no sampler saw."""
     seed, models_dir = base["seed"], Path(models_dir)
     init_from = train.get("init_from") or None
     if init_from and not Path(init_from).is_dir():
@@ -176,9 +204,14 @@ def run(
         )
         began = time.perf_counter()
         results[name] = main(args) | {"wall_minutes": (time.perf_counter() - began) / 60}
+    ours = PainControlModel.from_pretrained(models_dir / "ours" / "final")
+    validation = load_training_examples(args, split="val")
+    tuning = tune_sampler(ours, validation, SamplerConfig.from_params(sampler), tune, seed)
+    write_json(Path(reports_dir) / "metrics" / TUNING, tuning)
+    config = SamplerConfig.from_params(tuning["selected"])
     held_out = load_training_examples(args, split="test")
+    require_split(held_out, "test")
     rows = pick_rows(held_out, evaluate_training["n_samples"], seed)
-    config = SamplerConfig.from_params(sampler)
     scores, samples, curves = _score_runs(
         names,
         models_dir,
@@ -191,7 +224,7 @@ def run(
     )
     metrics = _metrics(scores, results, curves, config, held_out, rows, init_from)
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
-    return TrainResult(metrics, curves, rows, samples, held_out)
+    return TrainResult(metrics, curves, rows, samples, held_out, tuning)
 
 
 def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, seed):
@@ -215,14 +248,19 @@ def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, 
 
 
 def _metrics(scores, results, curves, sampler, held_out, rows, init_from) -> dict:
-    ceiling = score_images(ground_truth_images(held_out, rows), held_out, rows)
+    ground_truth = score_images(ground_truth_images(held_out, rows), held_out, rows)
+    # "Output = the identity photo": a perfect copy, scored as every method is.
+    copy = score_images(identity_photo_images(held_out, rows), held_out, rows)
     metrics = _summary(scores["ours"], results["ours"]) | {
+        "heldout_split": "test",
+        "identity_scoring": "unseen_frame",
         "sampler": sampler.as_dict(),
+        "sampler_chosen_on": "val",
         "noise_start": _summary(scores["noise_start"], results["ours"]),
         "init_from": _provenance(init_from),
-        "identity_top1_ceiling": ceiling["identity_top1"],
-        "identity_top1_other_reference_ceiling": ceiling.get("identity_top1_other_reference"),
-        "ground_truth_ceiling": ceiling,
+        "identity_top1_ceiling": copy["identity_top1"],
+        "identity_top1_other_reference_ceiling": copy["identity_top1_other_reference"],
+        "ground_truth_ceiling": ground_truth,
         "n_heldout_samples": scores["ours"]["n_samples"],
         "n_heldout_identities": scores["ours"].get("n_identities"),
     }
@@ -292,3 +330,10 @@ def curves_figure(result: TrainResult, models_dir, figures_dir):
 
 def curves_table(result: TrainResult) -> pd.DataFrame:
     return pd.concat(result.curves, names=["run"]).round(4)
+
+
+def tuning_table(result: TrainResult) -> pd.DataFrame:
+    """Every sampler setting tried on validation people with its scores."""
+    rows = [{**row["settings"], **{k: v for k, v in row.items() if k not in ("settings",
+             "tracking_slope")}} for row in result.tuning["grid"]]  # fmt: skip
+    return pd.DataFrame(rows)

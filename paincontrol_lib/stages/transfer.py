@@ -22,7 +22,7 @@ from paincontrol_lib.io import atomic_folder, save_figure, save_image, write_jso
 from paincontrol_lib.landmarks.face import face_of
 from paincontrol_lib.landmarks.table import load_landmark_table, mesh_of, neutral_row
 from paincontrol_lib.model.presets import PainControlModel
-from paincontrol_lib.model.sampler import SamplerConfig
+from paincontrol_lib.model.sampler import tuned_sampler
 from paincontrol_lib.retarget import aus_for_pspi, retarget
 from paincontrol_lib.seeds import stream
 from paincontrol_lib.transfer import MANIFEST, METHODS, Transfer, sequence_jitter
@@ -30,27 +30,73 @@ from paincontrol_lib.transfer import MANIFEST, METHODS, Transfer, sequence_jitte
 METRICS = "transfer.json"
 
 
-def pick_pairs(table: pd.DataFrame, n_sources: int, n_targets: int, seed: int):
-    """``(sources, targets)``: the ``n_sources`` held-out people with the strongest pain
-    sequence, as ``(subject, sequence)``, and ``n_targets`` other held-out people."""
+@dataclass(frozen=True)
+class Design:
+    """Who is transferred onto whom: test people only, nobody onto themself."""
+
+    sources: dict[str, str]  # source person -> their strongest pain sequence
+    targets: list[str]  # people who receive expressions (and the explicit PSPI levels)
+    pairs: list[tuple[str, str]]  # (source, target)
+
+
+def plan_design(
+    table: pd.DataFrame, n_sources: int, n_targets: int, targets_per_source: int, seed: int
+) -> Design:
+    """The ``n_sources`` test people with the strongest pain sequences, ``n_targets`` test
+    people (seeded), and for each source ``targets_per_source`` targets other than itself, dealt
+    so that every target receives about as many sources as every other."""
     test = table[(table["split"] == "test") & table["detected"]]
-    if test.empty:
-        raise ValueError("no detected held-out (test-split) faces to transfer between")
     peaks = test.groupby(["subject", "sequence"])["PSPI"].max().reset_index()
-    peaks = peaks.sort_values(["PSPI", "subject", "sequence"], ascending=[False, True, True])
-    sources = []
-    for row in peaks.itertuples(index=False):
-        if row.subject not in {s for s, _ in sources} and len(sources) < n_sources:
-            sources.append((row.subject, row.sequence))
-    others = sorted(set(test["subject"]) - {s for s, _ in sources})
-    if len(sources) < n_sources or len(others) < n_targets:
+    peaks = peaks[peaks["PSPI"] > 0].sort_values(
+        ["PSPI", "subject", "sequence"], ascending=[False, True, True]
+    )
+    strongest = peaks.drop_duplicates("subject")
+    people = sorted(test["subject"].unique())
+    if len(strongest) < n_sources or len(people) < n_targets or n_targets < 2:
         raise ValueError(
-            f"{test['subject'].nunique()} held-out people cannot give {n_sources} sources and "
-            f"{n_targets} other targets"
+            f"{len(people)} test people ({len(strongest)} with a pain sequence) cannot give "
+            f"{n_sources} sources and {n_targets} targets (at least 2)"
         )
-    rng = stream("transfer_targets", seed)
-    targets = sorted(rng.choice(others, size=n_targets, replace=False).tolist())
-    return sources, targets
+    if not 1 <= targets_per_source < n_targets:
+        raise ValueError(f"targets_per_source must be in [1, {n_targets - 1}]")
+    sources = dict(
+        zip(strongest["subject"][:n_sources], strongest["sequence"][:n_sources], strict=True)
+    )
+    targets = sorted(stream("transfer_targets", seed).choice(people, n_targets, replace=False))
+    received = dict.fromkeys(targets, 0)
+    pairs = []
+    for source in sorted(sources):
+        open_ = sorted((t for t in targets if t != source), key=lambda t: (received[t], t))
+        for target in open_[:targets_per_source]:
+            received[target] += 1
+            pairs.append((source, target))
+    return Design(sources, [str(t) for t in targets], _balance(pairs, received))
+
+
+def _balance(pairs: list, received: dict) -> list:
+    """Move pairs from the most- to the least-served target until their counts differ by at
+    most one (the greedy deal can end unbalanced when a source may not receive itself)."""
+    pairs = list(pairs)
+    for _ in range(len(pairs) * len(received)):
+        high = max(received, key=lambda t: (received[t], t))
+        low = min(received, key=lambda t: (received[t], t))
+        if received[high] - received[low] <= 1:
+            break
+        movable = [i for i, (s, t) in enumerate(pairs)
+                   if t == high and s != low and (s, low) not in pairs]  # fmt: skip
+        if not movable:
+            break
+        source = pairs[movable[0]][0]
+        pairs[movable[0]] = (source, low)
+        received[high], received[low] = received[high] - 1, received[low] + 1
+    return sorted(pairs)
+
+
+def frames_across_pspi(frames: pd.DataFrame, k: int) -> pd.DataFrame:
+    """``k`` frames of a sequence spread over its PSPI levels (neutral to apex), in time order."""
+    ranked = frames.sort_values(["PSPI", "frame"], kind="stable")
+    picks = np.unique(np.linspace(0, len(ranked) - 1, min(k, len(ranked))).round().astype(int))
+    return ranked.iloc[picks].sort_values("frame")
 
 
 @dataclass
@@ -97,26 +143,35 @@ class _Outputs:
 
 
 def run(
-    base: dict, transfer: dict, sampler: dict, landmarks_dir, out_dir, reports_dir
+    base: dict, transfer: dict, sampler: dict, tuning, landmarks_dir, out_dir, reports_dir
 ) -> TransferResult:
     """Generate every (source frame, target, method) and the explicit PSPI levels into
-    ``out_dir`` (replaced atomically, with its manifest) and write ``transfer.json``."""
+    ``out_dir`` (replaced atomically, with its manifest) and write ``transfer.json``. Model
+    methods are drawn with the sampler stage 02 chose on validation people (``tuning``: its
+    ``tuning.json``)."""
     methods = list(transfer["methods"])
     unknown = set(methods) - set(METHODS)
     if unknown:
         raise ValueError(f"unknown transfer methods {sorted(unknown)}; expected {METHODS}")
     table = load_landmark_table(landmarks_dir)
     model = PainControlModel.from_pretrained(transfer["checkpoint"])
-    engine = Transfer(model, SamplerConfig.from_params(sampler))
-    sources, targets = pick_pairs(table, transfer["n_sources"], transfer["n_targets"], base["seed"])
+    engine = Transfer(model, tuned_sampler(sampler, tuning))
+    design = plan_design(
+        table,
+        transfer["n_sources"],
+        transfer["n_targets"],
+        transfer["targets_per_source"],
+        base["seed"],
+    )
     # target -> (its neutral row, its face): each face embedded once, reused by every call
-    target_faces = {t: (row, face_of(row)) for t in targets for row in [neutral_row(table, t)]}
+    target_faces = {
+        t: (row, face_of(row)) for t in design.targets for row in [neutral_row(table, t)]
+    }
     with atomic_folder(out_dir) as tmp:
         out = _Outputs(engine, tmp, base["seed"])
-        for subject, sequence in sources:
-            _transfer_sequence(
-                out, table, subject, sequence, target_faces, methods, transfer["mode"]
-            )
+        for subject, sequence in design.sources.items():
+            receivers = {t: target_faces[t] for s, t in design.pairs if s == subject}
+            _transfer_sequence(out, table, subject, sequence, receivers, methods, transfer)
         _explicit_levels(out, target_faces, methods, list(transfer["explicit_pspi"]))
         manifest = pd.DataFrame(out.records)
         manifest["aus"] = manifest["aus"].map(
@@ -126,8 +181,11 @@ def run(
     counts = manifest.groupby("method").size()
     metrics = {
         "mode": transfer["mode"],
-        "n_sources": len(sources),
-        "n_targets": len(targets),
+        "n_sources": len(design.sources),
+        "n_targets": len(design.targets),
+        "n_pairs": len(design.pairs),
+        "frames_per_pair": transfer["frames_per_pair"],
+        "sampler": engine.sampler.as_dict(),
         "methods": {m: {"n_outputs": int(counts.get(m, 0))} for m in methods},
         "sequence_jitter": {m: float(np.mean(out.jitter[m])) for m in methods},
         "source_sequence_jitter": float(np.mean(out.panels["source_jitter"])),
@@ -139,11 +197,12 @@ def run(
     return TransferResult(manifest, metrics, out.panels)
 
 
-def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, methods, mode):
-    """One source sequence, frame by frame, onto every target with every method."""
-    size = out.engine.size
+def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, methods, transfer):
+    """One source sequence (``frames_per_pair`` frames across its PSPI levels, in time order)
+    onto each of its targets, with every method."""
+    size, mode = out.engine.size, transfer["mode"]
     frames = table[(table["subject"] == subject) & (table["sequence"] == sequence)]
-    frames = frames[frames["detected"]].sort_values("frame")
+    frames = frames_across_pspi(frames[frames["detected"]], transfer["frames_per_pair"])
     neutral = mesh_of(neutral_row(table, subject))
     source_crops = np.stack([face_of(r).crop(size) for _, r in frames.iterrows()])
     out.panels["source_jitter"].append(sequence_jitter(source_crops))

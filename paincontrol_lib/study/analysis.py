@@ -206,6 +206,17 @@ def pain_agreement(items: pd.DataFrame) -> dict[str, float | None]:
     return out
 
 
+def first_showings(ratings: pd.DataFrame, max_attention_failures: int):
+    """``(checks, items, first)``: the attention table, the item ratings of the raters kept,
+    and their first showings (what the models are fitted to)."""
+    checks = attention(ratings, max_attention_failures)
+    kept = set(checks.loc[~checks["excluded"], "rater"])
+    items = ratings[(ratings["kind"] == "item") & ratings["rater"].isin(kept)]
+    if items.empty:
+        raise ValueError("no item ratings left after the attention-check exclusions")
+    return checks, items, items[items["showing"] == 1]
+
+
 def analyse(
     ratings: pd.DataFrame,
     *,
@@ -216,12 +227,7 @@ def analyse(
     true_effects: dict[str, float] | None = None,
 ) -> dict:
     """Every result of the study, and the ``reports/metrics/study.json`` dict."""
-    checks = attention(ratings, max_attention_failures)
-    kept = set(checks.loc[~checks["excluded"], "rater"])
-    items = ratings[(ratings["kind"] == "item") & ratings["rater"].isin(kept)]
-    if items.empty:
-        raise ValueError("no item ratings left after the attention-check exclusions")
-    first = items[items["showing"] == 1]
+    checks, items, first = first_showings(ratings, max_attention_failures)
     matrix = first.pivot_table(index="image_id", columns="rater", values="realism")
     fit = ordinal_model(first, reference)
     table = effects(fit, first["method"].unique(), reference).rename(

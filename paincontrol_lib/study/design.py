@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The "real" condition: ground-truth frames of the dataset. On the default run these are
+# SynthPain *renders*, not photographs; with data.source unbc / delaware / folder they are photos.
 REAL = "real"
 IMAGES = "images"
 TRIALS = "trials.parquet"

@@ -36,8 +36,10 @@ def simulate_ratings(
     inattentive_fraction: float,
     pain_sd: float,
     seed: int,
+    replication: int | None = None,
 ) -> pd.DataFrame:
-    """One simulated answer to every trial of every rater slot (columns as an export)."""
+    """One simulated answer to every trial of every rater slot (columns as an export).
+    ``replication`` numbers independent panels of the same design (instrument validation)."""
     methods = set(key.loc[key["kind"] == "item", "method"])
     missing = methods - set(effects)
     if missing:
@@ -47,7 +49,8 @@ def simulate_ratings(
         raise ValueError(f"study.simulate.thresholds must be 4 increasing cut points, got {cuts}")
     if not 0 <= inattentive_fraction < 1:
         raise ValueError("study.simulate.inattentive_fraction must be in [0, 1)")
-    rng = stream("rater_simulation", seed)
+    keys = (seed,) if replication is None else (seed, replication)
+    rng = stream("rater_simulation", *keys)
     data = trials.merge(key, on="image_id", how="left", validate="many_to_one")
     item_effect = dict(zip(key["image_id"], rng.normal(0, item_sd, len(key)), strict=True))
     slots = np.sort(data["slot"].unique())

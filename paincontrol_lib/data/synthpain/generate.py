@@ -41,6 +41,7 @@ class SynthPainConfig:
     supersample: int = 2
     pain_probability: float = 0.5
     test_fraction: float = 0.2
+    val_fraction: float = 0.0  # people held out for choosing settings (sampler, thresholds)
     max_pose_jitter: float = 2.0  # degrees of head motion within a sequence
 
     def __post_init__(self):
@@ -48,6 +49,11 @@ class SynthPainConfig:
             raise ValueError("n_identities must be >= 2 (train and test need different people)")
         if not 0 < self.test_fraction < 1:
             raise ValueError(f"test_fraction={self.test_fraction} must lie strictly in (0, 1)")
+        if not 0 <= self.val_fraction < 1 - self.test_fraction:
+            raise ValueError(
+                f"val_fraction={self.val_fraction} must lie in [0, 1 - test_fraction): "
+                "some people must be left to train on"
+            )
         if self.n_sequences < 1:
             raise ValueError("n_sequences must be >= 1")
         if self.supersample not in (1, 2, 3, 4):
@@ -58,13 +64,24 @@ class SynthPainConfig:
         return self.n_sequences * self.frames_per_sequence
 
 
-def test_subjects(config: SynthPainConfig) -> list[str]:
-    """Identities held out for evaluation, chosen by a seeded permutation."""
+def subject_splits(config: SynthPainConfig) -> dict[str, str]:
+    """``train`` / ``val`` / ``test`` per identity, whole people at a time: one seeded
+    permutation, its first ``test_fraction`` of people held out for the final numbers, the next
+    ``val_fraction`` for every choice (at least one train and one test person)."""
     rng = stream("synthpain_test_people", config.seed)
-    n_test = max(1, int(round(config.test_fraction * config.n_identities)))
-    n_test = min(n_test, config.n_identities - 1)
-    order = rng.permutation(config.n_identities)[:n_test]
-    return sorted(f"S{i:03d}" for i in order)
+    n = config.n_identities
+    n_test = min(max(1, int(round(config.test_fraction * n))), n - 1)
+    n_val = min(int(round(config.val_fraction * n)), n - 1 - n_test)
+    order = rng.permutation(n)
+    split = dict.fromkeys((f"S{i:03d}" for i in range(n)), "train")
+    split.update({f"S{i:03d}": "test" for i in order[:n_test]})
+    split.update({f"S{i:03d}": "val" for i in order[n_test : n_test + n_val]})
+    return split
+
+
+def test_subjects(config: SynthPainConfig) -> list[str]:
+    """Identities held out for the final numbers."""
+    return sorted(s for s, split in subject_splits(config).items() if split == "test")
 
 
 def _render_identity(args) -> list[dict]:
@@ -72,7 +89,7 @@ def _render_identity(args) -> list[dict]:
     renderer = default_renderer(config.image_size, config.face_fraction, config.supersample)
     identity = sample_identity(renderer.model, config.seed, index)
     rng = stream("synthpain_frames", config.seed, index)
-    held_out = set(test_subjects(config))
+    split = subject_splits(config)[identity.subject]
     rows = []
     subject_dir = Path(out_dir) / "images" / identity.subject
     subject_dir.mkdir(parents=True, exist_ok=True)
@@ -93,7 +110,7 @@ def _render_identity(args) -> list[dict]:
                     "frame": frame,
                     "kind": kind,
                     "image": rel,
-                    "split": "test" if identity.subject in held_out else "train",
+                    "split": split,
                     "neutral_reference": bool(seq == 0 and frame == 0),
                     "yaw": float(pose[0]),
                     "pitch": float(pose[1]),
@@ -156,6 +173,7 @@ __all__ = [
     "generate",
     "landmarks",
     "load_table",
+    "subject_splits",
     "test_subjects",
 ]
 

@@ -1,0 +1,191 @@
+"""Realism of generated faces, measured in a feature space made for faces like these.
+
+Inception FID needs weights this compendium cannot download, and dlib's identity embedding
+measures *who* is in the picture, not whether it looks real. So the features are those of a
+small network trained here, on training-split people only (:class:`FaceFeatures`): a CNN on the
+aligned 64 px crops every method produces, taught to tell the training people apart and to read
+their AU intensities (so its features carry identity and expression detail). Generated images
+are compared with ground-truth renders of *test* people that are not the transfer targets
+(so a method cannot score well by copying its target):
+
+- Fréchet distance (FD) between Gaussians fitted to the two feature sets;
+- kernel inception distance (KID): the unbiased MMD² with the cubic polynomial kernel, averaged
+  over random subsets, with a percentile interval over the subsets (Bińkowski et al. 2018);
+- precision and recall of the k-NN manifolds (Kynkäänniemi et al. 2019): the share of generated
+  images inside the real data's k-NN balls, and of real images inside the generated data's.
+
+The network's input path and training are fixed by seed; its description is recorded beside the
+numbers (``realism.features``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from paincontrol_lib.seeds import stream
+
+CROP = 64  # px of the aligned crops the network reads
+
+
+def _network(n_people: int, n_aus: int):
+    import torch.nn as nn
+
+    def block(cin, cout, **kw):
+        return [nn.Conv2d(cin, cout, **kw), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    trunk = nn.Sequential(
+        *block(3, 32, kernel_size=4, stride=2, padding=1),  # 64 -> 32
+        *block(32, 64, kernel_size=3, stride=2, padding=1),  # -> 16
+        *block(64, 96, kernel_size=3, stride=2, padding=1),  # -> 8
+        *block(96, 128, kernel_size=3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+    return trunk, nn.Linear(128, n_people), nn.Linear(128, n_aus)
+
+
+class FaceFeatures:
+    """A 128-d face feature extractor trained on one split's people: identity classification
+    plus AU-intensity regression (AUs / 5) on their aligned crops."""
+
+    def __init__(self, steps: int = 300, batch_size: int = 64, learning_rate: float = 2e-3):
+        self.steps, self.batch_size, self.learning_rate = steps, batch_size, learning_rate
+
+    @staticmethod
+    def _tensor(crops):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    def fit(self, crops: np.ndarray, people, aus: np.ndarray, seed: int) -> FaceFeatures:
+        """``crops`` (n, 64, 64, 3) uint8, ``people`` (n,) labels, ``aus`` (n, k) FACS 0-5."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # deterministic and, for this small net, as fast
+        try:
+            torch.manual_seed(seed)
+            rng = stream("realism_features", seed)
+            names, labels = np.unique(np.asarray(people), return_inverse=True)
+            x = self._tensor(crops)
+            y_id = torch.from_numpy(labels.astype(np.int64))
+            y_au = torch.from_numpy(np.nan_to_num(np.asarray(aus, np.float32)) / 5)
+            self.trunk, id_head, au_head = _network(len(names), y_au.shape[1])
+            params = [*self.trunk.parameters(), *id_head.parameters(), *au_head.parameters()]
+            opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=1e-4)
+            self.trunk.train()
+            for _ in range(self.steps):
+                batch = rng.integers(0, len(x), self.batch_size)
+                flip = torch.from_numpy(rng.random(self.batch_size) < 0.5)
+                images = torch.where(flip[:, None, None, None], x[batch].flip(-1), x[batch])
+                h = self.trunk(images)
+                loss = torch.nn.functional.cross_entropy(id_head(h), y_id[batch])
+                loss = loss + 4 * torch.nn.functional.mse_loss(au_head(h), y_au[batch])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            self.trunk.eval()
+            self.description = (
+                f"CNN (4 conv blocks, 128-d) trained {self.steps} steps on {len(x)} aligned "
+                f"{CROP} px crops of {len(names)} training-split people: identity + "
+                f"{y_au.shape[1]} AU intensities"
+            )
+            return self
+        finally:
+            torch.set_num_threads(threads)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return np.concatenate(
+                [
+                    self.trunk(self._tensor(crops[i : i + 256])).numpy()
+                    for i in range(0, len(crops), 256)
+                ]
+            )
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets ``a`` (n, d) and ``b`` (m, d)."""
+    from scipy import linalg
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError("the Fréchet distance needs at least 2 samples on each side")
+    mu, nu = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    offset = eps * np.eye(len(mu))
+    covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(((mu - nu) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+
+
+def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
+    d = x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+    n, m = len(x), len(y)
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+        + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        - 2 * kxy.mean()
+    )
+
+
+def kid(generated, real, n_subsets: int = 100, subset_size: int = 100, seed: int = 0):
+    """KID: mean unbiased MMD² over ``n_subsets`` random subsets (without replacement), with the
+    2.5 / 97.5 percentiles over subsets as its interval; ``(kid, low, high)``."""
+    generated, real = np.asarray(generated, float), np.asarray(real, float)
+    size = min(subset_size, len(generated), len(real))
+    if size < 2:
+        raise ValueError("KID needs at least 2 samples on each side")
+    rng = np.random.default_rng(seed)
+    values = np.array(
+        [
+            _mmd2_unbiased(
+                generated[rng.choice(len(generated), size, replace=False)],
+                real[rng.choice(len(real), size, replace=False)],
+            )
+            for _ in range(n_subsets)
+        ]
+    )
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)
+
+
+def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
+    distances = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    return np.sort(distances, axis=1)[:, k]  # column 0 is the point itself
+
+
+def precision_recall(generated, real, k: int = 3) -> tuple[float, float]:
+    """Improved precision (generated inside real k-NN balls) and recall (real inside
+    generated k-NN balls)."""
+    generated, real = np.asarray(generated, float), np.asarray(real, float)
+    k = min(k, len(generated) - 1, len(real) - 1)
+    if k < 1:
+        raise ValueError("precision / recall need at least 2 samples on each side")
+
+    def covered(points, manifold):
+        radii = _knn_radii(manifold, k)
+        distances = np.linalg.norm(points[:, None] - manifold[None], axis=-1)
+        return float((distances <= radii[None]).any(1).mean())
+
+    return covered(generated, real), covered(real, generated)
+
+
+def realism_scores(generated: np.ndarray, real: np.ndarray, seed: int) -> dict:
+    """FD, KID with its interval, precision and recall of one method's features."""
+    value, low, high = kid(generated, real, seed=seed)
+    precision, recall = precision_recall(generated, real)
+    return {
+        "fd": frechet_distance(generated, real),
+        "kid": value,
+        "kid_ci_low": low,
+        "kid_ci_high": high,
+        "precision": precision,
+        "recall": recall,
+        "n_generated": int(len(generated)),
+        "n_real": int(len(real)),
+    }

@@ -1,0 +1,304 @@
+"""Render the README's results tables from ``reports/metrics/*.json`` (never typed by hand).
+
+Each table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md and
+is written from the metrics files alone. ``python scripts/results.py`` rewrites them (``make
+results``); ``--check`` exits 1 when the README differs from what the metrics say (a test runs
+it, so a hand-edited number or a stale table fails).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = ROOT / "reports" / "metrics"
+BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def ci(mean, low, high, digits: int = 3) -> str:
+    if low is None or high is None:
+        return fmt(mean, digits)
+    return f"{fmt(mean, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def p_value(p) -> str:
+    if p is None:
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def _load(name: str) -> dict:
+    return json.loads((METRICS / f"{name}.json").read_text())
+
+
+def tuning() -> str:
+    m = _load("tuning")
+    rows = []
+    for row in m["grid"]:
+        chosen = all(m["selected"][k] == v for k, v in row["settings"].items())
+        setting = ", ".join(f"{k} {v:g}" for k, v in row["settings"].items())
+        rows.append(
+            [
+                ("**" + setting + "** (chosen)") if chosen else setting,
+                fmt(row["identity_top1"]),
+                fmt(row["identity_top1_identity_photo"]),
+                fmt(row["amplitude_ratio"], 2),
+                fmt(row["nme"], 4),
+            ]
+        )
+    head = [
+        "setting",
+        "identity top-1 (unseen frame)",
+        "top-1 vs identity photo",
+        "amplitude ratio",
+        "NME",
+    ]
+    return (
+        f"{m['n_samples']} rows of {m['n_people']} **validation** people; rule: {m['rule']}"
+        f" (met: {fmt(m['rule_met'])}).\n\n" + table(head, rows)
+    )
+
+
+def train() -> str:
+    m = _load("train")
+    runs = {"default (tuned sampler)": m, "same model, noise start": m["noise_start"]}
+    if m.get("from_scratch"):
+        runs["ours from scratch"] = m["from_scratch"]
+    if m.get("reference_recipe"):
+        runs["diffusers baseline from scratch"] = m["reference_recipe"]
+    truth = m["ground_truth_ceiling"]
+
+    def row(name, get):
+        return [name, *(get(r) for r in runs.values())]
+
+    def corr(key):
+        return lambda r: fmt((r["heldout_tracking_corr"] or {}).get(key), 2)
+
+    def slope(r):
+        s = r["heldout_tracking_slope"] or {}
+        return " / ".join(fmt(s.get(k), 2) for k in ("eye_opening", "mouth_opening", "brow_height"))
+
+    rows = [
+        row("steps (CPU minutes)", lambda r: f"{r['steps']} ({fmt(r['train_minutes'], 1)})"),
+        row("MediaPipe detection", lambda r: fmt(r["heldout_detection_rate"], 2)),
+        row("NME vs control", lambda r: fmt(r["heldout_nme"], 4)),
+        row("NME vs shuffled controls", lambda r: fmt(r["heldout_nme_shuffled"], 4)),
+        row("r eye opening", corr("eye_opening")),
+        row("r mouth opening", corr("mouth_opening")),
+        row("r inner-brow height", corr("brow_height")),
+        row("amplitude eye / mouth / brow", slope),
+        row("identity top-1, unseen frame", lambda r: fmt(r["heldout_identity_top1"])),
+        row(
+            "identity top-1 vs identity photo",
+            lambda r: fmt(r.get("heldout_identity_top1_identity_photo")),
+        ),
+    ]
+    for r in rows:
+        r.append(
+            {
+                "MediaPipe detection": fmt(truth["detection_rate"], 2),
+                "NME vs control": fmt(truth.get("nme"), 4),
+                "NME vs shuffled controls": fmt(truth.get("nme_shuffled"), 4),
+                "r eye opening": fmt((truth.get("tracking_corr") or {}).get("eye_opening"), 2),
+                "r mouth opening": fmt((truth.get("tracking_corr") or {}).get("mouth_opening"), 2),
+                "r inner-brow height": fmt(
+                    (truth.get("tracking_corr") or {}).get("brow_height"), 2
+                ),
+                "amplitude eye / mouth / brow": slope(
+                    {"heldout_tracking_slope": truth.get("tracking_slope")}
+                ),
+                "identity top-1, unseen frame": fmt(truth.get("identity_top1")),
+                "identity top-1 vs identity photo": fmt(truth.get("identity_top1_identity_photo")),
+            }.get(r[0], "")
+        )
+    for r in rows:
+        r.append(fmt(m["identity_top1_ceiling"]) if r[0] == "identity top-1, unseen frame" else "")
+    head = ["", *runs, "ground-truth frames", "ceiling: the identity photo itself"]
+    note = (
+        f"{m['n_heldout_samples']} samples of {m['n_heldout_identities']} **test** people; "
+        f"sampler chosen on {m['sampler_chosen_on']}: "
+        + ", ".join(f"{k} {v}" for k, v in m["sampler"].items())
+        + ".\n\n"
+    )
+    return note + table(head, rows)
+
+
+PRIMARY = (
+    ("pspi_mae", "PSPI MAE"),
+    ("identity_similarity", "identity (unseen frame)"),
+    ("nme", "NME"),
+    ("ssim_to_exact", "SSIM to exact"),
+)
+
+
+def evaluate() -> str:
+    m = _load("eval")
+    d = m["design"]
+    rows = []
+    for method, v in m["methods"].items():
+        realism = m["realism"].get(method, {})
+        rows.append(
+            [
+                method,
+                *(ci(v[k], v[f"{k}_ci_low"], v[f"{k}_ci_high"]) for k, _ in PRIMARY),
+                fmt(v["au_mae"]["AU04"], 2),
+                fmt(v["au_mae"]["AU43"], 2),
+                ci(realism.get("kid"), realism.get("kid_ci_low"), realism.get("kid_ci_high"), 4),
+                fmt(realism.get("precision"), 2),
+                fmt(realism.get("recall"), 2),
+            ]
+        )
+    ceiling = m["identity_similarity_ceiling"]
+    head = [
+        "method",
+        *(name for _, name in PRIMARY),
+        "AU04 MAE",
+        "AU43 MAE",
+        "KID [interval]",
+        "precision",
+        "recall",
+    ]
+    intro = (
+        f"{d['n_sources']} sources x {d['n_targets']} targets ({d['n_pairs']} pairs), "
+        f"{d['n_outputs_per_method']} outputs per method, all **test** people; {d['ci']}. "
+        f"Identity ceiling (the identity photo scored as an output): "
+        f"{ci(ceiling['mean'], ceiling['ci_low'], ceiling['ci_high'])}.\n\n"
+    )
+    tests = []
+    for key, name in PRIMARY:
+        for comparison, t in m["tests"].get(key, {}).items():
+            tests.append(
+                [
+                    name,
+                    comparison.replace("_vs_warp", ""),
+                    ci(t["estimate"], t["ci_low"], t["ci_high"]),
+                    p_value(t["p_holm"]),
+                ]
+            )
+    return (
+        intro
+        + table(head, rows)
+        + "\nEach method minus the warp ("
+        + d["tests"]
+        + "):\n\n"
+        + table(["metric", "method", "difference [95 % CI]", "p (Holm)"], tests)
+    )
+
+
+def study() -> str:
+    m = _load("study")
+    v = m["validation"]
+    rows = [
+        ["false-positive rate (alpha " + fmt(v["alpha"], 2) + ")", fmt(v["false_positive_rate"])],
+        ["coverage of the 95 % CIs", fmt(v["ci_coverage"])],
+        [
+            "simulated panels x comparisons",
+            f"{v['n_replications']} x {v['n_comparisons'] // max(1, v['n_replications'])}",
+        ],
+    ]
+    if m.get("power"):
+        rows.append(["power (opt-in effects)", fmt(m["power"]["power"])])
+    return table(["instrument validation (null effects)", "value"], rows)
+
+
+def augment() -> str:
+    m = _load("augment")
+    arms = ["real", "paincontrol", "warp", "classic"]
+    rows = []
+    for level, cells in m["levels"].items():
+        rows.append(
+            [
+                level,
+                *(
+                    ci(cells[a]["auc_mean"], cells[a]["auc_ci_low"], cells[a]["auc_ci_high"])
+                    if a in cells
+                    else "—"
+                    for a in arms
+                ),
+            ]
+        )
+    gains = []
+    for level, tests in m["tests"].items():
+        gains.append(
+            [
+                level,
+                *(
+                    f"{fmt(tests[a]['gain_auc'])} (p {p_value(tests[a]['p_holm'])})"
+                    if a in tests
+                    else "—"
+                    for a in arms[1:]
+                ),
+            ]
+        )
+    intro = (
+        f"{m['primary_detector']} detector; {m['n_train_people']} train people "
+        f"({m['n_pain_people_available']} with pain frames), {m['n_test_people']} test people "
+        f"({m['n_test_images']} frames, {m['n_test_pain']} with pain), "
+        f"{len(m['seeds'])} seeds.\n\n"
+    )
+    return (
+        intro
+        + table(["real pain people", *arms], rows)
+        + "\nAUC gain over real only (Holm-corrected paired t-test over seeds):\n\n"
+        + table(["real pain people", *arms[1:]], gains)
+    )
+
+
+RENDERERS = {
+    "tuning": tuning,
+    "train": train,
+    "evaluate": evaluate,
+    "augment": augment,
+    "study": study,
+}
+
+
+def render(text: str) -> str:
+    def block(match):
+        name = match.group(2)
+        if name not in RENDERERS:
+            raise KeyError(f"README asks for results:{name}; known: {sorted(RENDERERS)}")
+        return match.group(1) + RENDERERS[name]() + match.group(4)
+
+    return BLOCK.sub(block, text)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    args = parser.parse_args(argv)
+    path = Path(args.readme)
+    text = path.read_text()
+    fresh = render(text)
+    if args.check:
+        if fresh != text:
+            print(f"{path}: results tables differ from reports/metrics (run `make results`)")
+            return 1
+        print(f"{path}: results tables match reports/metrics")
+        return 0
+    path.write_text(fresh)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

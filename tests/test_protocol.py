@@ -1,0 +1,169 @@
+"""The evaluation protocol: choices on validation people, final numbers on test people, identity
+against frames no method saw, realism metrics with known answers, a design where nobody is
+transferred onto themself."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from paincontrol_lib.model.tuning import amplitude_ratio, grid_settings, require_split, select
+
+
+def _examples(splits):
+    table = pd.DataFrame({"subject": [f"P{i}" for i in range(len(splits))], "split": splits})
+    return SimpleNamespace(table=table)
+
+
+def test_tuning_reads_val_people_only_and_the_final_scorer_test_people_only():
+    from paincontrol_lib.model.sampler import SamplerConfig
+    from paincontrol_lib.model.tuning import tune_sampler
+
+    tune = {"n_samples": 2, "grid": {"start_strength": [0.33]}, "min_amplitude_ratio": 0.8}
+    with pytest.raises(ValueError, match="expected 'val' people only"):
+        tune_sampler(None, _examples(["val", "test"]), SamplerConfig(), tune, seed=0)
+    require_split(_examples(["test", "test"]), "test")
+    with pytest.raises(ValueError, match="expected 'test' people only"):
+        require_split(_examples(["test", "val"]), "test")
+
+
+def test_the_tuning_rule_prefers_identity_among_settings_that_keep_the_expression():
+    rows = [
+        {"settings": {"s": 0.1}, "identity_top1": 0.95, "nme": 0.01, "amplitude_ratio": 0.5},
+        {"settings": {"s": 0.3}, "identity_top1": 0.70, "nme": 0.02, "amplitude_ratio": 0.85},
+        {"settings": {"s": 0.5}, "identity_top1": 0.60, "nme": 0.01, "amplitude_ratio": 0.95},
+    ]
+    best, met = select(rows, 0.8)
+    assert best["settings"] == {"s": 0.3} and met  # the copier (0.95) fails the amplitude bar
+    best, met = select(rows, 0.99)
+    assert best["settings"] == {"s": 0.5} and not met  # none qualifies: most amplitude wins
+    assert amplitude_ratio({"eye": 0.4, "brow": 0.9}, {"eye": 0.8, "brow": 0.9}) == 0.75
+    assert grid_settings({"start_strength": [0.2, 0.5], "identity_scale": [1.0]}) == [
+        {"identity_scale": 1.0, "start_strength": 0.2},
+        {"identity_scale": 1.0, "start_strength": 0.5},
+    ]
+    with pytest.raises(ValueError, match="unknown sampler settings"):
+        grid_settings({"reference_strength": [0.3]})
+
+
+class _Identity:
+    """A fake identity backend: the embedding is the image's mean colour, so identical images
+    have identical embeddings."""
+
+    def embed(self, image, landmarks):
+        return np.asarray(image, float).reshape(-1, 3).mean(0)
+
+
+def test_a_copy_of_the_identity_photo_scores_no_better_than_the_ceiling(tmp_path):
+    """Stage 02's identity top-1: output = the identity photo is the ceiling, by construction."""
+    from paincontrol_lib.model.heldout import identity_photo_images
+
+    images = torch.stack([torch.full((3, 8, 8), v) for v in (-0.5, 0.0, 0.5, 0.9)])
+    table = pd.DataFrame({"key": ["a0", "a1", "b0", "b1"], "subject": ["A", "A", "B", "B"]})
+    examples = SimpleNamespace(table=table, images=images,
+                               reference_keys={"A": ["a0", "a1"], "B": ["b0", "b1"]})  # fmt: skip
+    copies = identity_photo_images(examples, np.array([1, 3]))
+    np.testing.assert_array_equal(copies[0], np.full((8, 8, 3), 64, np.uint8))
+    np.testing.assert_array_equal(copies[1], np.full((8, 8, 3), 191, np.uint8))
+
+
+def test_scoring_frames_are_frames_no_method_receives(tiny_synthpain):
+    from paincontrol_lib.landmarks.table import scoring_rows
+
+    _, table = tiny_synthpain
+    table = table.assign(detected=True)
+    picked = scoring_rows(table, sorted(table["subject"].unique()), seed=0)
+    assert len(picked) == table["subject"].nunique()
+    assert not picked["neutral_reference"].any()  # never the identity photo
+    again = scoring_rows(table, sorted(table["subject"].unique()), seed=0)
+    assert list(again["image"]) == list(picked["image"])
+    two_sequences = pd.concat([table, table.assign(sequence=table["sequence"] + "_b",
+                                                   neutral_reference=False)])  # fmt: skip
+    other = scoring_rows(two_sequences, ["S000"], seed=0)
+    photo_sequence = table.loc[
+        table["neutral_reference"] & (table["subject"] == "S000"), "sequence"
+    ]
+    assert not other["sequence"].isin(photo_sequence).any()  # another sequence when there is one
+
+
+@pytest.fixture(scope="module")
+def landmark_table(tmp_path_factory, tiny_synthpain):
+    from paincontrol_lib.data.sources import load_records
+    from paincontrol_lib.landmarks.batch import build_landmark_table
+
+    data_dir, _ = tiny_synthpain
+    out = tmp_path_factory.mktemp("lm") / "landmarks"
+    records = load_records("synthpain", data_dir)
+    return build_landmark_table(records, data_dir, out, 64, workers=1, progress=False)[0]
+
+
+def test_output_equal_to_the_identity_photo_scores_the_ceiling_not_above(landmark_table, tmp_path):
+    """Stage 04: identity is scored against an unseen frame, and the ceiling is the identity photo
+    scored exactly as outputs are, so copying the photo cannot beat it."""
+    import json
+
+    from paincontrol_lib.evaluate import identity_ceiling, identity_photo_crop, score_outputs
+    from paincontrol_lib.io import save_image
+
+    targets = sorted(landmark_table["subject"].unique())[:2]
+    records = []
+    for target in targets:
+        save_image(tmp_path / f"{target}.png", identity_photo_crop(landmark_table, target, 64))
+        records.append({"method": "copy", "mode": "explicit", "source": "explicit",
+                        "target": target, "frame": None, "source_image": None,
+                        "aus": json.dumps({}), "path": f"{target}.png",
+                        "target_aligned": landmark_table.loc[
+                            landmark_table["subject"] == target, "aligned"].iloc[0]})  # fmt: skip
+    manifest = pd.DataFrame(records)
+    scores = score_outputs(manifest, tmp_path, landmark_table, seed=0)
+    ceiling = identity_ceiling(manifest, landmark_table, 64, seed=0).set_index("target")
+    for _, row in scores.iterrows():
+        assert row["identity_similarity"] <= ceiling.loc[row["target"], "identity_similarity"]
+        assert row["identity_similarity"] == pytest.approx(
+            ceiling.loc[row["target"], "identity_similarity"]
+        )
+    assert (scores["identity_similarity"] < scores["identity_similarity_to_photo"]).all()
+
+
+def test_realism_metrics_known_answers():
+    from paincontrol_lib.realism import frechet_distance, kid, precision_recall, realism_scores
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(300, 8))
+    same = rng.normal(size=(300, 8))
+    far = rng.normal(size=(300, 8)) + 3
+    value, low, high = kid(same, real, seed=0)
+    assert abs(value) < 0.05 and low <= value <= high
+    assert kid(far, real, seed=0)[0] > 10 * max(abs(value), 1e-3)
+    assert frechet_distance(far, real) > frechet_distance(same, real)
+    precision, recall = precision_recall(same, real)
+    assert precision > 0.8 and recall > 0.8
+    collapsed = np.repeat(real[:1], 300, axis=0) + rng.normal(0, 1e-3, (300, 8))
+    precision, recall = precision_recall(collapsed, real)
+    assert precision > 0.9 and recall < 0.1  # a collapsed generator: real-looking, no variety
+    assert precision_recall(far, real)[0] < 0.1
+    assert set(realism_scores(same, real, seed=0)) >= {"fd", "kid", "kid_ci_low", "precision"}
+    with pytest.raises(ValueError, match="at least 2"):
+        kid(real[:1], real)
+
+
+def test_the_transfer_design_balances_targets_and_never_transfers_onto_oneself():
+    from paincontrol_lib.stages.transfer import frames_across_pspi, plan_design
+
+    people = [f"P{i:02d}" for i in range(12)]
+    rows = [{"subject": p, "sequence": f"{p}_q{q}", "frame": f, "detected": True,
+             "split": "test", "PSPI": float((i + q) % 5 and f in (4, 5))}
+            for i, p in enumerate(people) for q in range(2) for f in range(10)]  # fmt: skip
+    table = pd.DataFrame(rows)
+    design = plan_design(table, n_sources=10, n_targets=10, targets_per_source=3, seed=0)
+    assert len(design.sources) == 10 and len(design.targets) == 10 and len(design.pairs) == 30
+    assert all(s != t for s, t in design.pairs)
+    received = pd.Series([t for _, t in design.pairs]).value_counts()
+    assert received.max() - received.min() <= 1 and set(received.index) <= set(design.targets)
+    with pytest.raises(ValueError, match="cannot give"):
+        plan_design(table, n_sources=13, n_targets=10, targets_per_source=3, seed=0)
+    frames = table[table["sequence"] == "P01_q0"]
+    picked = frames_across_pspi(frames, 3)
+    assert list(picked["frame"]) == sorted(picked["frame"]) and picked["PSPI"].max() > 0
