@@ -315,9 +315,8 @@ def realism_by_method(
     manifest: pd.DataFrame, out_dir, table: pd.DataFrame, seed: int, feature_steps: int = 300
 ) -> dict:
     """Per method: FD, KID [CI], precision and recall of its outputs against ground-truth frames
-    of test people who are not transfer targets (validation people when every test person is a
-    target), in the features of a network trained on the training people
-    (:class:`~paincontrol_lib.realism.FaceFeatures`)."""
+    of the held-out (val and test) people who are not transfer targets, in the features of a
+    network trained on the training people (:class:`~paincontrol_lib.realism.FaceFeatures`)."""
     from paincontrol_lib.data.records import AU_COLUMNS
     from paincontrol_lib.realism import CROP, FaceFeatures, realism_scores
 
@@ -327,11 +326,10 @@ def realism_by_method(
     features = FaceFeatures(steps=feature_steps).fit(
         _aligned_crops(train, CROP), train["subject"].to_numpy(), aus, seed
     )
-    targets = set(manifest["target"])
-    reference = rows[(rows["split"] == "test") & ~rows["subject"].isin(targets)]
-    split = "test, not transfer targets"
-    if reference["subject"].nunique() < 1 or len(reference) < 2:
-        reference, split = rows[rows["split"] == "val"], "val (every test person is a target)"
+    # Every held-out person who is not a target (val and test): enough faces to cover the space.
+    held_out = rows[rows["split"].isin(["val", "test"])]
+    reference = held_out[~held_out["subject"].isin(set(manifest["target"]))]
+    split = "val and test people who are not transfer targets"
     real = features(_aligned_crops(reference, CROP))
     out = {
         "features": features.description,

@@ -3,10 +3,11 @@
 Inception FID needs weights this compendium cannot download, and dlib's identity embedding
 measures *who* is in the picture, not whether it looks real. So the features are those of a
 small network trained here, on training-split people only (:class:`FaceFeatures`): a CNN on the
-aligned 64 px crops every method produces, taught to tell the training people apart and to read
-their AU intensities (so its features carry identity and expression detail). Generated images
-are compared with ground-truth renders of *test* people that are not the transfer targets
-(so a method cannot score well by copying its target):
+aligned 64 px crops every method produces, taught to read AU intensities and nothing about who
+the person is (a network taught identities puts every new person far from every other, and
+realism against other people would again measure identity). Generated images are compared with
+ground-truth renders of *test* people that are not the transfer targets (so a method cannot
+score well by copying its target):
 
 - Fréchet distance (FD) between Gaussians fitted to the two feature sets;
 - kernel inception distance (KID): the unbiased MMD² with the cubic polynomial kernel, averaged
@@ -27,7 +28,7 @@ from paincontrol_lib.seeds import stream
 CROP = 64  # px of the aligned crops the network reads
 
 
-def _network(n_people: int, n_aus: int):
+def _network(n_aus: int):
     import torch.nn as nn
 
     def block(cin, cout, **kw):
@@ -41,12 +42,12 @@ def _network(n_people: int, n_aus: int):
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
-    return trunk, nn.Linear(128, n_people), nn.Linear(128, n_aus)
+    return trunk, nn.Linear(128, n_aus)
 
 
 class FaceFeatures:
-    """A 128-d face feature extractor trained on one split's people: identity classification
-    plus AU-intensity regression (AUs / 5) on their aligned crops."""
+    """A 128-d face feature extractor trained on one split's people: AU-intensity regression
+    (AUs / 5) on their aligned crops, mirrored at random."""
 
     def __init__(self, steps: int = 300, batch_size: int = 64, learning_rate: float = 2e-3):
         self.steps, self.batch_size, self.learning_rate = steps, batch_size, learning_rate
@@ -58,7 +59,8 @@ class FaceFeatures:
         return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
 
     def fit(self, crops: np.ndarray, people, aus: np.ndarray, seed: int) -> FaceFeatures:
-        """``crops`` (n, 64, 64, 3) uint8, ``people`` (n,) labels, ``aus`` (n, k) FACS 0-5."""
+        """``crops`` (n, 64, 64, 3) uint8, ``people`` (n,) labels (counted, never learnt),
+        ``aus`` (n, k) FACS 0-5."""
         import torch
 
         threads = torch.get_num_threads()
@@ -66,29 +68,26 @@ class FaceFeatures:
         try:
             torch.manual_seed(seed)
             rng = stream("realism_features", seed)
-            names, labels = np.unique(np.asarray(people), return_inverse=True)
+            n_people = len(np.unique(np.asarray(people)))
             x = self._tensor(crops)
-            y_id = torch.from_numpy(labels.astype(np.int64))
             y_au = torch.from_numpy(np.nan_to_num(np.asarray(aus, np.float32)) / 5)
-            self.trunk, id_head, au_head = _network(len(names), y_au.shape[1])
-            params = [*self.trunk.parameters(), *id_head.parameters(), *au_head.parameters()]
+            self.trunk, au_head = _network(y_au.shape[1])
+            params = [*self.trunk.parameters(), *au_head.parameters()]
             opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=1e-4)
             self.trunk.train()
             for _ in range(self.steps):
                 batch = rng.integers(0, len(x), self.batch_size)
                 flip = torch.from_numpy(rng.random(self.batch_size) < 0.5)
                 images = torch.where(flip[:, None, None, None], x[batch].flip(-1), x[batch])
-                h = self.trunk(images)
-                loss = torch.nn.functional.cross_entropy(id_head(h), y_id[batch])
-                loss = loss + 4 * torch.nn.functional.mse_loss(au_head(h), y_au[batch])
+                loss = torch.nn.functional.mse_loss(au_head(self.trunk(images)), y_au[batch])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
             self.trunk.eval()
             self.description = (
                 f"CNN (4 conv blocks, 128-d) trained {self.steps} steps on {len(x)} aligned "
-                f"{CROP} px crops of {len(names)} training-split people: identity + "
-                f"{y_au.shape[1]} AU intensities"
+                f"{CROP} px crops of {n_people} training-split people to read "
+                f"{y_au.shape[1]} AU intensities (no identity)"
             )
             return self
         finally:

@@ -131,7 +131,10 @@ def test_evaluate_stage(tiny_repo):
         assert {"fd", "kid", "kid_ci_low", "kid_ci_high", "precision", "recall"} <= set(
             m["realism"][method]
         )
-    assert "training-split people" in m["realism"]["features"]
+    assert (
+        "training-split people" in m["realism"]["features"]
+        and "no identity" in m["realism"]["features"]
+    )
     assert set(m["au_estimator"]["mae"]) >= {"AU04", "AU43", "PSPI"}
     assert (tiny_repo / "reports" / "plots" / "eval_au_error.csv").stat().st_size > 0
     for name in ("eval_au_error", "eval_identity_pspi", "eval_extremes"):
