@@ -2,11 +2,15 @@
 
 - ``oracle``: the dataset's own FACS coding (SynthPain's ground truth, UNBC's FACS frames);
 - ``mesh``: offline, from MediaPipe meshes: the expression displacement from the person's
-  neutral mesh explained by the AU->mesh model (``au_geometry.estimate_aus``). Its per-AU error is
-  measured against SynthPain's ground truth (:func:`validate_mesh_estimator`) and AUs it cannot
-  estimate reliably are flagged (:data:`RELIABLE_ICC`);
+  neutral mesh explained by the AU->mesh model (``au_geometry.estimate_aus``);
+- ``learned``: offline, the same meshes read by a regression trained on the dataset's training
+  people (``au_model``), robust to generated-image degradations;
 - ``pyfeat``: py-feat's detector, when the user has its model weights; without them it stops at
-  once and says what to download (nothing is fetched at run time).
+  once and says what to download (nothing is fetched at run time). :func:`backend_agreement`
+  compares it with ``learned`` on the same images.
+
+:func:`validate_backends` measures ``learned`` and ``mesh`` against ground truth on test people
+and picks one per AU on validation people; AUs still below :data:`RELIABLE_ICC` are flagged.
 
 FACS scale throughout: 0-5, AU43 0/1.
 """
@@ -18,7 +22,6 @@ import pandas as pd
 
 from paincontrol_lib.data.records import AU_COLUMNS
 from paincontrol_lib.facs import BINARY_AUS, PAIN_AUS, pspi
-from paincontrol_lib.stats import icc_3_1
 
 RELIABLE_ICC = 0.75  # ICC(3,1) against ground truth below which an AU is marked unreliable
 
@@ -56,27 +59,46 @@ def mesh_aus(meshes: np.ndarray, neutrals: np.ndarray) -> pd.DataFrame:
     return _table(np.array(rows).reshape(-1, len(AU_COLUMNS)))
 
 
-def validate_mesh_estimator(table: pd.DataFrame, aus=PAIN_AUS) -> pd.DataFrame:
-    """Per-AU MAE, ICC(3,1) and reliability of the ``mesh`` backend against ground truth, on a
-    landmark table with AU columns and neutral reference frames (SynthPain)."""
-    table = table[table["detected"]]
-    neutral = (
-        table[table["neutral_reference"]]
-        .drop_duplicates("subject")
-        .set_index("subject")["landmarks"]
+def mesh_read(meshes: np.ndarray, neutrals: np.ndarray) -> pd.DataFrame:
+    """:func:`mesh_aus` with NaN rows where either mesh is missing (no face found)."""
+    meshes, neutrals = np.asarray(meshes, float), np.asarray(neutrals, float)
+    found = np.isfinite(meshes).all((1, 2)) & np.isfinite(neutrals).all((1, 2))
+    out = pd.DataFrame(np.nan, index=range(len(meshes)), columns=[*AU_COLUMNS, "PSPI"])
+    if found.any():
+        out.loc[found] = mesh_aus(meshes[found], neutrals[found]).to_numpy()
+    return out
+
+
+def validate_backends(reads, alphas, copies_grid) -> tuple:
+    """Train and choose the ``learned`` estimator (``au_model.select_and_validate``), score the
+    ``mesh`` backend on the same crops, and pick per AU the backend with the higher ICC on
+    *degraded validation* crops (outputs are degraded). ``(learned model, report)``: the report
+    is ``reports/metrics/au_estimator.json`` (test people; ``unreliable_aus``: ICC(3,1) of the
+    chosen backend on degraded test crops below :data:`RELIABLE_ICC`)."""
+    from paincontrol_lib.au_model import score_backend, select_and_validate
+
+    model, report = select_and_validate(reads, alphas, copies_grid)
+    split = reads.rows["split"].to_numpy()
+    mesh_val = score_backend(reads, mesh_read, split == "val")
+    mesh_test = score_backend(reads, mesh_read, split == "test")
+    backend_per_au, chosen_icc = {}, {}
+    for au in PAIN_AUS:
+        learned, mesh = report["val"]["degraded"][au]["icc"], mesh_val["degraded"][au]["icc"]
+        backend_per_au[au] = "mesh" if (mesh or -1) > (learned or -1) else "learned"
+        chosen = mesh_test if backend_per_au[au] == "mesh" else report
+        chosen_icc[au] = chosen["degraded"][au]["icc"]
+    report.update(
+        {
+            "mesh_backend": mesh_test,
+            "backend_per_au": backend_per_au,
+            "backend_choice": "per AU, the higher ICC(3,1) on degraded val crops; PSPI derived",
+            "reliable_icc": RELIABLE_ICC,
+            "unreliable_aus": [
+                au for au, icc in chosen_icc.items() if icc is None or icc < RELIABLE_ICC
+            ],  # fmt: skip
+        }
     )
-    table = table[table["subject"].isin(neutral.index)]
-    meshes = np.stack([np.asarray(m, float).reshape(-1, 3) for m in table["landmarks"]])
-    neutrals = np.stack([np.asarray(neutral[s], float).reshape(-1, 3) for s in table["subject"]])
-    estimate = mesh_aus(meshes, neutrals)
-    rows = []
-    for au in (*aus, "PSPI"):
-        truth, est = table[au].to_numpy(float), estimate[au].to_numpy(float)
-        icc = icc_3_1(truth, est)
-        rows.append({"au": au, "mae": float(np.nanmean(np.abs(truth - est))), "icc": icc,
-                     "reliable": bool(icc is not None and icc >= RELIABLE_ICC),
-                     "n": int(np.isfinite(truth).sum())})  # fmt: skip
-    return pd.DataFrame(rows).set_index("au")
+    return model, report
 
 
 # py-feat: its detector's AU outputs are 0-1 (probabilities or intensities) named AU01 ... AU43.
@@ -132,12 +154,33 @@ class PyFeatAU:
         return from_pyfeat(self.detector.detect(list(map(str, paths)), data_type="image"))
 
 
+def backend_agreement(a: pd.DataFrame, b: pd.DataFrame, aus=(*PAIN_AUS, "PSPI")) -> dict:
+    """Two backends on the same images (e.g. ``pyfeat`` and ``learned`` on real data, where
+    neither is ground truth): per AU, ICC(3,1) [CI], MAE and presence F1 of ``b`` against ``a``
+    over the AUs both report."""
+    from paincontrol_lib.au_model import agreement
+
+    if len(a) != len(b):
+        raise ValueError(f"backend tables have {len(a)} and {len(b)} rows: same images needed")
+    shared = [
+        au for au in aus if au in a and au in b and a[au].notna().any() and b[au].notna().any()
+    ]
+    if not shared:
+        raise ValueError("the two backends report no AU in common")
+    return agreement(a.reset_index(drop=True), b.reset_index(drop=True), shared)
+
+
 def estimate(backend: str, **inputs) -> pd.DataFrame:
-    """``oracle`` (records=), ``mesh`` (meshes=, neutrals=) or ``pyfeat`` (paths=)."""
+    """``oracle`` (records=), ``mesh`` (meshes=, neutrals=), ``learned`` (meshes=, neutrals=
+    in unit crop coordinates, model= path of a stage-04 estimator) or ``pyfeat`` (paths=)."""
     if backend == "oracle":
         return oracle(inputs["records"])
     if backend == "mesh":
         return mesh_aus(inputs["meshes"], inputs["neutrals"])
+    if backend == "learned":
+        from paincontrol_lib.au_model import LearnedAU
+
+        return LearnedAU.load(inputs["model"]).read(inputs["meshes"], inputs["neutrals"])
     if backend == "pyfeat":
         return PyFeatAU()(inputs["paths"])
-    raise ValueError(f"AU backend {backend!r}: expected oracle, mesh or pyfeat")
+    raise ValueError(f"AU backend {backend!r}: expected oracle, mesh, learned or pyfeat")

@@ -131,18 +131,45 @@ def _output_face(image: np.ndarray, mesher, identity):
     return found, identity.embed(big, found.landmarks) if found.detected else None
 
 
+class OutputAUs:
+    """AU intensities of aligned crops read the way the estimator was validated: both the
+    crop's and the person's neutral MediaPipe mesh in unit crop coordinates, each AU from the
+    backend chosen for it (``au_estimator.json: backend_per_au``; the ``mesh`` backend where no
+    learned estimator exists). PSPI is derived from the chosen AUs."""
+
+    def __init__(self, estimator=None, backend_per_au: dict | None = None):
+        self.estimator = estimator
+        default = "learned" if estimator else "mesh"
+        self.backend_per_au = {au: (backend_per_au or {}).get(au, default) for au in PAIN_AUS}
+
+    def __call__(self, meshes: np.ndarray, neutrals: np.ndarray) -> pd.DataFrame:
+        from paincontrol_lib.au import mesh_read
+
+        readers = {"mesh": mesh_read, "learned": self.estimator.read if self.estimator else None}
+        by_backend = {b: readers[b](meshes, neutrals) for b in set(self.backend_per_au.values())}
+        out = pd.DataFrame({au: by_backend[b][au].to_numpy()
+                            for au, b in self.backend_per_au.items()})  # fmt: skip
+        out["PSPI"] = pspi(out[list(PAIN_AUS)])
+        out.loc[out[list(PAIN_AUS)].isna().all(1), "PSPI"] = np.nan
+        return out
+
+
 def score_outputs(
-    manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=None, seed: int = 0
-) -> pd.DataFrame:
+    manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=None, seed: int = 0,
+    aus: OutputAUs | None = None,
+) -> pd.DataFrame:  # fmt: skip
     """One row of scores per generated image in ``manifest`` (images under ``out_dir``).
 
     ``table`` is the landmark table (neutral references, meshes, ground-truth AUs); ``exact``
-    an :class:`ExactAnswers` (SynthPain) or None; ``seed`` picks the scoring frames.
+    an :class:`ExactAnswers` (SynthPain) or None; ``seed`` picks the scoring frames; ``aus``
+    reads AUs (default: the ``mesh`` backend). Where exact answers exist, AUs are also read on
+    each exact answer: ``error_vs_exact_<AU>`` compares a method with the truth through the
+    same estimator, ``estimator_error_<AU>`` is the estimator's own error on the truth.
     """
-    from paincontrol_lib.au import mesh_aus
     from paincontrol_lib.identity import cosine_similarity, make_identity
     from paincontrol_lib.landmarks.mesher import FaceMesher
 
+    aus = aus or OutputAUs()
     out_dir = Path(out_dir)
     neutral = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
     neutral = neutral.set_index("subject")
@@ -154,15 +181,26 @@ def score_outputs(
     scoring = identity_embeddings(scoring_rows(table, people, seed), identity)
     asked = requested_aus(manifest, table)
     mesher = FaceMesher()
-    records, meshes, bases = [], [], []
+    n = len(manifest)
+    unit_meshes, exact_meshes = np.full((n, 478, 3), np.nan), np.full((n, 478, 3), np.nan)
+    neutral_meshes: dict[tuple[str, int], np.ndarray] = {}
+    references = np.full((n, 478, 3), np.nan)
+    records = []
     for i, row in enumerate(manifest.itertuples(index=False)):
         image = load_image(out_dir / row.path)
         size = image.shape[0]
         found, embedding = _output_face(image, mesher, identity)
         rec = {"detected": bool(found.detected)}
         requested = np.asarray(row.target_aligned, float).reshape(-1, 3)
+        if (row.target, size) not in neutral_meshes:
+            photo_face = mesher(upscale(identity_photo_crop(table, row.target, size)))
+            neutral_meshes[row.target, size] = (
+                photo_face.landmarks / UPSCALE if photo_face.detected else np.full((478, 3), np.nan)
+            )
+        references[i] = neutral_meshes[row.target, size]
         if found.detected:
             mesh = found.landmarks * (size / UPSCALE)
+            unit_meshes[i] = found.landmarks / UPSCALE
             rec["nme"] = float(facemesh.nme(mesh[None, :, :2], requested[None, :, :2] * size)[0])
             target_ref, source_ref = scoring.get(row.target), scoring.get(row.source)
             if target_ref is not None:
@@ -174,8 +212,6 @@ def score_outputs(
             if source_ref is not None:
                 rec["source_leakage"] = float(cosine_similarity(embedding, source_ref))
                 rec["source_match"] = float(np.linalg.norm(embedding - source_ref) < SAME_PERSON)
-            meshes.append(mesh)
-            bases.append(np.asarray(neutral.loc[row.target, "landmarks"], float).reshape(-1, 3))
         if exact is not None:
             wanted = dict(zip(PAIN_AUS, asked.iloc[i][list(PAIN_AUS)], strict=True))
             crop, aligned = exact(row.target, wanted, size)
@@ -184,18 +220,23 @@ def score_outputs(
                 rec["nme_to_exact"] = float(
                     facemesh.nme(mesh[None, :, :2], aligned[None, :, :2] * size)[0]
                 )
+            truth_face = mesher(upscale(crop))
+            if truth_face.detected:
+                exact_meshes[i] = truth_face.landmarks / UPSCALE
         records.append(rec)
     mesher.close()
     scores = pd.DataFrame(records, index=manifest.index)
-    detected = scores["detected"].to_numpy()
-    estimated = pd.DataFrame(np.nan, index=manifest.index, columns=[*PAIN_AUS, "PSPI"])
-    if meshes:
-        found_aus = mesh_aus(np.stack(meshes), np.stack(bases))
-        estimated.loc[detected, :] = found_aus[[*PAIN_AUS, "PSPI"]].to_numpy()
+    estimated = aus(unit_meshes, references).set_index(manifest.index)
     for au in (*PAIN_AUS, "PSPI"):
         scores[f"requested_{au}"] = asked[au]
         scores[f"estimated_{au}"] = estimated[au]
         scores[f"error_{au}"] = (estimated[au] - asked[au]).abs()
+    if exact is not None:
+        on_truth = aus(exact_meshes, references).set_index(manifest.index)
+        for au in (*PAIN_AUS, "PSPI"):
+            scores[f"exact_estimated_{au}"] = on_truth[au]
+            scores[f"error_vs_exact_{au}"] = (estimated[au] - on_truth[au]).abs()
+            scores[f"estimator_error_{au}"] = (on_truth[au] - asked[au]).abs()
     keep = ["method", "mode", "source", "target", "frame", "path"]
     return pd.concat([manifest[keep], scores], axis=1)
 
@@ -212,6 +253,8 @@ METRICS = (
     "psnr_to_exact",
     "nme_to_exact",
     *(f"error_{a}" for a in PAIN_AUS),
+    *(f"error_vs_exact_{a}" for a in (*PAIN_AUS, "PSPI")),
+    *(f"estimator_error_{a}" for a in (*PAIN_AUS, "PSPI")),
 )
 
 
@@ -312,13 +355,20 @@ def _aligned_crops(rows: pd.DataFrame, size: int) -> np.ndarray:
 
 
 def realism_by_method(
-    manifest: pd.DataFrame, out_dir, table: pd.DataFrame, seed: int, feature_steps: int = 300
-) -> dict:
+    manifest: pd.DataFrame, out_dir, table: pd.DataFrame, seed: int, feature_steps: int = 300,
+    exact=None, scores: pd.DataFrame | None = None,
+) -> dict:  # fmt: skip
     """Per method: FD, KID [CI], precision and recall of its outputs against ground-truth frames
     of the held-out (val and test) people who are not transfer targets, in the features of a
-    network trained on the training people (:class:`~paincontrol_lib.realism.FaceFeatures`)."""
+    network trained on the training people (:class:`~paincontrol_lib.realism.FaceFeatures`).
+
+    With exact answers (SynthPain) two more things: the exact answers themselves scored the same
+    way (``exact_answer``: what a perfect method gets), and per method a paired two-sample test
+    (:func:`~paincontrol_lib.realism.paired_two_sample_auc`) of outputs against the exact answers
+    of the same requests, in the network's features (``c2st_auc_face_features``) and in the AU
+    estimator's readings (``c2st_auc_au_estimator``, from ``scores``)."""
     from paincontrol_lib.data.records import AU_COLUMNS
-    from paincontrol_lib.realism import CROP, FaceFeatures, realism_scores
+    from paincontrol_lib.realism import CROP, FaceFeatures, paired_two_sample_auc, realism_scores
 
     rows = table[table["detected"]]
     train = rows[rows["split"] == "train"]
@@ -340,7 +390,80 @@ def realism_by_method(
         },
     }
     out_dir = Path(out_dir)
+    truth_features = None
+    if exact is not None:
+        asked = requested_aus(manifest, table)
+        truth_crops = []
+        for i, row in manifest.iterrows():
+            size = load_image(out_dir / row["path"]).shape[0]
+            crop, _ = exact(row["target"], asked.loc[i, list(PAIN_AUS)].to_dict(), size)
+            truth_crops.append(upscale(crop, CROP))
+        truth_features = pd.DataFrame(features(np.stack(truth_crops)), index=manifest.index)
+        out["exact_answer"] = realism_scores(truth_features.to_numpy(), real, seed)
     for method, group in manifest.groupby("method", sort=False):
         crops = np.stack([upscale(load_image(out_dir / p), CROP) for p in group["path"]])
-        out[method] = realism_scores(features(crops), real, seed)
+        generated = features(crops)
+        out[method] = realism_scores(generated, real, seed)
+        if truth_features is not None:
+            targets = group["target"].to_numpy()
+            out[method]["c2st_auc_face_features"] = paired_two_sample_auc(
+                generated, truth_features.loc[group.index].to_numpy(), targets
+            )
+            if scores is not None and "exact_estimated_AU04" in scores:
+                mine = scores.loc[group.index]
+                out[method]["c2st_auc_au_estimator"] = paired_two_sample_auc(
+                    mine[[f"estimated_{a}" for a in PAIN_AUS]].to_numpy(float),
+                    mine[[f"exact_estimated_{a}" for a in PAIN_AUS]].to_numpy(float),
+                    targets,
+                )
+    return out
+
+
+def estimator_floor(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The AU estimator's own error on the exact answers of this design (each distinct request
+    once, whichever methods asked): what it can resolve about any method. Per AU: mean
+    |estimated - requested| with a 95 % CI from a bootstrap over target people; {} without exact
+    answers."""
+    if "estimator_error_AU04" not in scores:
+        return {}
+    columns = [f"requested_{au}" for au in PAIN_AUS]
+    requests = scores.drop_duplicates(["target", *columns])
+    out = {}
+    for au in (*PAIN_AUS, "PSPI"):
+        mean, low, high = cluster_bootstrap_ci(
+            requests[f"estimator_error_{au}"], requests["target"], n_boot, seed
+        )
+        out[au] = {"mean": mean, "ci_low": low, "ci_high": high}
+    out["n_requests"] = int(len(requests))
+    return out
+
+
+AU_SCALE = {au: 1.0 if au == "AU43" else 5.0 for au in PAIN_AUS}  # FACS range of each AU
+HARD_AUS = ("AU04", "AU43")  # the paper's hardest AUs to transfer
+
+
+def hard_au_claim(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The paper's claim that AU4 and AU43 transfer worst, re-tested per method: each AU's error
+    against the exact answer read by the same estimator (``error_vs_exact``; without exact
+    answers, against what was asked) as a fraction of its FACS range, so AU43 (0/1) and the 0-5
+    AUs compare. ``hard_minus_rest``: per output, mean of AU4 and AU43 minus mean of the other
+    four, with a 95 % CI from a bootstrap over target people; > 0 supports the claim."""
+    prefix = "error_vs_exact_" if "error_vs_exact_AU04" in scores else "error_"
+    out = {"error": prefix.rstrip("_"), "scale": dict(AU_SCALE), "methods": {}}
+    for method, group in scores.groupby("method", sort=False):
+        scaled = pd.DataFrame({au: group[f"{prefix}{au}"] / AU_SCALE[au] for au in PAIN_AUS})
+        per_au = {}
+        for au in PAIN_AUS:
+            mean, low, high = cluster_bootstrap_ci(scaled[au], group["target"], n_boot, seed)
+            per_au[au] = {"mean": mean, "ci_low": low, "ci_high": high}
+        rest = [a for a in PAIN_AUS if a not in HARD_AUS]
+        difference = scaled[list(HARD_AUS)].mean(1) - scaled[rest].mean(1)
+        mean, low, high = cluster_bootstrap_ci(difference, group["target"], n_boot, seed)
+        ranking = sorted((a for a in PAIN_AUS if np.isfinite(per_au[a]["mean"])),
+                         key=lambda a: -per_au[a]["mean"])  # fmt: skip
+        out["methods"][method] = {
+            "scaled_error": per_au,
+            "ranking": ranking,
+            "hard_minus_rest": {"estimate": mean, "ci_low": low, "ci_high": high},
+        }
     return out

@@ -188,3 +188,34 @@ def realism_scores(generated: np.ndarray, real: np.ndarray, seed: int) -> dict:
         "n_generated": int(len(generated)),
         "n_real": int(len(real)),
     }
+
+
+def paired_two_sample_auc(generated, truth, groups, n_folds: int = 5) -> float | None:
+    """Can a classifier tell a method's outputs from the exact answers to the same requests?
+    Logistic regression on standardised features, cross-validated with whole people held out
+    (``groups``: the target person of each pair), scored by ROC AUC on the held-out folds:
+    0.5 = indistinguishable in this feature space, 1 = always told apart. None when fewer than
+    two people or no finite pair."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    generated, truth = np.asarray(generated, float), np.asarray(truth, float)
+    groups = np.asarray(groups)
+    if generated.shape != truth.shape or len(groups) != len(generated):
+        raise ValueError(f"paired {generated.shape} / {truth.shape}, groups {groups.shape}")
+    ok = np.isfinite(generated).all(1) & np.isfinite(truth).all(1)
+    generated, truth, groups = generated[ok], truth[ok], groups[ok]
+    n_people = len(np.unique(groups))
+    if n_people < 2:
+        return None
+    x = np.vstack([generated, truth])
+    y = np.r_[np.ones(len(generated)), np.zeros(len(truth))]
+    g = np.r_[groups, groups]
+    scores = np.full(len(x), np.nan)
+    for train, held in GroupKFold(min(n_folds, n_people)).split(x, y, g):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        scores[held] = model.fit(x[train], y[train]).predict_proba(x[held])[:, 1]
+    return float(roc_auc_score(y, scores))

@@ -25,6 +25,7 @@ PURPOSES = {
     "rater_simulation": 0x51A,  # the simulated raters of the realism study
     "scoring_frames": 0x5C0F,  # which unseen frame each person's identity is scored against
     "realism_features": 0xFEA7,  # the realism feature network's weights and batches
+    "au_degradation": 0xA0DE,  # the degradations of the learned AU estimator's crops
 }
 
 

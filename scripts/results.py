@@ -162,20 +162,22 @@ def evaluate() -> str:
                 *(ci(v[k], v[f"{k}_ci_low"], v[f"{k}_ci_high"]) for k, _ in PRIMARY),
                 fmt(v["au_mae"]["AU04"], 2),
                 fmt(v["au_mae"]["AU43"], 2),
-                ci(realism.get("kid"), realism.get("kid_ci_low"), realism.get("kid_ci_high"), 4),
-                fmt(realism.get("precision"), 2),
-                fmt(realism.get("recall"), 2),
+                fmt(realism.get("fd"), 2),
+                fmt(realism.get("c2st_auc_face_features"), 2),
             ]
         )
+    if "exact_answer" in m["realism"]:
+        exact = m["realism"]["exact_answer"]
+        rows.append(["*exact answer*", *("—" for _ in PRIMARY), "—", "—",
+                     fmt(exact["fd"], 2), "0.5 by definition"])  # fmt: skip
     ceiling = m["identity_similarity_ceiling"]
     head = [
         "method",
         *(name for _, name in PRIMARY),
-        "AU04 MAE",
-        "AU43 MAE",
-        "KID [interval]",
-        "precision",
-        "recall",
+        "AU04 error",
+        "AU43 error",
+        "FD",
+        "told from exact answer (AUC)",
     ]
     intro = (
         f"{d['n_sources']} sources x {d['n_targets']} targets ({d['n_pairs']} pairs), "
@@ -202,6 +204,48 @@ def evaluate() -> str:
         + "):\n\n"
         + table(["metric", "method", "difference [95 % CI]", "p (Holm)"], tests)
     )
+
+
+def au_estimator() -> str:
+    m = _load("au_estimator")
+    e = _load("eval")["au_estimator"]
+    floor = e.get("exact_answer_error", {})
+    rows = []
+    for au in ("AU04", "AU06", "AU07", "AU09", "AU10", "AU43", "PSPI"):
+        clean, degraded = m["clean"][au], m["degraded"][au]
+        rows.append(
+            [
+                au,
+                ci(clean["icc"], clean["icc_ci_low"], clean["icc_ci_high"], 2),
+                ci(degraded["icc"], degraded["icc_ci_low"], degraded["icc_ci_high"], 2),
+                fmt(clean["mae"], 2),
+                fmt(clean["f1"], 2),
+                fmt(m["mesh_backend"]["clean"][au]["icc"], 2),
+                fmt(m["mesh_backend"]["degraded"][au]["icc"], 2),
+                fmt(floor.get(au, {}).get("mean"), 2),
+            ]
+        )
+    chosen = m["selection"]["chosen"]
+    intro = (
+        f"Trained on {m['n_train_people']} train people, chosen on {m['n_val_people']} val people "
+        f"(ridge alpha {fmt(chosen['alpha'], 2)}, {chosen['degraded_copies']} degraded copies), "
+        f"reported on {m['n_test_people']} **test** people ({m['n_test_images']} frames). "
+        f"Unreliable (degraded ICC < {fmt(m['reliable_icc'], 2)}): "
+        f"{', '.join(m['unreliable_aus']) or 'none'}.\n\n"
+    )
+    head = ["AU", "ICC clean [95 % CI]", "ICC degraded", "MAE clean", "F1 clean",
+            "mesh ICC clean", "mesh ICC degraded", "error on exact answers"]  # fmt: skip
+    return intro + table(head, rows)
+
+
+def au_claim() -> str:
+    m = _load("eval")["au_claim"]
+    rows = []
+    for method, entry in m["methods"].items():
+        t = entry["hard_minus_rest"]
+        rows.append([method, ci(t["estimate"], t["ci_low"], t["ci_high"]),
+                     " > ".join(entry["ranking"])])  # fmt: skip
+    return table(["method", "AU4 & AU43 minus the rest [95 % CI]", "hardest first"], rows)
 
 
 def study() -> str:
@@ -236,30 +280,35 @@ def augment() -> str:
                 ),
             ]
         )
-    gains = []
-    for level, tests in m["tests"].items():
-        gains.append(
+    comparisons = ("paincontrol_vs_real", "paincontrol_vs_warp", "classic_vs_real")
+    claims = []
+    for level in m["levels"]:
+        claims.append(
             [
                 level,
                 *(
-                    f"{fmt(tests[a]['gain_auc'])} (p {p_value(tests[a]['p_holm'])})"
-                    if a in tests
+                    f"{ci(t['estimate'], t['ci_low'], t['ci_high'])} (p {p_value(t['p_holm'])})"
+                    if (t := m["claim"].get(c, {}).get(level))
                     else "—"
-                    for a in arms[1:]
+                    for c in comparisons
                 ),
             ]
         )
+    g = m["generator"]
     intro = (
         f"{m['primary_detector']} detector; {m['n_train_people']} train people "
-        f"({m['n_pain_people_available']} with pain frames), {m['n_test_people']} test people "
+        f"({m['n_pain_people_available']} with pain frames), {m['n_val_people']} val people "
+        f"(every detector setting), {m['n_test_people']} test people "
         f"({m['n_test_images']} frames, {m['n_test_pain']} with pain), "
-        f"{len(m['seeds'])} seeds.\n\n"
+        f"{m['design']['n_seeds']} seeds. Generator: `{g['checkpoint']}`, pretrained on "
+        f"{g['pretraining']}; fine-tuned per cell: {'yes' if g['finetuned_per_cell'] else 'no'}; "
+        f"withheld pain frames it saw: {g['withheld_pain_frames_seen']}.\n\n"
     )
     return (
         intro
         + table(["real pain people", *arms], rows)
-        + "\nAUC gain over real only (Holm-corrected paired t-test over seeds):\n\n"
-        + table(["real pain people", *arms[1:]], gains)
+        + "\nAUC differences, paired by seed [95 % CI] (p Holm-corrected over levels):\n\n"
+        + table(["real pain people", *comparisons], claims)
     )
 
 
@@ -268,6 +317,8 @@ RENDERERS = {
     "train": train,
     "evaluate": evaluate,
     "augment": augment,
+    "au_estimator": au_estimator,
+    "au_claim": au_claim,
     "study": study,
 }
 

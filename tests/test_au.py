@@ -11,6 +11,7 @@ import pytest
 from paincontrol_lib import au
 from paincontrol_lib import retarget as rt
 from paincontrol_lib.data.records import AU_COLUMNS
+from paincontrol_lib.facs import PAIN_AUS
 from paincontrol_lib.landmarks.align import canonical_landmarks
 
 
@@ -36,7 +37,10 @@ def test_mesh_backend_recovers_known_expressions():
         au.mesh_aus(meshes, neutral[None])
 
 
-def test_mesh_estimator_validation_table(tiny_synthpain, tmp_path):
+def test_backends_validated_on_test_people_chosen_on_val(tiny_synthpain, tmp_path):
+    """au_estimator.json's contract on a tiny table: the learned backend chosen on val people,
+    both backends reported on test people, clean and degraded, one backend per AU."""
+    from paincontrol_lib.au_model import read_table
     from paincontrol_lib.data.sources import load_records
     from paincontrol_lib.landmarks.batch import build_landmark_table
     from paincontrol_lib.landmarks.table import load_landmark_table
@@ -44,10 +48,22 @@ def test_mesh_estimator_validation_table(tiny_synthpain, tmp_path):
     data_dir, _ = tiny_synthpain
     build_landmark_table(load_records("synthpain", data_dir), data_dir, tmp_path / "lm", 64,
                          workers=1, progress=False)  # fmt: skip
-    report = au.validate_mesh_estimator(load_landmark_table(tmp_path / "lm"))
-    assert list(report.index) == ["AU04", "AU06", "AU07", "AU09", "AU10", "AU43", "PSPI"]
-    assert (report["mae"] >= 0).all() and report["reliable"].dtype == bool
-    assert (report["n"] > 0).all()
+    table = load_landmark_table(tmp_path / "lm")
+    reads = read_table(table, seed=0, copies=2)
+    model, report = au.validate_backends(reads, alphas=[1.0, 10.0], copies_grid=[0, 1])
+    test_people = set(table.loc[table["split"] == "test", "subject"])
+    assert report["n_test_people"] == len(test_people) > 0
+    assert not set(model.record["people"]) & (
+        test_people | set(table.loc[table["split"] == "val", "subject"])
+    )
+    assert len(report["selection"]["grid"]) == 4
+    for condition in ("clean", "degraded"):
+        for entry in (report[condition], report["mesh_backend"][condition]):
+            assert set(entry) == {*PAIN_AUS, "PSPI"}
+            assert {"mae", "icc", "icc_ci_low", "icc_ci_high", "f1"} <= set(entry["AU04"])
+    assert set(report["backend_per_au"]) == set(PAIN_AUS)
+    assert set(report["backend_per_au"].values()) <= {"learned", "mesh"}
+    assert set(report["unreliable_aus"]) <= set(PAIN_AUS)
 
 
 def test_pyfeat_output_converts_without_weights():
@@ -190,3 +206,13 @@ def test_requested_aus_use_the_source_ground_truth(tiny_synthpain):
     asked = requested_aus(manifest, table)
     assert asked.loc[0, "PSPI"] == pytest.approx(frame["PSPI"])  # ground truth, not the estimate
     assert asked.loc[1, "AU04"] == 3 and asked.loc[1, "PSPI"] == 4
+
+
+def test_backend_agreement_between_two_readers():
+    a = pd.DataFrame({"AU04": [0, 1, 2, 3, 4, 5.0], "AU43": [0, 1] * 3})
+    report = au.backend_agreement(a, a + 0.0)
+    assert set(report) == {"AU04", "AU43"} and report["AU04"]["icc"] == pytest.approx(1)
+    with pytest.raises(ValueError, match="same images"):
+        au.backend_agreement(a, a.iloc[:3])
+    with pytest.raises(ValueError, match="no AU in common"):
+        au.backend_agreement(a[["AU04"]], a[["AU43"]])

@@ -1,6 +1,8 @@
 """Stage 05 building blocks: splits without subject leakage, the scarcity plan, detectors and
 the statistics behind the claim. The whole stage runs on the tiny profile in test_pipeline."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,11 +28,12 @@ from paincontrol_lib.augment.statistics import (
 from paincontrol_lib.augment.sweep import run_sweep
 
 
-def _table(n_train=8, n_test=3, frames=4):
+def _table(n_train=8, n_test=3, frames=4, n_val=2):
     """A landmark-table-like frame: each person has a pain and a no-pain sequence."""
     rows = []
     people = [(f"P{i:02d}", "train") for i in range(n_train)]
     people += [(f"T{i:02d}", "test") for i in range(n_test)]
+    people += [(f"V{i:02d}", "val") for i in range(n_val)]
     for subject, split in people:
         for q, peak in enumerate((0.0, 6.0)):
             for f in range(frames):
@@ -48,11 +51,13 @@ def _table(n_train=8, n_test=3, frames=4):
 
 def test_subject_split_refuses_a_person_on_both_sides():
     table = _table()
-    train, test = subject_split(table)
-    assert not set(train) & set(test) and len(train) == 8 and len(test) == 3
+    train, val, test = subject_split(table)
+    assert not set(train) & set(test) and len(train) == 8 and len(test) == 3 and len(val) == 2
     table.loc[table["image"] == "P01/q1_f2.png", "split"] = "test"
     with pytest.raises(SubjectLeakageError, match="P01"):
         subject_split(table)
+    with pytest.raises(ValueError, match="val_fraction"):
+        subject_split(_table(n_val=0))
 
 
 def test_leakage_check_covers_synthetic_sources_and_targets():
@@ -65,7 +70,7 @@ def test_leakage_check_covers_synthetic_sources_and_targets():
 
 def test_cells_are_nested_use_only_training_pain_people_and_respect_the_budget():
     table = _table()
-    train, test = subject_split(table)
+    train, _, test = subject_split(table)
     cells = plan_cells(table, train, [1, 3, "all"], seeds=[0, 1], pairs_per_cell=5,
                            n_targets=4, base_seed=0)  # fmt: skip
     assert [c.level for c in cells] == [1, 3, 7, 1, 3, 7]  # P07 has no pain: 7 pain people
@@ -122,30 +127,37 @@ def _bank(cells, images):
 def test_sweep_fits_and_scores_and_refuses_test_people_in_synthetic_data():
     rng = np.random.default_rng(0)
     table = _table()
-    train, test_people = subject_split(table)
+    train, val_people, test_people = subject_split(table)
     rows = table[table["split"] == "train"].reset_index(drop=True)
     real = _images(rows["subject"], rows["PSPI"], 100, rng)
-    test_rows = table[table["split"] == "test"]
+    test_rows, val_rows = table[table["split"] == "test"], table[table["split"] == "val"]
     test = _images(test_rows["subject"], test_rows["PSPI"], 100, rng)
+    val = _images(val_rows["subject"], val_rows["PSPI"], 100, rng)
     cells = plan_cells(table, train, [1, "all"], [0, 1], 2, 2, 0)
-    params = {"cnn_steps": 30, "cnn_batch_size": 16, "mesh_components": 5}
+    params = {"cnn_steps": 30, "cnn_eval_every": 10, "cnn_batch_size": 16,
+              "mesh_components": [3, 5]}  # fmt: skip
     clean = _images(["new000"] * 2, [0, 3], 100, rng)
     arms, detectors = ["real", "paincontrol"], ["cnn", "mesh"]
-    results = run_sweep(real, rows, test, _bank(cells, clean), cells, train, test_people,
-                            arms, detectors, params)  # fmt: skip
+    args = (cells, train, val_people, test_people, arms, detectors, params)
+    results = run_sweep(real, rows, val, test, _bank(cells, clean), *args)
     assert len(results) == 2 * 2 * 2 * 2
     n_pairs = results["level"].map({c.level: len(c.pairs) for c in cells})
     synthetic = results["arm"] == "paincontrol"
     assert (results.loc[synthetic, "n_synthetic"] == 2 * n_pairs[synthetic]).all()
     assert results["auc"].min() > 0.9  # both detectors find the planted signal
+    # settings chosen on validation people, from the candidates given
+    cnn, mesh = results[results["detector"] == "cnn"], results[results["detector"] == "mesh"]
+    assert cnn["cnn_steps"].isin([10, 20, 30]).all() and mesh["mesh_components"].isin([3, 5]).all()
+    assert results["threshold"].between(0, 1).all()
     # two spawned workers give the same rows as one process
-    parallel = run_sweep(real, rows, test, _bank(cells, clean), cells, train, test_people,
-                             arms, detectors, params, workers=2)  # fmt: skip
+    parallel = run_sweep(real, rows, val, test, _bank(cells, clean), *args[:-1], params,
+                         workers=2)  # fmt: skip
     pd.testing.assert_frame_equal(parallel, results)
-    leaky = _images(["T01"] * 2, [0, 3], 100, rng)
-    with pytest.raises(SubjectLeakageError, match="T01"):
-        run_sweep(real, rows, test, _bank(cells, leaky), cells, train, test_people,
-                      arms, ["mesh"], params)  # fmt: skip
+    for person in ("T01", "V01"):  # synthetic images onto a test or a validation person
+        leaky = _images([person] * 2, [0, 3], 100, rng)
+        with pytest.raises(SubjectLeakageError, match=person):
+            run_sweep(real, rows, val, test, _bank(cells, leaky), cells, train, val_people,
+                      test_people, arms, ["mesh"], params)  # fmt: skip
 
 
 def test_detection_scores_known_answers():
@@ -174,14 +186,24 @@ def _planted(gain_scarce, gain_full, n_seeds=6, noise=0.01, seed=0):
 def test_claim_recovers_a_planted_effect_and_no_effect():
     results = _planted(0.15, 0.0)
     tests = arm_tests(results)
-    found = claim(tests, "cnn")
-    assert found["scarce_level"] == 1 and found["full_level"] == 20
-    assert found["scarce_gain_auc"] == pytest.approx(0.15, abs=0.02)
-    assert found["scarce_gain_p"] < 0.01
-    assert abs(found["full_gain_auc"]) < 0.02 and found["full_gain_p"] > 0.05
     assert (tests["p_holm"] >= tests["p"] - 1e-12).all()
-    null = claim(arm_tests(_planted(0.0, 0.0, seed=1)), "cnn")
-    assert null["scarce_gain_p"] > 0.05
+    found = claim(results, "cnn")
+    vs_real, vs_warp = found["paincontrol_vs_real"], found["paincontrol_vs_warp"]
+    assert set(vs_real) == {"1", "4", "20"}
+    assert vs_real["1"]["estimate"] == pytest.approx(0.15, abs=0.02)
+    assert vs_real["1"]["ci_low"] > 0.1 and vs_real["1"]["p_holm"] < 0.01
+    assert abs(vs_real["20"]["estimate"]) < 0.02 and vs_real["20"]["p_holm"] > 0.05
+    # planted: the warp gains half as much, so PainControl beats it by 0.075 at level 1
+    assert vs_warp["1"]["estimate"] == pytest.approx(0.075, abs=0.02)
+    assert vs_warp["1"]["p_holm"] < 0.05 and vs_warp["1"]["n_seeds"] == 6
+    for levels in (vs_real, vs_warp):
+        assert all(row["p_holm"] >= row["p"] - 1e-12 for row in levels.values())
+    assert "classic_vs_real" not in found  # no classic arm in these results
+    null = claim(_planted(0.0, 0.0, seed=1), "cnn")
+    assert null["paincontrol_vs_real"]["1"]["p_holm"] > 0.05
+    assert (
+        null["paincontrol_vs_real"]["1"]["ci_low"] < 0 < null["paincontrol_vs_real"]["1"]["ci_high"]
+    )
     summary = summarise(results)
     cell = summary[(summary["level"] == 1) & (summary["arm"] == "paincontrol")].iloc[0]
     assert cell["n_seeds"] == 6 and cell["auc_ci_low"] < cell["auc_mean"] < cell["auc_ci_high"]
@@ -197,8 +219,9 @@ def test_metrics_follow_the_contract():
     metrics = metrics_json(summary, tests, results, "cnn", {"n_test_people": 3})
     cell = metrics["levels"]["1"]["paincontrol"]
     assert {"auc_mean", "auc_ci_low", "auc_ci_high", "n_seeds"} <= set(cell)
-    assert set(metrics["claim"]) >= {"scarce_gain_auc", "scarce_gain_p", "full_gain_auc",
-                                     "full_gain_p"}  # fmt: skip
+    assert set(metrics["claim"]) >= {"paincontrol_vs_real", "paincontrol_vs_warp"}
+    for test in metrics["claim"]["paincontrol_vs_warp"].values():
+        assert {"estimate", "ci_low", "ci_high", "p_holm"} <= set(test)
     assert metrics["n_test_people"] == 3 and "cnn" in metrics["detectors"]
 
 
@@ -223,3 +246,44 @@ def test_new_identities_never_reuse_the_dataset_seed(tiny_synthpain):
     from paincontrol_lib.landmarks.image import load_image
 
     assert np.abs(face.image.astype(int) - load_image(data_dir / first)).mean() > 5
+
+
+def test_generator_that_saw_withheld_pain_is_refused(tmp_path):
+    """From the generator's own training record: a stage-02-style checkpoint trained on every
+    training person has seen the pain frames a scarce cell withholds, and the check refuses it;
+    a generator trained on another dataset (the shipped checkpoint's case) saw none."""
+    import json
+
+    from paincontrol_lib.augment.generator import (
+        TrainingData,
+        check_cells,
+        generator_training_data,
+        withheld_pain_frames_seen,
+    )
+
+    table = _table()
+    train, _, _ = subject_split(table)
+    cells = plan_cells(table, train, [1, "all"], [0], 2, 2, 0)
+    scarce = cells[0]
+    everyone = [TrainingData("synthpain(seed=0)", frozenset(train), "training.json")]
+    seen = withheld_pain_frames_seen(everyone, table, "synthpain(seed=0)", train,
+                                     scarce.pain_people)  # fmt: skip
+    pain_frames = table[table["subject"].isin(train) & (table["PSPI"] > 0)]
+    own = pain_frames["subject"].isin(scarce.pain_people).sum()
+    assert seen == len(pain_frames) - own > 0
+    with pytest.raises(SubjectLeakageError, match="withholds"):
+        check_cells(everyone, table, "synthpain(seed=0)", train, cells)
+    # at full data nothing is withheld; another dataset's people are other people
+    assert withheld_pain_frames_seen(everyone, table, "synthpain(seed=0)", train,
+                                     cells[-1].pain_people) == 0  # fmt: skip
+    other = [TrainingData("synthpain(seed=1)", frozenset(train), "PROVENANCE.json")]
+    assert check_cells(other, table, "synthpain(seed=0)", train, cells) == 0
+    # the shipped checkpoint's record names seed 1 and its 960 training people
+    (shipped,) = generator_training_data(Path(__file__).parent.parent / "pretrained/tiny-synthpain")
+    assert shipped.dataset == "synthpain(seed=1)" and len(shipped.people) == 960
+    # a checkpoint whose record names no training data cannot be cleared
+    (tmp_path / "training.json").write_text(json.dumps({"arguments": {"examples": "x.npz"}}))
+    with pytest.raises(ValueError, match="names no people"):
+        generator_training_data(tmp_path)
+    with pytest.raises(FileNotFoundError, match="cannot be shown"):
+        generator_training_data(tmp_path / "nothing")

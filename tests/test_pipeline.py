@@ -126,7 +126,11 @@ def test_evaluate_stage(tiny_repo):
         assert set(m["tests"][metric]) == {f"{x}_vs_warp" for x in METHODS - {"warp"}}
         for test in m["tests"][metric].values():
             assert {"estimate", "ci_low", "ci_high", "p_holm"} <= set(test)
-    assert set(m["realism"]) == METHODS | {"features", "reference"}
+    assert set(m["realism"]) == METHODS | {"features", "reference", "exact_answer"}
+    for method in METHODS:
+        assert {"c2st_auc_face_features", "c2st_auc_au_estimator"} <= set(m["realism"][method])
+        claim = m["au_claim"]["methods"][method]
+        assert {"estimate", "ci_low", "ci_high"} <= set(claim["hard_minus_rest"])
     for method in METHODS:
         assert {"fd", "kid", "kid_ci_low", "kid_ci_high", "precision", "recall"} <= set(
             m["realism"][method]
@@ -135,7 +139,21 @@ def test_evaluate_stage(tiny_repo):
         "training-split people" in m["realism"]["features"]
         and "no identity" in m["realism"]["features"]
     )
-    assert set(m["au_estimator"]["mae"]) >= {"AU04", "AU43", "PSPI"}
+    assert set(m["au_estimator"]["backend_per_au"]) == {
+        "AU04",
+        "AU06",
+        "AU07",
+        "AU09",
+        "AU10",
+        "AU43",
+    }
+    assert set(m["au_estimator"]["exact_answer_error"]) >= {"AU04", "AU43", "PSPI"}
+    est = _metrics(tiny_repo, "au_estimator")
+    assert est["backend"] == "learned" and est["n_test_people"] >= 1
+    for condition in ("clean", "degraded"):
+        assert {"mae", "icc", "icc_ci_low", "icc_ci_high", "f1"} <= set(est[condition]["AU04"])
+        assert {"mae", "icc"} <= set(est["mesh_backend"][condition]["AU43"])
+    assert (tiny_repo / "data" / "au_estimator.npz").stat().st_size > 0
     assert (tiny_repo / "reports" / "plots" / "eval_au_error.csv").stat().st_size > 0
     for name in ("eval_au_error", "eval_identity_pspi", "eval_extremes"):
         assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0
@@ -148,7 +166,14 @@ def test_augment_stage(tiny_repo):
     assert set(m["levels"][level]) == arms
     for cell in m["levels"][level].values():
         assert cell["n_seeds"] == 2 and {"auc_mean", "auc_ci_low", "auc_ci_high"} <= set(cell)
-    assert {"scarce_gain_auc", "scarce_gain_p", "full_gain_auc", "full_gain_p"} <= set(m["claim"])
+    for comparison in ("paincontrol_vs_real", "paincontrol_vs_warp", "classic_vs_real"):
+        for test in m["claim"][comparison].values():
+            assert {"estimate", "ci_low", "ci_high", "p_holm"} <= set(test)
+    generator = m["generator"]
+    assert generator["withheld_pain_frames_seen"] == 0 and not generator["finetuned_per_cell"]
+    assert generator["checkpoint"] == "pretrained/tiny-synthpain"
+    assert "synthpain(seed=1): 960 people" in generator["pretraining"]
+    assert m["design"]["n_val_people"] >= 1 and m["design"]["n_seeds"] == 2
     results = pd.read_csv(tiny_repo / "reports" / "plots" / "augment_results.csv")
     assert len(results) == 2 * 4 * 2  # seeds x arms x detectors
     assert (results.loc[results["arm"] != "real", "n_synthetic"] > 0).all()

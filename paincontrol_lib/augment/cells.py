@@ -23,18 +23,22 @@ class SubjectLeakageError(ValueError):
 # ----------------------------------------------------------------------------- splits
 
 
-def subject_split(table: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Training and test people from the landmark table's ``split`` column (detected rows)."""
+def subject_split(table: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
+    """Training, validation and test people from the landmark table's ``split`` column
+    (detected rows): detectors train on the first, choose their settings on the second and are
+    scored on the third."""
     rows = table[table["detected"]]
-    train = sorted(rows.loc[rows["split"] == "train", "subject"].unique())
-    test = sorted(rows.loc[rows["split"] == "test", "subject"].unique())
-    if not train or not test:
+    train, val, test = (sorted(rows.loc[rows["split"] == s, "subject"].unique())
+                        for s in ("train", "val", "test"))  # fmt: skip
+    if not train or not val or not test:
         raise ValueError(
-            f"the landmark table needs detected train and test people (has {len(train)} train, "
-            f"{len(test)} test)"
+            f"the landmark table needs detected train, val and test people (has {len(train)} "
+            f"train, {len(val)} val, {len(test)} test): set data.val_fraction"
         )
     check_no_leakage(train, test)
-    return train, test
+    check_no_leakage(train, val)
+    check_no_leakage(val, test)
+    return train, val, test
 
 
 def check_no_leakage(train_people, test_people, synthetic_people=()) -> None:

@@ -1,5 +1,6 @@
-"""The sweep: every (detector, cell, arm) fitted and scored on the test people, in spawned
-worker processes (the worker functions live at module level so they pickle by name)."""
+"""The sweep: every (detector, cell, arm) fitted on the cell's data, its settings chosen on the
+validation people, scored on the test people, in spawned worker processes (the worker functions
+live at module level so they pickle by name)."""
 
 from __future__ import annotations
 
@@ -26,25 +27,29 @@ def _fit_cell(cell: Cell) -> list[dict]:
     for arm in job["arms"]:
         extra = Images.empty() if arm == "real" else synthetic_images(job["synthetic"], arm,
                                                                        cell.pairs)  # fmt: skip
-        check_no_leakage(set(real.identity) | set(extra.source), job["test_people"],
-                         set(extra.identity))  # fmt: skip
+        for held_out in (job["test_people"], job["val_people"]):
+            check_no_leakage(set(real.identity) | set(extra.source), held_out,
+                             set(extra.identity))  # fmt: skip
         data = Images.concat([real, extra])
         for name in job["detectors"]:
             fit_seed = int(stream("detector_fit", cell.seed, cell.level).integers(2**31))
-            detector = make_detector(name, job["params"]).fit(data, fit_seed)
-            scores = detection_scores(job["test"].pspi, *detector.predict(job["test"]))
+            detector = make_detector(name, job["params"]).fit(data, fit_seed, val=job["val"])
+            scores = detection_scores(job["test"].pspi, *detector.predict(job["test"]),
+                                      threshold=detector.threshold)  # fmt: skip
             rows.append({
                 "detector": name, "level": cell.level, "arm": arm, "seed": cell.seed,
                 **scores, "n_real": len(real), "n_real_pain": int((real.pspi > 0).sum()),
                 "n_synthetic": len(extra), "n_synthetic_pain": int((extra.pspi > 0).sum()),
+                "threshold": detector.threshold, **detector.chosen,
             })  # fmt: skip
     return rows
 
 
-def run_sweep(real_train: Images, table_train: pd.DataFrame, test: Images, synthetic: dict,
-              cells, train_people, test_people, arms, detectors, params,
-              workers: int = 1) -> pd.DataFrame:  # fmt: skip
-    """Fit every (detector, cell, arm) and score it on the test people: one row per fit.
+def run_sweep(real_train: Images, table_train: pd.DataFrame, val: Images, test: Images,
+              synthetic: dict, cells, train_people, val_people, test_people, arms, detectors,
+              params, workers: int = 1) -> pd.DataFrame:  # fmt: skip
+    """Fit every (detector, cell, arm), choose its settings on the validation people (``val``)
+    and score it on the test people: one row per fit, with the settings chosen.
 
     ``synthetic`` maps (method, pair) to :class:`Images` (a bank's ``images``). Cells run in
     ``workers`` spawned processes (MediaPipe-safe); every fit is seeded and single-threaded,
@@ -53,8 +58,9 @@ def run_sweep(real_train: Images, table_train: pd.DataFrame, test: Images, synth
     job = {
         "real_train": real_train, "train_keys": list(table_train["image"]),
         "table_train": table_train[["subject", "image", "PSPI", "detected"]],
-        "test": test, "synthetic": synthetic, "train_people": list(train_people),
-        "test_people": list(test_people), "arms": list(arms), "detectors": list(detectors),
+        "test": test, "val": val, "synthetic": synthetic, "train_people": list(train_people),
+        "test_people": list(test_people), "val_people": list(val_people), "arms": list(arms),
+        "detectors": list(detectors),
         "params": dict(params),
     }  # fmt: skip
     if workers > 1 and len(cells) > 1:

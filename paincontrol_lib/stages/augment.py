@@ -1,6 +1,12 @@
 """Stage 05 (notebook ``05_augmentation``): pain detectors trained on real data only vs real +
 synthetic across a sweep of how many training people keep their real pain frames; paired tests
-per level, a mixed model, and the paper's claim in numbers."""
+per level, a mixed model, and the claim block: PainControl against real-only *and* against the
+warp, classic augmentation as a control.
+
+Leak-free by construction: the generator (``augment.generator``) must be shown, from its own
+training records, never to have seen a pain frame any cell withholds
+(``augment/generator.py``); sources come only from each cell's allowed people, targets are new
+identities; every detector setting is chosen on validation people within each fit."""
 
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from paincontrol_lib.augment.cells import (
     subject_split,
 )
 from paincontrol_lib.augment.detectors import DETECTORS
+from paincontrol_lib.augment.generator import check_cells, dataset_id, generator_training_data
 from paincontrol_lib.augment.statistics import arm_tests, metrics_json, mixed_model, summarise
 from paincontrol_lib.augment.sweep import run_sweep
 from paincontrol_lib.io import atomic_write_bytes, save_figure, write_json
@@ -79,6 +86,18 @@ def _targets(params, table, train_people, synthpain_dir, mesher) -> list:
     raise ValueError(f"targets {params['targets']!r}: expected 'new_synthpain' or 'train'")
 
 
+def generator_block(checkpoint, training, withheld_seen: int) -> dict:
+    """``augment.json: generator``: which checkpoint, what it was trained on (from its records),
+    whether it was fine-tuned per cell, and the withheld pain frames it saw (computed)."""
+    pretraining = [f"{t.dataset}: {len(t.people)} people ({t.source})" for t in training]
+    return {
+        "checkpoint": str(checkpoint),
+        "pretraining": "; ".join(pretraining),
+        "finetuned_per_cell": False,
+        "withheld_pain_frames_seen": withheld_seen,
+    }
+
+
 def run(
     base: dict,
     data: dict,
@@ -86,23 +105,24 @@ def run(
     sampler: dict,
     tuning,
     landmarks_dir,
-    model_dir,
     reports_dir,
 ) -> AugmentResult:
-    """Plan the cells, generate the synthetic bank once (with the sampler stage 02 chose on
-    validation people, ``tuning``), fit and score every (detector, cell, arm); write
-    ``augment.json`` and the per-fit results."""
+    """Plan the cells, clear the generator (``augment.generator``) for every cell, generate the
+    synthetic bank once (with the sampler stage 02 chose on validation people, ``tuning``), fit
+    every (detector, cell, arm) with its settings chosen on validation people, score on test
+    people; write ``augment.json`` and the per-fit results."""
     _check(augment)
     seed, workers = base["seed"], base["workers"]
     arms, detectors = list(augment["arms"]), list(augment["detectors"])
     table = load_landmark_table(landmarks_dir)
     synthpain_dir = data["root"] if data["source"] == "synthpain" else None
     timing, start = {}, time.perf_counter()
-    train_people, test_people = subject_split(table)
+    train_people, val_people, test_people = subject_split(table)
     seeds = [seed + i for i in range(augment["n_seeds"])]
     with FaceMesher() as mesher:
         targets = _targets(augment, table, train_people, synthpain_dir, mesher)
         check_no_leakage([f.name for f in targets], test_people)
+        check_no_leakage([f.name for f in targets], val_people)
         cells = plan_cells(
             table,
             train_people,
@@ -112,9 +132,12 @@ def run(
             len(targets),
             seed,
         )
+        generator = augment["generator"]
+        training = generator_training_data(generator)
+        seen = check_cells(training, table, dataset_id(data["root"]), train_people, cells)
         bank = SyntheticBank(table, targets, augment["pain_frames"], seed)
         engine = Transfer(
-            PainControlModel.from_pretrained(model_dir), tuned_sampler(sampler, tuning)
+            PainControlModel.from_pretrained(generator), tuned_sampler(sampler, tuning)
         )
         pairs = {pair for cell in cells for pair in cell.pairs}
         timing["generation_seconds"] = bank.build(engine, pairs, [a for a in arms if a != "real"])
@@ -122,9 +145,10 @@ def run(
         train_rows = rows[rows["subject"].isin(train_people)].reset_index(drop=True)
         real_train = real_images(train_rows)
         test = real_images(rows[rows["subject"].isin(test_people)])
+        val = real_images(rows[rows["subject"].isin(val_people)])
         if "mesh" in detectors:
             mesh_start = time.perf_counter()
-            for images in (real_train, test):
+            for images in (real_train, val, test):
                 images.features = mesh_features(images.crops, mesher)
             bank.add_features(mesher)
             timing["mesh_feature_seconds"] = time.perf_counter() - mesh_start
@@ -132,10 +156,12 @@ def run(
     results = run_sweep(
         real_train,
         train_rows,
+        val,
         test,
         bank.images,
         cells,
         train_people,
+        val_people,
         test_people,
         arms,
         detectors,
@@ -146,7 +172,18 @@ def run(
     timing["total_seconds"] = time.perf_counter() - start
     summary, tests = summarise(results), arm_tests(results)
     config = {
+        "generator": generator_block(generator, training, seen),
+        "design": {
+            "n_test_people": len(test_people),
+            "n_val_people": len(val_people),
+            "n_seeds": len(seeds),
+            "selection": "per fit on validation people: CNN steps (early stopping on AUC), "
+            "mesh PCA components, F1 threshold",
+            "sources": "pain sequences of each cell's own pain people only",
+            "targets": f"{len(targets)} new identities ({augment['targets']}), in no split",
+        },
         "n_train_people": len(train_people),
+        "n_val_people": len(val_people),
         "n_test_people": len(test_people),
         "n_test_images": len(test),
         "n_test_pain": int((test.pspi > 0).sum()),
@@ -180,6 +217,21 @@ def _synthetic_detection(bank, arms, detectors) -> dict:
         for method in arms
         if method != "real"
     }
+
+
+def claim_table(result: AugmentResult) -> pd.DataFrame:
+    """The claim block (primary detector): each comparison at each level, AUC difference
+    [95 % CI], Holm-corrected p."""
+    rows = []
+    for name, levels in result.metrics["claim"].items():
+        if not isinstance(levels, dict):
+            continue
+        for level, test in levels.items():
+            rows.append({"comparison": name, "people with real pain": int(level),
+                         "AUC difference": test["estimate"], "ci_low": test["ci_low"],
+                         "ci_high": test["ci_high"], "p_holm": test["p_holm"],
+                         "n_seeds": test["n_seeds"]})  # fmt: skip
+    return pd.DataFrame(rows).set_index(["comparison", "people with real pain"])
 
 
 def overview(result: AugmentResult) -> dict:

@@ -1,7 +1,12 @@
 """Stage 04 (notebook ``04_au_identity``): score every transfer output — AU transfer (AU4 and
 AU43 called out), landmark following, identity, source leakage, realism and, on SynthPain, the
 distance to the exact answer — summarise with CIs, compare with the warp baseline, and validate
-the AU estimator."""
+the AU estimator.
+
+The AU estimator (``paincontrol_lib/au_model.py``, backend ``learned``) is trained here on the
+training people, chosen on validation people and reported on test people, clean and degraded,
+beside the ``mesh`` backend (``reports/metrics/au_estimator.json``); outputs are then read with
+the better backend per AU (chosen on validation)."""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paincontrol_lib.au import validate_mesh_estimator
 from paincontrol_lib.evaluate import (
     PRIMARY_METRICS,
     ExactAnswers,
+    OutputAUs,
+    estimator_floor,
+    hard_au_claim,
     identity_ceiling,
     realism_by_method,
     requested_aus,
@@ -30,6 +37,7 @@ from paincontrol_lib.stats import cluster_bootstrap_ci
 from paincontrol_lib.transfer import load_manifest
 
 METRICS = "eval.json"
+ESTIMATOR_METRICS = "au_estimator.json"
 AU_ERROR_PLOT = "eval_au_error.csv"
 
 
@@ -39,25 +47,75 @@ class EvaluateResult:
     manifest: pd.DataFrame  # stage 03's manifest
     scores: pd.DataFrame  # one row per output
     summary: pd.DataFrame  # per method and metric: mean, CI over target people, n
-    estimator: pd.DataFrame  # the AU estimator's validation
+    estimator: dict  # the AU estimator's validation (au_estimator.json)
     metrics: dict  # reports/metrics/eval.json
     exact: ExactAnswers | None  # SynthPain's exact answers (None on real data)
+
+
+def train_au_estimator(table: pd.DataFrame, settings: dict, seed: int, reports_dir):
+    """Train, choose and validate the learned AU estimator; save it and ``au_estimator.json``.
+    ``(estimator or None, report)``: None, and the ``mesh`` backend for every AU, where the data
+    have no AU ground truth to learn from (``report["reason"]`` says so)."""
+    from paincontrol_lib.au import validate_backends
+    from paincontrol_lib.au_model import read_table
+
+    coded = [au for au in PAIN_AUS if au in table and table[au].notna().any()]
+    if len(coded) < len(PAIN_AUS):
+        report = {"backend": "mesh", "backend_per_au": dict.fromkeys(PAIN_AUS, "mesh"),
+                  "reason": f"no ground truth for {sorted(set(PAIN_AUS) - set(coded))}: "
+                  "the learned estimator cannot be trained or validated on these data"}  # fmt: skip
+        write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
+        return None, report
+    copies = [int(c) for c in settings["degraded_copies"]]
+    reads = read_table(table, seed, max(copies) + 1)
+    estimator, report = validate_backends(reads, settings["alphas"], copies)
+    if settings.get("compare_pyfeat"):
+        report["pyfeat"] = pyfeat_comparison(reads, estimator)
+    estimator.save(settings["path"])
+    report["path"] = str(settings["path"])
+    write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
+    return estimator, report
+
+
+def pyfeat_comparison(reads, estimator) -> dict:
+    """Opt-in (``evaluate.au_estimator.compare_pyfeat``; needs py-feat's weights): py-feat on the
+    test people's images against the ground truth, and against the learned estimator on the
+    same images."""
+    from paincontrol_lib.au import PyFeatAU, backend_agreement
+    from paincontrol_lib.au_model import agreement
+
+    test = (reads.rows["split"] == "test").to_numpy()
+    rows = reads.rows[test].reset_index(drop=True)
+    pyfeat = PyFeatAU()(rows["image"]).reset_index(drop=True)
+    learned = estimator.read(reads.clean[test], reads.clean_neutral[test])
+    aus = [au for au in (*PAIN_AUS, "PSPI") if au in pyfeat and pyfeat[au].notna().any()]
+    return {
+        "vs_ground_truth": agreement(rows, pyfeat, aus),
+        "vs_learned": backend_agreement(pyfeat, learned, aus),
+        "n_images": int(len(rows)),
+    }
 
 
 def run(
     base: dict, data: dict, evaluate: dict, landmarks_dir, transfer_dir, reports_dir
 ) -> EvaluateResult:
-    """Score, summarise and compare every output; write ``eval.json`` and the per-AU plot data."""
+    """Train the AU estimator; score, summarise and compare every output; write ``eval.json``,
+    ``au_estimator.json`` and the per-AU plot data."""
     seed = base["seed"]
     table, manifest = load_landmark_table(landmarks_dir), load_manifest(transfer_dir)
     synthpain_dir = Path(data["root"]) if data["source"] == "synthpain" else None
     exact = None
     if synthpain_dir is not None and (synthpain_dir / "config.json").is_file():
         exact = ExactAnswers(synthpain_dir)
-    scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed)
+    estimator, report = train_au_estimator(table, evaluate["au_estimator"], seed, reports_dir)
+    reader = OutputAUs(estimator, report["backend_per_au"])
+    scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed, aus=reader)
     summary = summarise(scores, evaluate["n_bootstrap"], seed)
-    estimator = validate_mesh_estimator(table)
-    metrics = _metrics(scores, summary, estimator, manifest)
+    metrics = _metrics(scores, summary, report, manifest)
+    metrics["au_claim"] = hard_au_claim(scores, evaluate["n_bootstrap"], seed)
+    metrics["au_estimator"]["exact_answer_error"] = estimator_floor(
+        scores, evaluate["n_bootstrap"], seed
+    )
     size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
     ceiling = identity_ceiling(manifest, table, size, seed)
     mean, low, high = cluster_bootstrap_ci(
@@ -71,7 +129,7 @@ def run(
     }
     metrics["tests"] = versus_warp(scores)
     metrics["realism"] = realism_by_method(
-        manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"]
+        manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"], exact, scores
     )
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     per_au = summary[summary["metric"].str.startswith("error_")].assign(
@@ -80,7 +138,7 @@ def run(
     atomic_write_bytes(
         Path(reports_dir) / "plots" / AU_ERROR_PLOT, per_au.to_csv(index=False).encode()
     )
-    return EvaluateResult(table, manifest, scores, summary, estimator, metrics, exact)
+    return EvaluateResult(table, manifest, scores, summary, report, metrics, exact)
 
 
 # eval.json method keys -> score columns; each gets _ci_low / _ci_high from the summary
@@ -134,10 +192,9 @@ def _metrics(scores, summary, estimator, manifest) -> dict:
         "identity_scoring": "unseen_frame",
         "methods": methods,
         "au_estimator": {
-            "backend": "mesh",
-            "mae": {au: float(estimator.loc[au, "mae"]) for au in estimator.index},
-            "icc": {au: estimator.loc[au, "icc"] for au in estimator.index},
-            "unreliable_aus": [au for au in PAIN_AUS if not estimator.loc[au, "reliable"]],
+            "backend_per_au": estimator["backend_per_au"],
+            "unreliable_aus": estimator.get("unreliable_aus", list(PAIN_AUS)),
+            "validation": ESTIMATOR_METRICS,
         },
         "primary_metrics": dict(PRIMARY_METRICS),
     }
@@ -160,13 +217,66 @@ def method_table(result: EvaluateResult) -> pd.DataFrame:
     return shown.pivot(index="metric", columns="method", values="text")
 
 
+def estimator_table(result: EvaluateResult) -> pd.DataFrame:
+    """Per AU on test people: the learned estimator (clean and degraded: MAE, ICC [95 % CI],
+    F1), the ``mesh`` backend beside it, the backend used and its error on the exact answers."""
+    report = result.estimator
+    if "clean" not in report:
+        return pd.DataFrame({"backend": report["backend_per_au"]}).assign(reason=report["reason"])
+
+    def icc(entry):
+        if entry["icc"] is None:
+            return "n/a"
+        return f"{entry['icc']:.2f} [{entry['icc_ci_low']:.2f}, {entry['icc_ci_high']:.2f}]"
+
+    floor = result.metrics["au_estimator"].get("exact_answer_error", {})
+    rows = {}
+    for au in (*PAIN_AUS, "PSPI"):
+        rows[au] = {
+            **{f"learned {k} ICC": icc(report[k][au]) for k in ("clean", "degraded")},
+            **{f"learned {k} MAE": round(report[k][au]["mae"], 2) for k in ("clean", "degraded")},
+            "learned clean F1": report["clean"][au]["f1"],
+            **{f"mesh {k} ICC": icc(report["mesh_backend"][k][au]) for k in ("clean", "degraded")},
+            "used": report["backend_per_au"].get(au, "derived"),
+            "error on exact answers": floor.get(au, {}).get("mean"),
+        }
+    return pd.DataFrame(rows).T
+
+
+def au_claim_table(result: EvaluateResult) -> pd.DataFrame:
+    """Per method: AU4 and AU43's scaled error minus the other AUs' [95 % CI], and the AUs
+    ranked hardest first (``eval.json: au_claim``)."""
+    claim = result.metrics["au_claim"]
+    rows = {}
+    for method, entry in claim["methods"].items():
+        test = entry["hard_minus_rest"]
+        rows[method] = {
+            "AU4+AU43 minus rest": f"{test['estimate']:.3f} [{test['ci_low']:.3f}, "
+            f"{test['ci_high']:.3f}]",
+            "hardest first": " > ".join(entry["ranking"]),
+        }
+    return pd.DataFrame(rows).T
+
+
 def au_error_figure(result: EvaluateResult, figures_dir):
-    """|estimated - requested| per AU and method (AU4 and AU43 starred)."""
+    """Per AU and method: |output - exact answer| as read by the same estimator (without exact
+    answers: |estimated - requested|), and the estimator's own error on the exact answers
+    (AU4 and AU43 starred)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     unreliable = set(result.metrics["au_estimator"]["unreliable_aus"])
-    long = result.scores.melt(
+    scores = result.scores
+    prefix = "error_vs_exact_" if "error_vs_exact_AU04" in scores else "error_"
+    errors = scores.rename(columns={f"{prefix}{a}": f"error_{a}" for a in PAIN_AUS})
+    if "estimator_error_AU04" in scores:
+        floor = scores.drop_duplicates(["target", *(f"requested_{a}" for a in PAIN_AUS)])
+        floor = floor.assign(method="estimator on exact answer").rename(
+            columns={f"estimator_error_{a}": f"error_{a}" for a in PAIN_AUS}
+        )
+        errors = pd.concat([errors[["method", *(f"error_{a}" for a in PAIN_AUS)]],
+                            floor[["method", *(f"error_{a}" for a in PAIN_AUS)]]])  # fmt: skip
+    long = errors.melt(
         id_vars=["method"],
         value_vars=[f"error_{a}" for a in PAIN_AUS],
         var_name="au",
@@ -183,7 +293,8 @@ def au_error_figure(result: EvaluateResult, figures_dir):
     sns.barplot(
         long, x="au", y="error", hue="method", errorbar=("ci", 95), n_boot=500, seed=0, ax=ax
     )
-    ax.set(xlabel="", ylabel="|estimated - requested| (FACS)")
+    what = "output - exact answer" if prefix == "error_vs_exact_" else "estimated - requested"
+    ax.set(xlabel="", ylabel=f"|{what}| (FACS)")
     ax.legend(fontsize=8, ncols=4)
     save_figure(fig, Path(figures_dir) / "eval_au_error.png")
     return fig
