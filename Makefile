@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 env: $(STAMP) ## Create .venv and install the pinned packages (idempotent)
 
 repro: $(STAMP) ## Run the whole pipeline on the embedded default (dvc repro)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro --quiet
 
 browser: ## Install Debian's chromium + chromium-driver (the study's browser tests need them)
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then exit 0; fi; \

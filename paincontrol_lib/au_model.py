@@ -92,6 +92,13 @@ class LearnedAU:
             record: dict | None = None) -> LearnedAU:  # fmt: skip
         """Ridge on standardised ``features`` (n, d) to the AU columns of ``targets`` that have
         ground truth (NaN rows of a column count as 0 there: not coded = absent)."""
+        return cls.fit_path(features, targets, [alpha], record)[0]
+
+    @classmethod
+    def fit_path(cls, features: np.ndarray, targets: pd.DataFrame, alphas,
+                 record: dict | None = None) -> list[LearnedAU]:  # fmt: skip
+        """:meth:`fit` for every penalty in ``alphas`` from one eigendecomposition of the
+        Gram matrix (as many fits for the price of one)."""
         columns = tuple(c for c in AU_COLUMNS if c in targets and targets[c].notna().any())
         if not columns:
             raise ValueError("no AU ground truth to learn from (no AU column has a value)")
@@ -104,9 +111,20 @@ class LearnedAU:
         scale[scale < 1e-12] = 1.0
         z = (x - mean) / scale
         y_mean = y.mean(0)
-        gram = z.T @ z + alpha * np.eye(z.shape[1])
-        coef = np.linalg.solve(gram, z.T @ (y - y_mean))
-        return cls(columns, float(alpha), mean, scale, coef, y_mean, dict(record or {}))
+        eigenvalues, vectors = np.linalg.eigh(z.T @ z)
+        projected = vectors.T @ (z.T @ (y - y_mean))
+        return [
+            cls(
+                columns,
+                float(alpha),
+                mean,
+                scale,
+                vectors @ (projected / (np.maximum(eigenvalues, 0) + alpha)[:, None]),
+                y_mean,
+                dict(record or {}),
+            )  # fmt: skip
+            for alpha in alphas
+        ]
 
     def predict(self, features: np.ndarray) -> pd.DataFrame:
         """AU table (``AU_COLUMNS`` + PSPI) on the FACS scale (0-5, AU43 0-1); AUs it was not
@@ -199,12 +217,26 @@ class TableReads:
         return displacement(*self.meshes(copy))
 
 
-def read_table(table: pd.DataFrame, seed: int, copies: int) -> TableReads:
-    """Crop, degrade (``seeds.stream("au_degradation", seed, copy)``) and mesh every detected
-    row of a landmark table that has a detected neutral reference frame."""
+def read_meshes_parallel(crops, workers: int = 1) -> np.ndarray:
+    """:func:`read_meshes` in ``workers`` spawned processes (MediaPipe is single-threaded here);
+    the same meshes in the same order whatever ``workers`` is."""
+    if workers <= 1 or len(crops) < 2 * workers:
+        return read_meshes(crops)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = np.array_split(np.arange(len(crops)), workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = pool.map(read_meshes, [[crops[i] for i in chunk] for chunk in chunks])
+        return np.concatenate(list(parts))
+
+
+def read_table(table: pd.DataFrame, seed: int, copies: int, workers: int = 1) -> TableReads:
+    """Crop, degrade (``seeds.stream("au_degradation", seed, copy)``) and mesh (in ``workers``
+    processes) every detected row of a landmark table that has a detected neutral frame."""
     from paincontrol_lib.landmarks.align import aligned_crop
     from paincontrol_lib.landmarks.image import load_image
-    from paincontrol_lib.landmarks.mesher import FaceMesher
     from paincontrol_lib.landmarks.table import row_transform
     from paincontrol_lib.seeds import stream
 
@@ -221,15 +253,17 @@ def read_table(table: pd.DataFrame, seed: int, copies: int) -> TableReads:
         for s, row in neutral.iterrows()
     }
     small = [np.asarray(upscale(neutral_crops[s], GENERATED_SIZE)) for s in people]
-    with FaceMesher() as mesher:
-        clean = read_meshes(crops, mesher)
-        neutral_clean = dict(zip(people, read_meshes([neutral_crops[s] for s in people], mesher),
-                                 strict=True))  # fmt: skip
-        neutral_small = dict(zip(people, read_meshes(small, mesher), strict=True))
-        degraded = []
-        for copy in range(copies):
-            rng = stream("au_degradation", seed, copy)
-            degraded.append(read_meshes([degrade(c, rng) for c in crops], mesher))
+    degraded_crops = []
+    for copy in range(copies):
+        rng = stream("au_degradation", seed, copy)
+        degraded_crops += [degrade(c, rng) for c in crops]
+    everything = [*crops, *(neutral_crops[s] for s in people), *small, *degraded_crops]
+    meshes = read_meshes_parallel(everything, workers)
+    n, k = len(crops), len(people)
+    clean = meshes[:n]
+    neutral_clean = dict(zip(people, meshes[n : n + k], strict=True))
+    neutral_small = dict(zip(people, meshes[n + k : n + 2 * k], strict=True))
+    degraded = [meshes[n + 2 * k + c * n : n + 2 * k + (c + 1) * n] for c in range(copies)]
     subjects = table["subject"].tolist()
     keep = ["subject", "split", "image", *[c for c in AU_COLUMNS if c in table], "PSPI"]
     return TableReads(
@@ -246,8 +280,9 @@ def _mean_pain_icc(report: dict) -> float:
     return float(np.mean(values)) if values else -np.inf
 
 
-def fit_on_split(reads: TableReads, alpha: float, copies: int, split: str = "train") -> LearnedAU:
-    """The estimator trained on ``split``'s rows: clean plus the first ``copies`` degraded."""
+def fit_on_split(reads: TableReads, alphas, copies: int, split: str = "train") -> list[LearnedAU]:
+    """The estimators (one per penalty in ``alphas``) trained on ``split``'s rows: clean plus
+    the first ``copies`` degraded."""
     rows = (reads.rows["split"] == split).to_numpy()
     if not rows.any():
         raise ValueError(f"no {split!r} people to train the AU estimator on")
@@ -259,7 +294,7 @@ def fit_on_split(reads: TableReads, alpha: float, copies: int, split: str = "tra
         "n_images": int(rows.sum()),
         "degraded_copies": copies,
     }
-    return LearnedAU.fit(np.vstack(features), targets, alpha, record)
+    return LearnedAU.fit_path(np.vstack(features), targets, alphas, record)
 
 
 def select_and_validate(reads: TableReads, alphas, copies_grid) -> tuple[LearnedAU, dict]:
@@ -273,8 +308,7 @@ def select_and_validate(reads: TableReads, alphas, copies_grid) -> tuple[Learned
             raise ValueError(f"no {name!r} people: the estimator is chosen on val, tested on test")
     grid = []
     for copies in [c for c in copies_grid if c < len(reads.degraded)]:
-        for alpha in alphas:
-            model = fit_on_split(reads, alpha, copies)
+        for alpha, model in zip(alphas, fit_on_split(reads, alphas, copies), strict=True):
             on_val = score_backend(reads, model.read, split == "val")
             score = (_mean_pain_icc(on_val["clean"]) + _mean_pain_icc(on_val["degraded"])) / 2
             grid.append({"alpha": float(alpha), "degraded_copies": int(copies),

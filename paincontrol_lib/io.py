@@ -51,6 +51,25 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+# Metrics keys that measure this machine's speed, not the method: a key named ``seconds`` or
+# ending in ``_seconds``, ``_minutes`` or ``_per_second``, or starting with ``throughput`` (a ratio
+# of two speeds). Everything else in reports/metrics must be the same on any machine.
+TIMING_SUFFIXES = ("_seconds", "_minutes", "_per_second")
+
+
+def is_timing_key(key: str) -> bool:
+    return key == "seconds" or key.endswith(TIMING_SUFFIXES) or key.startswith("throughput")
+
+
+def without_timings(value):
+    """A metrics payload with every timing key (:func:`is_timing_key`) removed, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not is_timing_key(str(k))}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically as PNG."""
     import io

@@ -34,7 +34,8 @@ from pathlib import Path
 import yaml
 
 LIBRARY = "paincontrol_lib"
-PAPERMILL = re.compile(r"\bpapermill\s+(\S+\.ipynb)")
+PAPERMILL = re.compile(r"\b(?:papermill|paincontrol_lib\.runner)\s+(\S+\.ipynb)")
+RUNNER = "paincontrol_lib/runner.py"  # what runs each notebook: a dep of every notebook stage
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -129,6 +130,13 @@ def library_closure(path: Path, root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in seen)
 
 
+def stage_closure(notebook: Path, root: Path) -> list[str]:
+    """The library files a stage runs: its notebook's closure and, when it exists, the runner's."""
+    runner = root / RUNNER
+    extra = library_closure(runner, root) if runner.is_file() else []
+    return sorted(set(library_closure(notebook, root)) | set(extra))
+
+
 def stage_notebooks(dvc_yaml: dict) -> dict[str, str]:
     """Stage name -> notebook path, for each stage whose ``cmd`` runs ``papermill <notebook>``."""
     found = {}
@@ -161,7 +169,7 @@ def missing_and_extra(
         dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
     report = {}
     for stage, notebook in stage_notebooks(dvc_yaml).items():
-        needed = library_closure(root / notebook, root)
+        needed = stage_closure(root / notebook, root)
         listed = [d for d in dvc_yaml["stages"][stage].get("deps", []) if is_library(d)]
         missing = [f for f in needed if not any(covers(d, f) for d in listed)]
         extra = [d for d in listed if not any(covers(d, f) for f in needed)]
@@ -224,7 +232,7 @@ def write_deps(root: Path) -> list[str]:
     changed = []
     # Bottom-up, so that rewriting one block leaves the line numbers of the others valid.
     for stage, (start, end) in sorted(blocks.items(), key=lambda item: -item[1][0]):
-        closure = library_closure(root / notebooks[stage], root)
+        closure = stage_closure(root / notebooks[stage], root)
         deps = expected["stages"][stage]["deps"] = rewritten_deps(
             old["stages"][stage]["deps"], closure
         )

@@ -50,6 +50,78 @@ def _load(name: str) -> dict:
     return json.loads((METRICS / f"{name}.json").read_text())
 
 
+STAGES = (
+    ("00 synthesize", "synthpain"),
+    ("01 landmarks", "landmarks"),
+    ("02 train (and sampler tuning)", "train"),
+    ("03 transfer", "transfer"),
+    ("04 evaluate (and AU estimator)", "eval"),
+    ("05 augment", "augment"),
+    ("06 study", "study"),
+)
+
+
+def stages() -> str:
+    """Wall time of each stage of the last default run (``seconds`` in its metrics file)."""
+    rows, total = [], 0.0
+    for name, metrics in STAGES:
+        seconds = _load(metrics).get("seconds")
+        total += seconds or 0.0
+        rows.append([name, "—" if seconds is None else f"{seconds / 60:.1f}"])
+    rows.append(["**total**", f"**{total / 60:.1f}**"])
+    return table(["stage", "minutes (this machine, last default run)"], rows)
+
+
+def synthpain() -> str:
+    m = _load("synthpain")
+    corr, template = m["tracking_corr"], m["template_tracking_corr"]
+    rows = [
+        ["detection rate", fmt(m["mediapipe_detection_rate"], 2), ""],
+        [
+            "NME (inter-ocular, 468 points)",
+            fmt(m["mediapipe_nme"]),
+            f"generic neutral face {fmt(m['template_nme'])}; the person's own neutral frame "
+            f"{fmt(m['subject_template_nme'])}",
+        ],
+    ]
+    for key, name in (("eye_opening", "eye opening"), ("mouth_opening", "mouth opening"),
+                      ("brow_height", "inner-brow height")):  # fmt: skip
+        rows.append(
+            [f"r {name}", fmt(corr[key], 2), f"{fmt(template[key], 2)} (own neutral frame)"]
+        )
+    intro = f"{m['n_identities']} identities, {m['n_images']} images:\n\n"
+    return intro + table(["measure", "MediaPipe on SynthPain", "no-expression baselines"], rows)
+
+
+def landmarks() -> str:
+    m = _load("landmarks")
+    photos = ", ".join(f"{name} {p['meshed']}/{p['faces']}" for name, p in m["real_photos"].items())
+    rows = [
+        ["images", fmt(m["n_images"])],
+        ["detection rate", fmt(m["detection_rate"], 2)],
+        ["NME vs ground truth", fmt(m["nme"])],
+        ["faces meshed in the photographs bundled with installed packages", photos],
+    ]
+    return table(["", "value"], rows)
+
+
+def pretrained() -> str:
+    record = json.loads((ROOT / "pretrained" / "tiny-synthpain" / "PROVENANCE.json").read_text())
+    prepared, runs = record["prepared"], record["training_runs"]
+    rows = [
+        ["prepare (SynthPain seed, people, examples)",
+         f"seed {prepared['options']['seed']}, {prepared['n_train_subjects']} training people, "
+         f"{prepared['n_examples']} examples, {fmt(prepared['prepare_minutes'], 1)} min"],
+    ]  # fmt: skip
+    for i, run in enumerate(runs, 1):
+        args = run["arguments"]
+        rows.append([f"training run {i} ({run['device']})",
+                     f"{run['steps']} steps, batch {args['train_batch_size']}, lr "
+                     f"{args['learning_rate']}, {fmt(run['train_minutes'], 1)} min"])  # fmt: skip
+    rows.append(["code revision", record["code_revision"][:7]])
+    return table(["", "from PROVENANCE.json"], rows)
+
+
 def tuning() -> str:
     m = _load("tuning")
     rows = []
@@ -98,7 +170,7 @@ def train() -> str:
         return " / ".join(fmt(s.get(k), 2) for k in ("eye_opening", "mouth_opening", "brow_height"))
 
     rows = [
-        row("steps (CPU minutes)", lambda r: f"{r['steps']} ({fmt(r['train_minutes'], 1)})"),
+        row("fine-tuning steps", lambda r: f"{r['steps']} (stopped by {r['stopped_by']})"),
         row("MediaPipe detection", lambda r: fmt(r["heldout_detection_rate"], 2)),
         row("NME vs control", lambda r: fmt(r["heldout_nme"], 4)),
         row("NME vs shuffled controls", lambda r: fmt(r["heldout_nme_shuffled"], 4)),
@@ -313,6 +385,10 @@ def augment() -> str:
 
 
 RENDERERS = {
+    "stages": stages,
+    "synthpain": synthpain,
+    "landmarks": landmarks,
+    "pretrained": pretrained,
     "tuning": tuning,
     "train": train,
     "evaluate": evaluate,

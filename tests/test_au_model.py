@@ -187,3 +187,26 @@ def test_paired_two_sample_auc_tells_shifted_from_identical():
     shifted = paired_two_sample_auc(truth + 2.0, truth, groups)
     assert shifted > 0.95 and abs(same - 0.5) < 0.15
     assert paired_two_sample_auc(truth, truth, np.zeros(120)) is None  # one person: no test
+
+
+def test_penalty_path_equals_separate_ridge_solves():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 30))
+    targets = pd.DataFrame({"AU04": np.clip(x[:, :3].sum(1) + 2, 0, 5)})
+    path = au_model.LearnedAU.fit_path(x, targets, [0.1, 10.0])
+    z = (x - x.mean(0)) / x.std(0)
+    y = targets["AU04"].to_numpy()[:, None]
+    for model, alpha in zip(path, [0.1, 10.0], strict=True):
+        direct = np.linalg.solve(z.T @ z + alpha * np.eye(30), z.T @ (y - y.mean()))
+        assert np.allclose(model.coef, direct, atol=1e-8) and model.alpha == alpha
+
+
+def test_parallel_reading_gives_the_same_meshes():
+    from paincontrol_lib.data.synthpain.identity import sample_identity
+    from paincontrol_lib.data.synthpain.render import default_renderer
+
+    renderer = default_renderer(128)
+    crops = [renderer.render(sample_identity(renderer.model, 11, i), {"AU04": i}).image
+             for i in range(4)]  # fmt: skip
+    alone, parallel = au_model.read_meshes(crops), au_model.read_meshes_parallel(crops, 2)
+    assert np.isfinite(alone).all() and np.array_equal(alone, parallel)

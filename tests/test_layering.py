@@ -48,6 +48,7 @@ LAYERS = [
     (f"{LIBRARY}.augment", 7),
     (f"{LIBRARY}.study", 7),
     (f"{LIBRARY}.stages", 8),
+    (f"{LIBRARY}.runner", 9),  # runs a stage notebook (dvc.yaml's commands)
     (f"{LIBRARY}.cli", 9),
 ]
 STAGES = f"{LIBRARY}.stages"

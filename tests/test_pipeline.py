@@ -1,7 +1,9 @@
-"""Smoke run of the whole DVC pipeline on the tiny profile, in a copy of the repository.
+"""Smoke run of the whole DVC pipeline on the tiny profile, in a copy of the repository, twice.
 
 This checks what unit tests cannot: dvc.yaml's wiring (deps, params, outs, metrics), that each
-notebook runs under papermill with the parameters DVC gives it, and the metrics files.
+notebook runs under papermill with the parameters DVC gives it, the metrics files, and that a
+second run from scratch in another copy gives the same metrics apart from timing keys
+(``io.is_timing_key``).
 """
 
 import json
@@ -18,9 +20,8 @@ import yaml
 from paincontrol_lib.config import REPO_ROOT, load_params
 
 
-@pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("repo")
+def _tiny_run(root: Path) -> Path:
+    """The tracked files copied to ``root`` and ``dvc repro`` run there on the tiny profile."""
     tracked = (
         subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
         .stdout.decode()
@@ -44,6 +45,32 @@ def tiny_repo(tmp_path_factory):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return root
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    return _tiny_run(tmp_path_factory.mktemp("repo"))
+
+
+def test_two_runs_from_scratch_give_the_same_metrics(tiny_repo, tmp_path_factory):
+    """Determinism: every metric but timings is identical in a second, independent run."""
+    from paincontrol_lib.io import without_timings
+
+    again = _tiny_run(tmp_path_factory.mktemp("again"))
+    names = sorted(p.name for p in (tiny_repo / "reports" / "metrics").glob("*.json"))
+    assert names == sorted(p.name for p in (again / "reports" / "metrics").glob("*.json"))
+    assert len(names) >= 9
+    for name in names:
+        first, second = (
+            without_timings(_metrics(root, name.removesuffix(".json")))
+            for root in (tiny_repo, again)
+        )
+        assert first == second, f"{name} differs between two runs from scratch"
+
+
+def test_every_stage_reports_its_wall_time(tiny_repo):
+    for name in ("synthpain", "landmarks", "train", "transfer", "eval", "augment", "study"):
+        assert _metrics(tiny_repo, name)["seconds"] > 0, name
 
 
 def _metrics(root: Path, name: str) -> dict:
@@ -82,10 +109,11 @@ def test_train_stage_tunes_on_val_and_reports_on_test(tiny_repo):
         "identity_top1_other_reference_ceiling",
         "noise_start",
         "reference_recipe",
-        "minutes_to_reference_nme",
-        "reference_minutes",
+        "steps_to_reference_nme",
+        "reference_steps",
     ):
         assert key in m, key
+    assert m["stopped_by"] == "steps" and m["reference_recipe"]["stopped_by"] == "steps"
     assert m["heldout_split"] == "test" and m["identity_scoring"] == "unseen_frame"
     tuning = _metrics(tiny_repo, "tuning")
     assert tuning["split"] == "val" and tuning["n_people"] == 1 and len(tuning["grid"]) == 2
@@ -102,7 +130,7 @@ def test_transfer_stage(tiny_repo):
     m = _metrics(tiny_repo, "transfer")
     # 1 source sequence of 4 frames x 1 target + 2 explicit PSPI levels x 2 targets, per method
     assert {k: v["n_outputs"] for k, v in m["methods"].items()} == dict.fromkeys(METHODS, 8)
-    assert set(m["sequence_jitter"]) == METHODS and set(m["seconds_per_image"]) == METHODS
+    assert set(m["sequence_jitter"]) == METHODS and set(m["per_image_seconds"]) == METHODS
     assert m["sampler"] == _metrics(tiny_repo, "tuning")["selected"]
     manifest = pd.read_parquet(tiny_repo / "data" / "transfer" / "manifest.parquet")
     assert (

@@ -19,6 +19,7 @@ saved separately because ``UNet2DConditionModel.save_pretrained`` drops its weig
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,22 +139,23 @@ class PainControlModel:
                 "folder written by `PainControlModel.save_pretrained` or a training checkpoint-N/"
             )
         config = ModelConfig(**json.loads(config_path.read_text()))
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-        flat = load_file(str(folder / ADAPTER_DIR / ADAPTER_FILE))
-        adapter = {"image_proj": {}, "ip_adapter": {}}
-        for key, value in flat.items():
-            part, _, name = key.partition(".")
-            adapter[part][name] = value
-        unet._load_ip_adapter_weights([adapter])
-        return cls(
-            config=config,
-            unet=unet,
-            controlnet=ControlNetModel.from_pretrained(folder / "controlnet"),
-            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
-            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-            vae=AutoencoderKL.from_pretrained(folder / "vae"),
-            scheduler=DDPMScheduler.from_pretrained(folder / "scheduler"),
-        )
+        with _expected_loading_messages_silenced():
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+            flat = load_file(str(folder / ADAPTER_DIR / ADAPTER_FILE))
+            adapter = {"image_proj": {}, "ip_adapter": {}}
+            for key, value in flat.items():
+                part, _, name = key.partition(".")
+                adapter[part][name] = value
+            unet._load_ip_adapter_weights([adapter])
+            return cls(
+                config=config,
+                unet=unet,
+                controlnet=ControlNetModel.from_pretrained(folder / "controlnet"),
+                text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+                tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+                vae=AutoencoderKL.from_pretrained(folder / "vae"),
+                scheduler=DDPMScheduler.from_pretrained(folder / "scheduler"),
+            )
 
     # -- inference ----------------------------------------------------------------------------
     def pipeline(self, steps_scheduler: str = "ddim"):
@@ -351,3 +353,26 @@ def _attach_identity_adapter(unet, identity_dim: int, seed: int) -> None:
     unet._load_ip_adapter_weights(
         [_adapter_init(unet, identity_dim, unet.config.cross_attention_dim, generator)]
     )
+
+
+@contextlib.contextmanager
+def _expected_loading_messages_silenced():
+    """Loading a checkpoint prints three messages that are expected every time and read as
+    faults: diffusers' "Some weights ... were not used ...: to_k_ip ..." (the identity adapter's
+    weights are also in the UNet's saved state, where a plain UNet has no place for them; they are
+    loaded from ``identity_adapter/`` right after), its "modules that should be kept in float32"
+    note from the adapter loader, and transformers' "Loading weights" progress bar. Errors still
+    show."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    before = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(before[0])
+        transformers_logging.set_verbosity(before[1])
+        transformers_logging.enable_progress_bar()

@@ -56,8 +56,9 @@ def parse_args(input_args=None) -> argparse.Namespace:
     p.add_argument("--train_batch_size", type=int, default=16)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--lr_warmup_steps", type=int, default=50)
-    p.add_argument("--max_steps", type=int, default=100_000)
-    p.add_argument("--max_minutes", type=float, default=None, help="training time budget")
+    p.add_argument("--max_steps", type=int, default=100_000, help="the training budget")
+    p.add_argument("--max_minutes", type=float, default=None,
+                   help="safety cap on training time (stopped_by says if it fired)")  # fmt: skip
     p.add_argument("--checkpointing_steps", type=int, default=100)
     p.add_argument("--checkpoints_total_limit", type=int, default=3)
     p.add_argument("--resume_from_checkpoint", default=None, help="'latest' or a checkpoint path")
@@ -241,10 +242,19 @@ class _Run:
 
 
 def main(args: argparse.Namespace) -> dict:
-    """Train (resuming where asked); ``{steps, train_minutes, final, weights}``."""
+    """Train (resuming where asked); ``{steps, stopped_by, train_minutes, final, weights}``:
+    ``stopped_by`` is ``"steps"`` when the step budget was reached, ``"minutes"`` when the time
+    cap cut the run short (then said on the console, since its numbers are not the configured
+    run's)."""
     run = _setup(args)
     step, spent = _resume(run)
     step, spent = _train(run, step, spent)
+    if step < args.max_steps:
+        run.accelerator.print(
+            f"WARNING: {args.output_dir}: the {args.max_minutes}-minute cap stopped training at "
+            f"step {step} of {args.max_steps}; its results are not those of the configured run "
+            "(stopped_by: minutes)"
+        )
     return _finish(run, step, spent)
 
 
@@ -521,7 +531,9 @@ def _finish(run: _Run, step: int, spent: float) -> dict:
     if accelerator.is_main_process:
         with _ema_weights(run.ema, run.params):
             _atomic_save(run.model, final, training_record(args, step, spent, accelerator, digest))
-    return {"steps": step, "train_minutes": spent / 60, "final": str(final), "weights": digest}
+    stopped_by = "steps" if step >= args.max_steps else "minutes"
+    return {"steps": step, "stopped_by": stopped_by, "train_minutes": spent / 60,
+            "final": str(final), "weights": digest}  # fmt: skip
 
 
 def weights_digest(params) -> str:
@@ -559,6 +571,7 @@ def training_record(args, step: int, seconds: float, accelerator, digest: str) -
     return {
         "arguments": {k: v for k, v in vars(args).items() if k != "progress"},
         "steps": step,
+        "stopped_by": "steps" if step >= args.max_steps else "minutes",
         "train_minutes": seconds / 60,
         "processes": accelerator.num_processes,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

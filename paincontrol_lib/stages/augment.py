@@ -169,7 +169,7 @@ def run(
         workers,
     )
     timing["fit_seconds"] = time.perf_counter() - fit_start
-    timing["total_seconds"] = time.perf_counter() - start
+    timing["seconds"] = time.perf_counter() - start
     summary, tests = summarise(results), arm_tests(results)
     config = {
         "generator": generator_block(generator, training, seen),
@@ -242,7 +242,7 @@ def overview(result: AugmentResult) -> dict:
         "n_test_pain",
         "n_pain_people_available",
         "n_new_identities",
-        "total_seconds",
+        "seconds",
     )
     return {k: result.metrics[k] for k in keys}
 

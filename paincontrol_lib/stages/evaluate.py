@@ -10,6 +10,7 @@ the better backend per AU (chosen on validation)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class EvaluateResult:
     exact: ExactAnswers | None  # SynthPain's exact answers (None on real data)
 
 
-def train_au_estimator(table: pd.DataFrame, settings: dict, seed: int, reports_dir):
+def train_au_estimator(table: pd.DataFrame, settings: dict, seed: int, reports_dir,
+                       workers: int = 1):  # fmt: skip
     """Train, choose and validate the learned AU estimator; save it and ``au_estimator.json``.
     ``(estimator or None, report)``: None, and the ``mesh`` backend for every AU, where the data
     have no AU ground truth to learn from (``report["reason"]`` says so)."""
@@ -67,7 +69,7 @@ def train_au_estimator(table: pd.DataFrame, settings: dict, seed: int, reports_d
         write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
         return None, report
     copies = [int(c) for c in settings["degraded_copies"]]
-    reads = read_table(table, seed, max(copies) + 1)
+    reads = read_table(table, seed, max(copies) + 1, workers)
     estimator, report = validate_backends(reads, settings["alphas"], copies)
     if settings.get("compare_pyfeat"):
         report["pyfeat"] = pyfeat_comparison(reads, estimator)
@@ -101,13 +103,16 @@ def run(
 ) -> EvaluateResult:
     """Train the AU estimator; score, summarise and compare every output; write ``eval.json``,
     ``au_estimator.json`` and the per-AU plot data."""
+    started = time.perf_counter()
     seed = base["seed"]
     table, manifest = load_landmark_table(landmarks_dir), load_manifest(transfer_dir)
     synthpain_dir = Path(data["root"]) if data["source"] == "synthpain" else None
     exact = None
     if synthpain_dir is not None and (synthpain_dir / "config.json").is_file():
         exact = ExactAnswers(synthpain_dir)
-    estimator, report = train_au_estimator(table, evaluate["au_estimator"], seed, reports_dir)
+    estimator, report = train_au_estimator(
+        table, evaluate["au_estimator"], seed, reports_dir, base["workers"]
+    )
     reader = OutputAUs(estimator, report["backend_per_au"])
     scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed, aus=reader)
     summary = summarise(scores, evaluate["n_bootstrap"], seed)
@@ -131,6 +136,7 @@ def run(
     metrics["realism"] = realism_by_method(
         manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"], exact, scores
     )
+    metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     per_au = summary[summary["metric"].str.startswith("error_")].assign(
         au=lambda d: d["metric"].str.removeprefix("error_")

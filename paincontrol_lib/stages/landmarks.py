@@ -3,6 +3,7 @@ MediaPipe mesh, an aligned crop transform and a control image, in one landmark t
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,12 +30,14 @@ class LandmarksResult:
     records: pd.DataFrame
     table: pd.DataFrame  # the landmark table written to ``out_dir``
     metrics: dict
+    photos: list  # (bundled photograph, faces MediaPipe found in it)
 
 
 def run(base: dict, data: dict, landmarks: dict, out_dir, reports_dir) -> LandmarksResult:
     """Mesh, align, crop and draw every record's image; time the stage against raw MediaPipe.
 
     Datasets without a split of their own (real data) are split by subject here, seeded."""
+    started = time.perf_counter()
     records = load_records(data["source"], data["root"])
     records = with_subject_split(
         records, data["test_fraction"], base["seed"], data.get("val_fraction", 0.0)
@@ -45,8 +48,15 @@ def run(base: dict, data: dict, landmarks: dict, out_dir, reports_dir) -> Landma
     n_bench = min(landmarks["raw_benchmark_images"], len(records))
     sample = records["image"].sample(n_bench, random_state=base["seed"])
     metrics = landmark_metrics(table, seconds, raw_mediapipe_rate(sample))
+    with FaceMesher() as mesher:
+        photos = [(p, mesher.detect_all(load_image(p.path))) for p in bundled_photos()]
+    metrics["real_photos"] = {
+        p.name: {"faces": p.faces, "meshable": p.meshable, "meshed": len(found)}
+        for p, found in photos
+    }
+    metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
-    return LandmarksResult(records, table, metrics)
+    return LandmarksResult(records, table, metrics, photos)
 
 
 def synthetic_figure(result: LandmarksResult, out_dir, figures_dir):
@@ -78,13 +88,12 @@ def synthetic_figure(result: LandmarksResult, out_dir, figures_dir):
     return fig
 
 
-def real_photos_figure(figures_dir):
+def real_photos_figure(result: LandmarksResult, figures_dir):
     """Every face found in the photographs that ship inside installed packages (read in place),
     meshed with the full-range detector; returns the figure and a table of faces found."""
     import matplotlib.pyplot as plt
 
-    with FaceMesher() as mesher:
-        photos = [(p, mesher.detect_all(load_image(p.path))) for p in bundled_photos()]
+    photos = result.photos
     fig, axes = plt.subplots(2, (len(photos) + 1) // 2, figsize=(16, 6))
     for ax, (photo, faces) in zip(axes.ravel(), photos, strict=False):
         image = load_image(photo.path)

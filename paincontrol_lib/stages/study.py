@@ -4,6 +4,7 @@ run (the documented rater simulator), or a ``paincontrol study export`` CSV of r
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def run(
 ) -> StudyResult:
     """Build the trial set into ``study_dir``, rate it (simulated unless ``study.ratings`` names
     an export), analyse and write ``study.json``."""
+    started = time.perf_counter()
     seed = base["seed"]
     design = build_trial_set(
         stage_candidates(transfer_dir, landmarks_dir),
@@ -85,6 +87,7 @@ def run(
     if (replications["panel"] == "power").any():
         power = summarise(replications[replications["panel"] == "power"], alpha)
         metrics["power"] = power | {"effects": study["validation"]["power_effects"]}
+    metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return StudyResult(design, key, analysis, replications, true_effects, label, metrics)
 

@@ -4,6 +4,7 @@ expression?"""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class SynthesizeResult:
 
 def run(base: dict, synthesize: dict, data_dir, reports_dir) -> SynthesizeResult:
     """Render the dataset into ``data_dir``, mesh every render and write the realism report."""
+    started = time.perf_counter()
     config = synthpain.SynthPainConfig(seed=base["seed"], **synthesize)
     table = synthpain.generate(config, data_dir, workers=base["workers"])
     results = detect_files([Path(data_dir) / p for p in table["image"]], workers=base["workers"])
@@ -40,6 +42,7 @@ def run(base: dict, synthesize: dict, data_dir, reports_dir) -> SynthesizeResult
     )
     metrics = realism_report(table, detected, predicted)
     metrics["generation_seconds"] = table.attrs["generation_seconds"]
+    metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return SynthesizeResult(config, table, detected, predicted, metrics)
 

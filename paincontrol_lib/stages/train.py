@@ -1,6 +1,10 @@
 """Stage 02 (notebook ``02_train_controlnet``): fine-tune the shipped checkpoint (the default),
-optionally train our recipe and the plain diffusers-example recipe from scratch at the same CPU
-time, and score every run on held-out identities (final models and along training)."""
+optionally train our recipe and the plain diffusers-example recipe from scratch for the same
+number of steps, and score every run on held-out identities (final models and along training).
+
+Every run's budget is ``train.max_steps`` optimisation steps, so the same commit makes the same
+model on any machine; ``train.max_minutes`` is only a safety cap, and a run it cuts short says
+so on the console and in ``train.json`` (``stopped_by: "minutes"``)."""
 
 from __future__ import annotations
 
@@ -42,59 +46,34 @@ RUNS = {
 }
 
 
-def train_args(
-    landmarks_dir,
-    output_dir,
-    recipe: str,
-    minutes: float,
-    train: dict,
-    seed: int,
-    init_from: str | None = None,
-):
+def train_args(landmarks_dir, output_dir, recipe: str, train: dict, seed: int,
+               init_from: str | None = None):  # fmt: skip
     """One run's command line for ``model/train.py``'s own parser (the stage and the command
-    line are validated alike)."""
+    line are validated alike): ``train.max_steps`` steps, ``train.max_minutes`` as a cap,
+    ``train.threads`` torch threads."""
     rate = train["finetune_learning_rate"] if init_from else train["learning_rate"]
-    argv = [
-        "--landmarks_dir",
-        str(landmarks_dir),
-        "--output_dir",
-        str(output_dir),
-        "--recipe",
-        recipe,
-        "--max_minutes",
-        str(minutes),
-        "--seed",
-        str(seed),
-        "--max_steps",
-        str(train["max_steps"]),
-        "--train_batch_size",
-        str(train["batch_size"]),
-        "--learning_rate",
-        str(rate),
-        "--resolution",
-        str(train["resolution"]),
-        "--checkpointing_steps",
-        str(train["checkpointing_steps"]),
-        "--checkpoints_total_limit",
-        str(train["checkpoints_total_limit"]),
-        "--validation_steps",
-        str(train["validation_steps"]),
-        "--resume_from_checkpoint",
-        "latest",
-        "--no-progress",
-        "--identity_cache_dir",
-        str(Path(output_dir).parent / "identity_cache"),
-        "--block_out_channels",
-        *[str(c) for c in train["block_out_channels"]],
-    ] + (["--init_from", str(init_from)] if init_from else [])
-    return parse_args(argv)
+    argv = {
+        "--landmarks_dir": landmarks_dir, "--output_dir": output_dir, "--recipe": recipe,
+        "--max_steps": train["max_steps"], "--max_minutes": train["max_minutes"], "--seed": seed,
+        "--threads": train["threads"], "--train_batch_size": train["batch_size"],
+        "--learning_rate": rate, "--resolution": train["resolution"],
+        "--checkpointing_steps": train["checkpointing_steps"],
+        "--checkpoints_total_limit": train["checkpoints_total_limit"],
+        "--validation_steps": train["validation_steps"], "--resume_from_checkpoint": "latest",
+        "--identity_cache_dir": Path(output_dir).parent / "identity_cache",
+    }  # fmt: skip
+    if init_from:
+        argv["--init_from"] = init_from
+    flat = [str(part) for pair in argv.items() for part in pair]
+    channels = [str(c) for c in train["block_out_channels"]]
+    return parse_args([*flat, "--no-progress", "--block_out_channels", *channels])
 
 
 def checkpoint_curve(
     output_dir: Path, examples, rows, sampler: SamplerConfig, seed: int, start=None
 ) -> pd.DataFrame:
-    """Held-out scores of every kept checkpoint against the CPU minutes it had trained
-    (``start``: the model the run began from, scored at minute 0)."""
+    """Held-out scores of every kept checkpoint against the steps it had trained (``start``: the
+    model the run began from, scored at step 0); ``train_minutes`` is this machine's time."""
     points = [(0, 0.0, start)] if start is not None else []
     for ckpt in checkpoint_folders(output_dir):
         state = json.loads((ckpt / "training_state.json").read_text())
@@ -106,7 +85,7 @@ def checkpoint_curve(
         records.append(
             {
                 "step": step,
-                "minutes": minutes,
+                "train_minutes": minutes,
                 "nme": scores["nme"],
                 "detection_rate": scores["detection_rate"],
             }
@@ -114,17 +93,18 @@ def checkpoint_curve(
     return pd.DataFrame(records)
 
 
-def minutes_to_reach(curve: pd.DataFrame, target: float | None) -> float | None:
-    """First CPU minute at which a curve's held-out NME is at or below ``target``."""
+def steps_to_reach(curve: pd.DataFrame, target: float | None) -> int | None:
+    """First checkpoint step at which a curve's held-out NME is at or below ``target``."""
     if target is None or curve.empty:
         return None
     hit = curve[curve["nme"].notna() & (curve["nme"] <= target)]
-    return float(hit["minutes"].min()) if len(hit) else None
+    return int(hit["step"].min()) if len(hit) else None
 
 
 def _summary(scores: dict, result: dict) -> dict:
     return {
         "steps": result["steps"],
+        "stopped_by": result["stopped_by"],
         "train_minutes": result["train_minutes"],
         "heldout_detection_rate": scores["detection_rate"],
         "heldout_nme": scores["nme"],
@@ -177,12 +157,13 @@ def run(
     run on test people and write ``train.json``.
 
     Top-level metrics are the default run (``ours``: the shipped checkpoint fine-tuned for
-    ``max_minutes``, or from scratch when ``init_from`` is empty) drawn with the sampler chosen
+    ``max_steps``, or from scratch when ``init_from`` is empty) drawn with the sampler chosen
     on validation people, as transfer draws. ``noise_start`` is the same model drawn by
     :meth:`SamplerConfig.model_alone` (pure noise, identity scale 1), like ``from_scratch`` and
     ``reference_recipe`` (our recipe and the plain diffusers-example recipe from random weights
-    at the same CPU time, when ``compare_from_scratch`` is on), so that race measures training,
+    for the same steps, when ``compare_from_scratch`` is on), so that race measures training,
     not sampling. Identity is scored against a frame of each person that no sampler saw."""
+    started = time.perf_counter()
     seed, models_dir = base["seed"], Path(models_dir)
     init_from = train.get("init_from") or None
     if init_from and not Path(init_from).is_dir():
@@ -194,16 +175,9 @@ def run(
     for name in names:
         recipe, pretrained = RUNS[name]
         args = train_args(
-            landmarks_dir,
-            models_dir / name,
-            recipe,
-            train["max_minutes"],
-            train,
-            seed,
-            init_from if pretrained else None,
+            landmarks_dir, models_dir / name, recipe, train, seed, init_from if pretrained else None
         )
-        began = time.perf_counter()
-        results[name] = main(args) | {"wall_minutes": (time.perf_counter() - began) / 60}
+        results[name] = main(args)
     ours = PainControlModel.from_pretrained(models_dir / "ours" / "final")
     validation = load_training_examples(args, split="val")
     tuning = tune_sampler(ours, validation, SamplerConfig.from_params(sampler), tune, seed)
@@ -223,6 +197,7 @@ def run(
         seed,
     )
     metrics = _metrics(scores, results, curves, config, held_out, rows, init_from)
+    metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return TrainResult(metrics, curves, rows, samples, held_out, tuning)
 
@@ -270,12 +245,12 @@ def _metrics(scores, results, curves, sampler, held_out, rows, init_from) -> dic
         # Kept under its historical key: the plain diffusers-example recipe.
         baseline = results["diffusers_baseline"]
         metrics["reference_recipe"] = _summary(scores["diffusers_baseline"], baseline)
-        metrics["reference_minutes"] = baseline["train_minutes"]
+        metrics["reference_steps"] = baseline["steps"]
         final = curves["diffusers_baseline"]["nme"].dropna()
         target = float(final.iloc[-1]) if len(final) else None
         # Our recipe against the baseline from the same (random) start: a fair race.
         ours_scratch = curves["scratch" if "scratch" in curves else "ours"]
-        metrics["minutes_to_reference_nme"] = minutes_to_reach(ours_scratch, target)
+        metrics["steps_to_reference_nme"] = steps_to_reach(ours_scratch, target)
     return metrics
 
 
@@ -310,17 +285,17 @@ def heldout_grid_figure(result: TrainResult, figures_dir):
 
 
 def curves_figure(result: TrainResult, models_dir, figures_dir):
-    """Training loss and held-out NME against CPU minutes, one line per run."""
+    """Training loss and held-out NME against training steps, one line per run."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
     for run_name, curve in result.curves.items():
         log = pd.read_csv(Path(models_dir) / run_name / "logs" / "loss.csv")
         smooth = log["loss"].rolling(20, min_periods=1).mean()
-        axes[0].plot(log["seconds"] / 60, smooth, label=run_name)
-        axes[1].plot(curve["minutes"], curve["nme"], "o-", label=run_name)
-    axes[0].set(xlabel="CPU minutes", ylabel="training loss (rolling mean)", yscale="log")
-    axes[1].set(xlabel="CPU minutes", ylabel="held-out NME vs control")
+        axes[0].plot(log["step"], smooth, label=run_name)
+        axes[1].plot(curve["step"], curve["nme"], "o-", label=run_name)
+    axes[0].set(xlabel="training step", ylabel="training loss (rolling mean)", yscale="log")
+    axes[1].set(xlabel="training step", ylabel="held-out NME vs control")
     for ax in axes:
         ax.legend()
     fig.tight_layout()

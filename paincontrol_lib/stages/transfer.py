@@ -149,6 +149,7 @@ def run(
     ``out_dir`` (replaced atomically, with its manifest) and write ``transfer.json``. Model
     methods are drawn with the sampler stage 02 chose on validation people (``tuning``: its
     ``tuning.json``)."""
+    started = time.perf_counter()
     methods = list(transfer["methods"])
     unknown = set(methods) - set(METHODS)
     if unknown:
@@ -189,10 +190,11 @@ def run(
         "methods": {m: {"n_outputs": int(counts.get(m, 0))} for m in methods},
         "sequence_jitter": {m: float(np.mean(out.jitter[m])) for m in methods},
         "source_sequence_jitter": float(np.mean(out.panels["source_jitter"])),
-        "seconds_per_image": {
+        "per_image_seconds": {
             m: out.seconds.get(m, 0.0) / max(1, int(counts.get(m, 0))) for m in methods
         },
     }
+    metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return TransferResult(manifest, metrics, out.panels)
 
