@@ -7,6 +7,9 @@ landmarks: the landmark stage (2 worker processes: load, mesh, align, crop, cont
            write) next to plain single-process MediaPipe on the same SynthPain images, in one
            run, repeated; medians reported.
 synthpain: seconds per rendered 128 px image, one process.
+train:     seconds per fine-tuning step of stage 02 (the shipped checkpoint, batch 16, 64 px) with
+           1 and 2 torch threads, on a quiet machine and with one competing busy process (what
+           a laptop running anything else looks like); needs `dvc repro landmarks` first.
 """
 
 from __future__ import annotations
@@ -70,11 +73,55 @@ def bench_landmarks(n_identities: int, repeats: int, workers: int) -> None:
         )
 
 
+def _burn(stop) -> None:
+    """A competing process: one core kept busy until ``stop`` is set."""
+    x = 0
+    while not stop.is_set():
+        x = (x * 31 + 7) % 1_000_003
+
+
+def bench_train(steps: int, repeats: int) -> None:
+    import json
+    import multiprocessing
+
+    from paincontrol_lib.config import load_params
+    from paincontrol_lib.model.train import main as train_main
+    from paincontrol_lib.stages.train import train_args
+
+    params = load_params()
+    train = params["train"] | {"max_steps": steps, "checkpointing_steps": 10**6,
+                               "validation_steps": 0}  # fmt: skip
+    print(f"train      seconds per fine-tuning step ({steps} steps a run, {repeats} runs, medians):")
+    for busy in (False, True):
+        for threads in (1, 2):
+            per_step = []
+            for _ in range(repeats):
+                stop = multiprocessing.Event()
+                rival = multiprocessing.Process(target=_burn, args=(stop,)) if busy else None
+                if rival:
+                    rival.start()
+                try:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        args = train_args("data/landmarks", Path(tmp) / "run", "ours", None,
+                                          train, 0, train["init_from"])  # fmt: skip
+                        args.threads = threads
+                        train_main(args)
+                        record = json.loads((Path(tmp) / "run/final/training.json").read_text())
+                        per_step.append(record["train_minutes"] * 60 / record["steps"])
+                finally:
+                    if rival:
+                        stop.set()
+                        rival.join()
+            load = "one busy rival" if busy else "quiet"
+            print(f"  {threads} thread(s), {load:14s}: {statistics.median(per_step):6.2f} s/step "
+                  f"(runs: {', '.join(f'{v:.2f}' for v in per_step)})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("which", nargs="*", default=["synthpain", "landmarks"])
+    parser.add_argument("which", nargs="*", default=["synthpain", "landmarks", "train"])
     parser.add_argument("--identities", type=int, default=10, help="SynthPain people (x30 images)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
@@ -83,6 +130,8 @@ def main() -> None:
         bench_synthpain(100)
     if "landmarks" in args.which:
         bench_landmarks(args.identities, args.repeats, args.workers)
+    if "train" in args.which:
+        bench_train(20, args.repeats)
 
 
 if __name__ == "__main__":
