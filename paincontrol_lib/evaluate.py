@@ -52,6 +52,7 @@ class ExactAnswers:
     def __init__(self, synthpain_dir):
         from paincontrol_lib.data.synthpain.generate import load_config
 
+        self.synthpain_dir = Path(synthpain_dir)
         self.config = load_config(synthpain_dir)
         self._done: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -156,7 +157,7 @@ class OutputAUs:
 
 def score_outputs(
     manifest: pd.DataFrame, out_dir, table: pd.DataFrame, exact=None, seed: int = 0,
-    aus: OutputAUs | None = None,
+    aus: OutputAUs | None = None, workers: int = 1,
 ) -> pd.DataFrame:  # fmt: skip
     """One row of scores per generated image in ``manifest`` (images under ``out_dir``).
 
@@ -164,67 +165,29 @@ def score_outputs(
     an :class:`ExactAnswers` (SynthPain) or None; ``seed`` picks the scoring frames; ``aus``
     reads AUs (default: the ``mesh`` backend). Where exact answers exist, AUs are also read on
     each exact answer: ``error_vs_exact_<AU>`` compares a method with the truth through the
-    same estimator, ``estimator_error_<AU>`` is the estimator's own error on the truth.
+    same estimator, ``estimator_error_<AU>`` is the estimator's own error on the truth. The
+    images are measured in ``workers`` spawned processes (the same scores whatever it is).
     """
-    from paincontrol_lib.identity import cosine_similarity, make_identity
-    from paincontrol_lib.landmarks.mesher import FaceMesher
-
     aus = aus or OutputAUs()
-    out_dir = Path(out_dir)
-    neutral = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
-    neutral = neutral.set_index("subject")
-    identity = make_identity("dlib")
-    people = set(manifest["target"]) | set(manifest["source"])
-    photo = identity_embeddings(
-        neutral.loc[sorted(people & set(neutral.index))].reset_index(), identity
-    )
-    scoring = identity_embeddings(scoring_rows(table, people, seed), identity)
     asked = requested_aus(manifest, table)
-    mesher = FaceMesher()
-    n = len(manifest)
-    unit_meshes, exact_meshes = np.full((n, 478, 3), np.nan), np.full((n, 478, 3), np.nan)
-    neutral_meshes: dict[tuple[str, int], np.ndarray] = {}
-    references = np.full((n, 478, 3), np.nan)
-    records = []
-    for i, row in enumerate(manifest.itertuples(index=False)):
-        image = load_image(out_dir / row.path)
-        size = image.shape[0]
-        found, embedding = _output_face(image, mesher, identity)
-        rec = {"detected": bool(found.detected)}
-        requested = np.asarray(row.target_aligned, float).reshape(-1, 3)
-        if (row.target, size) not in neutral_meshes:
-            photo_face = mesher(upscale(identity_photo_crop(table, row.target, size)))
-            neutral_meshes[row.target, size] = (
-                photo_face.landmarks / UPSCALE if photo_face.detected else np.full((478, 3), np.nan)
-            )
-        references[i] = neutral_meshes[row.target, size]
-        if found.detected:
-            mesh = found.landmarks * (size / UPSCALE)
-            unit_meshes[i] = found.landmarks / UPSCALE
-            rec["nme"] = float(facemesh.nme(mesh[None, :, :2], requested[None, :, :2] * size)[0])
-            target_ref, source_ref = scoring.get(row.target), scoring.get(row.source)
-            if target_ref is not None:
-                rec["identity_similarity"] = float(cosine_similarity(embedding, target_ref))
-                rec["identity_match"] = float(np.linalg.norm(embedding - target_ref) < SAME_PERSON)
-            rec["identity_similarity_to_photo"] = float(
-                cosine_similarity(embedding, photo[row.target])
-            )
-            if source_ref is not None:
-                rec["source_leakage"] = float(cosine_similarity(embedding, source_ref))
-                rec["source_match"] = float(np.linalg.norm(embedding - source_ref) < SAME_PERSON)
-        if exact is not None:
-            wanted = dict(zip(PAIN_AUS, asked.iloc[i][list(PAIN_AUS)], strict=True))
-            crop, aligned = exact(row.target, wanted, size)
-            rec["ssim_to_exact"], rec["psnr_to_exact"] = ssim_psnr(image, crop)
-            if found.detected:
-                rec["nme_to_exact"] = float(
-                    facemesh.nme(mesh[None, :, :2], aligned[None, :, :2] * size)[0]
-                )
-            truth_face = mesher(upscale(crop))
-            if truth_face.detected:
-                exact_meshes[i] = truth_face.landmarks / UPSCALE
-        records.append(rec)
-    mesher.close()
+    synthpain_dir = exact.synthpain_dir if exact is not None else None
+    shares = [r for r in np.array_split(np.arange(len(manifest)), max(1, workers)) if len(r)]
+    jobs = [(manifest.iloc[rows], asked.iloc[rows], Path(out_dir), table, synthpain_dir, seed)
+            for rows in shares]  # fmt: skip
+    if len(jobs) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+            parts = list(pool.map(_measure_outputs, jobs))
+    else:
+        parts = [_measure_outputs(jobs[0], exact)] if jobs else []
+    records = [r for part in parts for r in part[0]]
+    unit_meshes, exact_meshes, references = (
+        np.concatenate([part[k] for part in parts]) if parts else np.empty((0, 478, 3))
+        for k in (1, 2, 3)
+    )
     scores = pd.DataFrame(records, index=manifest.index)
     estimated = aus(unit_meshes, references).set_index(manifest.index)
     for au in (*PAIN_AUS, "PSPI"):
@@ -239,6 +202,77 @@ def score_outputs(
             scores[f"estimator_error_{au}"] = (on_truth[au] - asked[au]).abs()
     keep = ["method", "mode", "source", "target", "frame", "path"]
     return pd.concat([manifest[keep], scores], axis=1)
+
+
+def _measure_outputs(job, exact=None):
+    """One process's share of :func:`score_outputs`: per image its scores and the MediaPipe
+    meshes (unit crop coordinates) of the output, of its exact answer and of the target's
+    identity photo, for the AU reading done afterwards."""
+    from paincontrol_lib.identity import cosine_similarity, make_identity
+    from paincontrol_lib.landmarks.mesher import FaceMesher
+
+    manifest, asked, out_dir, table, synthpain_dir, seed = job
+    if exact is None and synthpain_dir is not None:
+        exact = ExactAnswers(synthpain_dir)
+    neutral = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
+    neutral = neutral.set_index("subject")
+    identity = make_identity("dlib")
+    people = set(manifest["target"]) | set(manifest["source"])
+    photo = identity_embeddings(
+        neutral.loc[sorted(people & set(neutral.index))].reset_index(), identity
+    )
+    scoring = identity_embeddings(scoring_rows(table, people, seed), identity)
+    n = len(manifest)
+    unit_meshes, exact_meshes = np.full((n, 478, 3), np.nan), np.full((n, 478, 3), np.nan)
+    references = np.full((n, 478, 3), np.nan)
+    neutral_meshes: dict[tuple[str, int], np.ndarray] = {}
+    records = []
+    with FaceMesher() as mesher:
+        for i, row in enumerate(manifest.itertuples(index=False)):
+            image = load_image(out_dir / row.path)
+            size = image.shape[0]
+            found, embedding = _output_face(image, mesher, identity)
+            rec = {"detected": bool(found.detected)}
+            requested = np.asarray(row.target_aligned, float).reshape(-1, 3)
+            if (row.target, size) not in neutral_meshes:
+                face = mesher(upscale(identity_photo_crop(table, row.target, size)))
+                neutral_meshes[row.target, size] = (
+                    face.landmarks / UPSCALE if face.detected else np.full((478, 3), np.nan)
+                )
+            references[i] = neutral_meshes[row.target, size]
+            if found.detected:
+                mesh = found.landmarks * (size / UPSCALE)
+                unit_meshes[i] = found.landmarks / UPSCALE
+                rec["nme"] = float(
+                    facemesh.nme(mesh[None, :, :2], requested[None, :, :2] * size)[0]
+                )
+                target_ref, source_ref = scoring.get(row.target), scoring.get(row.source)
+                if target_ref is not None:
+                    rec["identity_similarity"] = float(cosine_similarity(embedding, target_ref))
+                    rec["identity_match"] = float(
+                        np.linalg.norm(embedding - target_ref) < SAME_PERSON
+                    )
+                rec["identity_similarity_to_photo"] = float(
+                    cosine_similarity(embedding, photo[row.target])
+                )
+                if source_ref is not None:
+                    rec["source_leakage"] = float(cosine_similarity(embedding, source_ref))
+                    rec["source_match"] = float(
+                        np.linalg.norm(embedding - source_ref) < SAME_PERSON
+                    )
+            if exact is not None:
+                wanted = dict(zip(PAIN_AUS, asked.iloc[i][list(PAIN_AUS)], strict=True))
+                crop, aligned = exact(row.target, wanted, size)
+                rec["ssim_to_exact"], rec["psnr_to_exact"] = ssim_psnr(image, crop)
+                if found.detected:
+                    rec["nme_to_exact"] = float(
+                        facemesh.nme(mesh[None, :, :2], aligned[None, :, :2] * size)[0]
+                    )
+                truth_face = mesher(upscale(crop))
+                if truth_face.detected:
+                    exact_meshes[i] = truth_face.landmarks / UPSCALE
+            records.append(rec)
+    return records, unit_meshes, exact_meshes, references
 
 
 METRICS = (

@@ -10,6 +10,8 @@ What DVC stages run (``dvc.yaml``). Compared with ``papermill NB OUT -f params.y
 - what the kernel and native libraries write straight to the terminal is caught, and the lines
   known to appear on every healthy run (:data:`EXPECTED_STDERR`, each with why) are dropped;
   any other line is printed after the stage, so an unexpected warning still shows;
+- the kernel runs with :data:`KERNEL_ENV` (OpenMP's passive wait policy, MediaPipe's C++
+  logging at errors only);
 - no papermill progress bar; one line per stage: its wall time and a headline metric read back
   from its metrics file.
 
@@ -51,7 +53,13 @@ HEADLINES = {
         ("validation", "false_positive_rate"),
     ),  # fmt: skip
 }
-QUIET_KERNEL = {"GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
+KERNEL_ENV = {
+    "GLOG_minloglevel": "2",  # MediaPipe's C++ logging: errors only
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    # OpenMP threads wait passively instead of spinning: with anything else running on a 2-core
+    # laptop, 2 spinning torch threads made each training step 3x slower (scripts/bench.py train).
+    "OMP_WAIT_POLICY": "PASSIVE",
+}
 EXPECTED_STDERR = tuple(
     re.compile(pattern)
     for pattern in (
@@ -131,7 +139,7 @@ def run(notebook, output, params_file="params.yaml") -> float:
     params = yaml.safe_load(Path(params_file).read_text()) or {}
     wanted = declared_parameters(notebook)
     output.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.update({k: v for k, v in QUIET_KERNEL.items() if k not in os.environ})
+    os.environ.update({k: v for k, v in KERNEL_ENV.items() if k not in os.environ})
     started = time.perf_counter()
     with captured_stderr():
         papermill.execute_notebook(

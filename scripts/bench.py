@@ -8,8 +8,9 @@ landmarks: the landmark stage (2 worker processes: load, mesh, align, crop, cont
            run, repeated; medians reported.
 synthpain: seconds per rendered 128 px image, one process.
 train:     seconds per fine-tuning step of stage 02 (the shipped checkpoint, batch 16, 64 px) with
-           1 and 2 torch threads, on a quiet machine and with one competing busy process (what
-           a laptop running anything else looks like); needs `dvc repro landmarks` first.
+           1 and 2 torch threads and OpenMP's ACTIVE / PASSIVE wait policy, on a quiet machine
+           and with one competing busy process (what a laptop running anything else looks
+           like); needs `dvc repro landmarks` first.
 """
 
 from __future__ import annotations
@@ -80,20 +81,38 @@ def _burn(stop) -> None:
         x = (x * 31 + 7) % 1_000_003
 
 
-def bench_train(steps: int, repeats: int) -> None:
+def _train_steps(steps: int, threads: int) -> float:
+    """Seconds per step of one short fine-tuning run (in this process)."""
     import json
-    import multiprocessing
 
     from paincontrol_lib.config import load_params
     from paincontrol_lib.model.train import main as train_main
     from paincontrol_lib.stages.train import train_args
 
-    params = load_params()
-    train = params["train"] | {"max_steps": steps, "checkpointing_steps": 10**6,
-                               "validation_steps": 0}  # fmt: skip
-    print(f"train      seconds per fine-tuning step ({steps} steps a run, {repeats} runs, medians):")
+    train = load_params()["train"]
+    train = train | {"max_steps": steps, "checkpointing_steps": 10**6, "validation_steps": 0,
+                     "threads": threads}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        train_main(train_args("data/landmarks", Path(tmp) / "run", "ours", train, 0,
+                              train["init_from"]))  # fmt: skip
+        record = json.loads((Path(tmp) / "run/final/training.json").read_text())
+    return record["train_minutes"] * 60 / record["steps"]
+
+
+def bench_train(steps: int, repeats: int) -> None:
+    """Each setting in a fresh process (OpenMP reads its wait policy once, at start-up)."""
+    import multiprocessing
+    import os
+    import subprocess
+    import sys
+
+    settings = [(1, "ACTIVE"), (2, "ACTIVE"), (2, "PASSIVE")]
+    print(
+        f"train      seconds per fine-tuning step ({steps} steps a run, {repeats} runs, medians):"
+    )
+    code = "import sys; sys.path.insert(0, 'scripts'); from bench import _train_steps; "
     for busy in (False, True):
-        for threads in (1, 2):
+        for threads, policy in settings:
             per_step = []
             for _ in range(repeats):
                 stop = multiprocessing.Event()
@@ -101,19 +120,19 @@ def bench_train(steps: int, repeats: int) -> None:
                 if rival:
                     rival.start()
                 try:
-                    with tempfile.TemporaryDirectory() as tmp:
-                        args = train_args("data/landmarks", Path(tmp) / "run", "ours", None,
-                                          train, 0, train["init_from"])  # fmt: skip
-                        args.threads = threads
-                        train_main(args)
-                        record = json.loads((Path(tmp) / "run/final/training.json").read_text())
-                        per_step.append(record["train_minutes"] * 60 / record["steps"])
+                    out = subprocess.run(
+                        [sys.executable, "-c", code + f"print(_train_steps({steps}, {threads}))"],
+                        env=dict(os.environ, OMP_WAIT_POLICY=policy), capture_output=True,
+                        text=True, check=True,
+                    )  # fmt: skip
+                    per_step.append(float(out.stdout.strip().splitlines()[-1]))
                 finally:
                     if rival:
                         stop.set()
                         rival.join()
             load = "one busy rival" if busy else "quiet"
-            print(f"  {threads} thread(s), {load:14s}: {statistics.median(per_step):6.2f} s/step "
+            print(f"  {threads} thread(s), OMP {policy:7s}, {load:14s}: "
+                  f"{statistics.median(per_step):5.2f} s/step "
                   f"(runs: {', '.join(f'{v:.2f}' for v in per_step)})")  # fmt: skip
 
 

@@ -95,7 +95,9 @@ def synthpain() -> str:
 
 def landmarks() -> str:
     m = _load("landmarks")
-    photos = ", ".join(f"{name} {p['meshed']}/{p['faces']}" for name, p in m["real_photos"].items())
+    photos = ", ".join(
+        f"{name} {p['meshed']}/{p['faces']}" for name, p in m.get("real_photos", {}).items()
+    )
     rows = [
         ["images", fmt(m["n_images"])],
         ["detection rate", fmt(m["detection_rate"], 2)],
@@ -246,8 +248,8 @@ def evaluate() -> str:
     head = [
         "method",
         *(name for _, name in PRIMARY),
-        "AU04 error",
-        "AU43 error",
+        "AU04 error (vs asked)",
+        "AU43 error (vs asked)",
         "FD",
         "told from exact answer (AUC)",
     ]

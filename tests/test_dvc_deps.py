@@ -25,7 +25,7 @@ def test_dvc_yaml_lists_every_library_file_each_notebook_runs():
 def test_a_deleted_dep_is_reported_missing():
     dvc_yaml = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
     stage, notebook = next(iter(dvc_deps.stage_notebooks(dvc_yaml).items()))
-    closure = dvc_deps.library_closure(REPO_ROOT / notebook, REPO_ROOT)
+    closure = dvc_deps.stage_closure(REPO_ROOT / notebook, REPO_ROOT)
     assert closure, f"{notebook} runs no library file: the check would be vacuous"
     deps = dvc_yaml["stages"][stage]["deps"]
     dvc_yaml["stages"][stage]["deps"] = dvc_deps.rewritten_deps(deps, closure)
@@ -169,3 +169,12 @@ def test_stage_notebooks_reads_papermill_commands():
         "a": "notebooks/00_a.ipynb",
         "b": "notebooks/01_b.ipynb",
     }
+
+
+def test_every_notebook_stage_depends_on_the_runner_that_runs_it():
+    dvc_yaml = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    stages = dvc_deps.stage_notebooks(dvc_yaml)
+    assert len(stages) == 7
+    for stage in stages:
+        assert "paincontrol_lib/runner.py" in dvc_yaml["stages"][stage]["deps"], stage
+        assert "paincontrol_lib.runner" in dvc_yaml["stages"][stage]["cmd"], stage

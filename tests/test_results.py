@@ -26,3 +26,15 @@ def test_a_changed_number_in_a_table_is_caught(tmp_path):
     assert results.main(["--check", "--readme", str(copy)]) == 1
     assert results.main(["--readme", str(copy)]) == 0  # rewriting mends it
     assert copy.read_text() == readme
+
+
+def test_no_result_numbers_typed_into_the_readme_prose():
+    """Numbers with three or more decimals are measurements; outside the rendered tables and code
+    blocks the README must not carry any (they drift from the metrics)."""
+    import re
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    prose = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", "", readme, flags=re.S)
+    prose = re.sub(r"```.*?```", "", prose, flags=re.S)
+    typed = re.findall(r"(?<![\w.])\d+\.\d{3,}\b", prose)
+    assert not typed, f"hand-typed measurements in README.md: {typed}"

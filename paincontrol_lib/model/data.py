@@ -83,7 +83,7 @@ def prepare_examples(
         aligned = np.asarray(row.aligned, dtype=np.float64).reshape(-1, 3)
         crop = np.array(aligned_crop(load_image(row.image), row_transform(row), resolution))
         images.append(torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1)
-        control = render_control(aligned * resolution, resolution)
+        control = np.array(render_control(aligned * resolution, resolution))  # writable copy
         controls.append(torch.from_numpy(control).permute(2, 0, 1).float() / 255)
         masks.append(torch.from_numpy(region_mask(aligned, resolution))[None])
         prompts.append(prompt_from_aus(aus_of(row._asdict(), AU_COLUMNS)))

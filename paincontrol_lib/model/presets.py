@@ -109,12 +109,13 @@ class PainControlModel:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.unet.save_pretrained(folder / "unet")
-        self.controlnet.save_pretrained(folder / "controlnet")
-        self.text_encoder.save_pretrained(folder / "text_encoder")
-        self.tokenizer.save_pretrained(folder / "tokenizer")
-        self.vae.save_pretrained(folder / "vae")
-        self.scheduler.save_pretrained(folder / "scheduler")
+        with _expected_loading_messages_silenced():  # and transformers' "Writing model shards"
+            self.unet.save_pretrained(folder / "unet")
+            self.controlnet.save_pretrained(folder / "controlnet")
+            self.text_encoder.save_pretrained(folder / "text_encoder")
+            self.tokenizer.save_pretrained(folder / "tokenizer")
+            self.vae.save_pretrained(folder / "vae")
+            self.scheduler.save_pretrained(folder / "scheduler")
         flat = {
             f"{part}.{k}": v.contiguous()
             for part, sd in self.adapter_state_dict().items()

@@ -114,7 +114,8 @@ def run(
         table, evaluate["au_estimator"], seed, reports_dir, base["workers"]
     )
     reader = OutputAUs(estimator, report["backend_per_au"])
-    scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed, aus=reader)
+    scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed, aus=reader,
+                           workers=base["workers"])  # fmt: skip
     summary = summarise(scores, evaluate["n_bootstrap"], seed)
     metrics = _metrics(scores, summary, report, manifest)
     metrics["au_claim"] = hard_au_claim(scores, evaluate["n_bootstrap"], seed)

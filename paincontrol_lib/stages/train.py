@@ -64,7 +64,7 @@ def train_args(landmarks_dir, output_dir, recipe: str, train: dict, seed: int,
     }  # fmt: skip
     if init_from:
         argv["--init_from"] = init_from
-    flat = [str(part) for pair in argv.items() for part in pair]
+    flat = [str(part) for pair in argv.items() if pair[1] is not None for part in pair]
     channels = [str(c) for c in train["block_out_channels"]]
     return parse_args([*flat, "--no-progress", "--block_out_channels", *channels])
 
