@@ -222,12 +222,10 @@ def read_meshes_parallel(crops, workers: int = 1) -> np.ndarray:
     the same meshes in the same order whatever ``workers`` is."""
     if workers <= 1 or len(crops) < 2 * workers:
         return read_meshes(crops)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from paincontrol_lib.parallel import process_pool
 
     chunks = np.array_split(np.arange(len(crops)), workers)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with process_pool(workers) as pool:
         parts = pool.map(read_meshes, [[crops[i] for i in chunk] for chunk in chunks])
         return np.concatenate(list(parts))
 

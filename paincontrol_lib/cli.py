@@ -26,6 +26,15 @@ def _synthesize(args) -> int:
     return 0
 
 
+def _as_real(args) -> int:
+    from paincontrol_lib.data.synthpain.export import write_folder_layout, write_unbc_layout
+
+    write = write_unbc_layout if args.layout == "unbc" else write_folder_layout
+    out = write(args.synthpain, args.out)
+    print(f"wrote {args.synthpain} in the {args.layout} layout to {out}")
+    return 0
+
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -51,10 +60,23 @@ def default_checkpoint() -> Path:
     raise FileNotFoundError("no PainControl checkpoint found: pass --checkpoint DIR")
 
 
+def check_output_folder(out: Path) -> None:
+    """``--out`` is replaced whole on success, so it must be a new folder or an earlier
+    ``paincontrol transfer`` output (one holding its ``manifest.json``), never a file or a
+    folder of other things."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; give a folder (it is created)")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise ValueError(
+            f"--out {out}: exists and is not a paincontrol transfer output (no manifest.json); "
+            "give a new folder (an earlier output is replaced whole)"
+        )
+
+
 def _transfer(args) -> int:
     import json
 
-    from paincontrol_lib.io import atomic_write_bytes, save_image
+    from paincontrol_lib.io import atomic_folder, atomic_write_bytes, save_image
     from paincontrol_lib.landmarks.face import read_face
     from paincontrol_lib.landmarks.mesher import FaceMesher
     from paincontrol_lib.model.sampler import SamplerConfig
@@ -65,11 +87,26 @@ def _transfer(args) -> int:
         raise ValueError("explicit mode needs exactly one of --aus (e.g. AU4=3,AU43=1) or --pspi")
     if args.mode != "explicit" and args.source is None:
         raise ValueError(f"{args.mode} mode needs --source (an image or a sequence folder)")
+    if args.size < 16:
+        raise ValueError(f"--size {args.size}: expected at least 16 px")
+    out = Path(args.out)
+    check_output_folder(out)
+    # Every setting is checked before anything is loaded or written.
+    sampler = SamplerConfig(steps=args.steps, guidance_scale=args.guidance_scale,
+                            identity_scale=args.identity_scale, control_scale=args.control_scale,
+                            start=args.start, start_strength=args.start_strength)  # fmt: skip
     model = None
     if set(args.method) & set(MODEL_METHODS):
-        from paincontrol_lib.model.presets import PainControlModel
+        from paincontrol_lib.model.presets import (
+            SYNTHPAIN_ONLY_NOTE,
+            PainControlModel,
+            checkpoint_domains,
+        )
 
-        model = PainControlModel.from_pretrained(args.checkpoint or default_checkpoint())
+        checkpoint = args.checkpoint or default_checkpoint()
+        model = PainControlModel.from_pretrained(checkpoint)
+        if checkpoint_domains(checkpoint) == ["synthpain"]:
+            print(SYNTHPAIN_ONLY_NOTE.format(checkpoint=checkpoint), file=sys.stderr)
     size = model.config.resolution if model else args.size
     mesher = FaceMesher()
     try:
@@ -105,25 +142,52 @@ def _transfer(args) -> int:
                 names.append(path.stem)
     finally:
         mesher.close()
-    sampler = SamplerConfig(steps=args.steps, guidance_scale=args.guidance_scale,
-                            identity_scale=args.identity_scale, control_scale=args.control_scale,
-                            start=args.start, start_strength=args.start_strength)  # fmt: skip
     engine = Transfer(model, sampler, size=size)
-    out = Path(args.out)
     manifest = []
-    for method in args.method:
-        images = engine.generate(method, target, expressions, seed=args.seed, shared_noise=True)
-        for name, expr, image in zip(names, expressions, images, strict=True):
-            path = save_image(out / method / f"{name}.png", image)
-            manifest.append({"method": method, "mode": expr.mode, "frame": name,
-                             "pspi": round(expr.pspi, 3), "seed": args.seed,
-                             "aus": {k: round(v, 3) for k, v in expr.aus.items() if v},
-                             "path": str(path.relative_to(out))})  # fmt: skip
-    for name, expr in zip(names, expressions, strict=True):
-        save_image(out / "control" / f"{name}.png", expr.control)
-    atomic_write_bytes(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    # Written into a temporary folder that replaces --out only when every image is done: a
+    # failed run leaves the previous --out as it was, and --out holds exactly its manifest.
+    with atomic_folder(out) as tmp:
+        for method in args.method:
+            images = engine.generate(method, target, expressions, seed=args.seed,
+                                     shared_noise=True)  # fmt: skip
+            for name, expr, image in zip(names, expressions, images, strict=True):
+                path = save_image(tmp / method / f"{name}.png", image)
+                manifest.append({"method": method, "mode": expr.mode, "frame": name,
+                                 "pspi": round(expr.pspi, 3), "seed": args.seed,
+                                 "aus": {k: round(v, 3) for k, v in expr.aus.items() if v},
+                                 "path": str(path.relative_to(tmp))})  # fmt: skip
+        for name, expr in zip(names, expressions, strict=True):
+            save_image(tmp / "control" / f"{name}.png", expr.control)
+        atomic_write_bytes(tmp / "manifest.json", json.dumps(manifest, indent=1).encode())
     print(f"wrote {len(manifest)} images ({', '.join(args.method)}) to {out}")
     return 0
+
+
+def _check(args) -> int:
+    from paincontrol_lib.check import (
+        check_arcface,
+        check_controlnet,
+        check_pyfeat,
+        check_sd15,
+        checks_for,
+    )
+    from paincontrol_lib.config import load_params
+
+    explicit = [
+        *([check_sd15(args.sd15)] if args.sd15 else []),
+        *([check_controlnet(args.controlnet)] if args.controlnet else []),
+        *([check_arcface(args.arcface)] if args.arcface else []),
+        *([check_pyfeat()] if args.pyfeat else []),
+    ]
+    checks = explicit or checks_for(load_params(args.params, profile=args.profile))
+    if not checks:
+        print("nothing to check: this configuration needs no external weights")
+        return 0
+    for check in checks:
+        print("\n".join(check.lines()))
+    missing = sum(not c.ok for c in checks)
+    print(f"{len(checks) - missing} of {len(checks)} ok")
+    return 1 if missing else 0
 
 
 def _study_store(args, create: bool = False):
@@ -230,6 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--workers", type=int, default=2, help="worker processes")
     syn.set_defaults(func=_synthesize)
 
+    real = commands.add_parser(
+        "as-real",
+        help="write SynthPain in a real dataset's layout (walk the real-data path without it)",
+        description="SynthPain's images and labels in UNBC-McMaster's folder tree (FACS, PSPI, "
+        "AAM files) or as a folder with labels.csv: set data.source and data.root to it.",
+    )
+    real.add_argument("--layout", choices=["unbc", "folder"], required=True)
+    real.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    real.add_argument("--synthpain", default="data/synthpain", help="a SynthPain folder")
+    real.set_defaults(func=_as_real)
+
     from paincontrol_lib.retarget import MODES
     from paincontrol_lib.transfer import METHODS
 
@@ -241,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--source", help="source image, or a folder of frames (first = neutral)")
     tr.add_argument("--source-neutral", help="the source's neutral image (single-image source)")
     tr.add_argument("--target", required=True, help="target identity: an image of a neutral face")
-    tr.add_argument("--out", required=True, help="output folder")
+    tr.add_argument(
+        "--out", required=True, help="output folder (new, or an earlier output: replaced whole)"
+    )
     tr.add_argument("--mode", choices=MODES, default="delta")
     tr.add_argument("--aus", help="explicit mode: AU intensities, e.g. AU4=3,AU43=1")
     tr.add_argument("--pspi", type=float, help="explicit mode: a PSPI level 0-16 instead")
@@ -252,6 +329,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_options(tr)
     tr.add_argument("--size", type=int, default=128, help="warp-only runs: output size (px)")
     tr.set_defaults(func=_transfer)
+    check = commands.add_parser(
+        "check",
+        help="are the external weights a configuration needs here? (nothing is downloaded)",
+        description="Without folder options: what params.yaml (with --profile) needs, e.g. "
+        "`paincontrol check --profile sd15`. Exit status 1 when anything is missing.",
+    )
+    check.add_argument("--params", default=None, help="params.yaml (default: the repository's)")
+    check.add_argument("--profile", default=None, help="profile merged over params (e.g. sd15)")
+    check.add_argument("--sd15", help="a Stable Diffusion 1.5 folder (diffusers layout)")
+    check.add_argument("--controlnet", help="a ControlNet folder")
+    check.add_argument("--arcface", help="the folder holding w600k_r50.onnx")
+    check.add_argument("--pyfeat", action="store_true", help="py-feat's AU models")
+    check.set_defaults(func=_check)
     _add_study(commands)
     return parser
 
@@ -330,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError) as exc:  # OSError: unreadable, missing, no access
         command = " ".join(filter(None, [args.command, getattr(args, "study_command", None)]))
         print(f"paincontrol {command}: error: {exc}", file=sys.stderr)
         return 2

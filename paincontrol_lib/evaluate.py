@@ -175,11 +175,9 @@ def score_outputs(
     jobs = [(manifest.iloc[rows], asked.iloc[rows], Path(out_dir), table, synthpain_dir, seed)
             for rows in shares]  # fmt: skip
     if len(jobs) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from paincontrol_lib.parallel import process_pool
 
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+        with process_pool(len(jobs)) as pool:
             parts = list(pool.map(_measure_outputs, jobs))
     else:
         parts = [_measure_outputs(jobs[0], exact)] if jobs else []

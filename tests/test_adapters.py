@@ -42,7 +42,7 @@ def make_unbc(root: Path, nested: bool = False, with_aam: bool = True):
             if with_aam:
                 aam = root / "AAM_landmarks" / subject / seq / f"{stem}_aam.txt"
                 aam.parent.mkdir(parents=True, exist_ok=True)
-                aam.write_text("".join(f"{10 + k}.5 {20 + k}.25\n" for k in range(66)))
+                aam.write_text("".join(f"{5 + k * 0.4:.2f} {8 + k * 0.3:.2f}\n" for k in range(66)))
     vas = root / "Sequence_Labels" / "VAS" / "042-ll042"
     vas.mkdir(parents=True)
     (vas / "ll042t1aaaff.txt").write_text("5.0000000e+00\n")
@@ -57,7 +57,7 @@ def test_unbc_adapter_reads_labels_and_aam(tmp_path, nested):
     first = rec[(rec.subject == "042-ll042") & (rec.frame == 1)].iloc[0]
     assert first.AU04 == 2 and first.AU43 == 1 and first.AU06 == 0 and first.PSPI == 3
     assert np.isnan(first.AU01)  # not coded in UNBC
-    assert first.aam_66.shape == (132,) and first.aam_66[0] == pytest.approx(10.5)
+    assert first.aam_66.shape == (132,) and first.aam_66[1] == pytest.approx(8.0)
     assert first.vas == 5.0
     neutral = rec[rec.neutral_reference]
     assert set(neutral.subject) == {"042-ll042", "064-ak064"}
@@ -84,6 +84,37 @@ def test_unbc_missing_aam_and_missing_label_file(tmp_path):
     next((tmp_path / "Frame_Labels" / "FACS").rglob("*_facs.txt")).unlink()
     with pytest.raises(LayoutError, match="_facs.txt"):
         load_records("unbc", tmp_path, require_aam=False)
+
+
+def test_unbc_pspi_from_facs_when_its_file_is_missing(tmp_path, capsys):
+    """Before the fix one frame without a PSPI file aborted the whole load."""
+    make_unbc(tmp_path)
+    pspi_file = tmp_path / "Frame_Labels" / "PSPI" / "042-ll042" / "ll042t1aaaff"
+    (pspi_file / "ll042t1aaaff001_facs.txt").unlink()
+    rec = load_records("unbc", tmp_path)
+    first = rec[(rec.subject == "042-ll042") & (rec.frame == 1)].iloc[0]
+    assert first.PSPI == 3 and first.pspi_from_facs  # AU4 2 + AU43 1
+    assert rec["pspi_from_facs"].sum() == 1
+    assert "1 of 3 frames have no PSPI file" in capsys.readouterr().out
+
+
+def test_unbc_aam_points_off_the_image_are_refused(tmp_path):
+    """Before the fix AAM files with swapped columns loaded silently, points off the image."""
+    make_unbc(tmp_path)
+    aam = sorted((tmp_path / "AAM_landmarks").rglob("*_aam.txt"))[0]
+    image = tmp_path / "Images" / aam.relative_to(tmp_path / "AAM_landmarks").parent
+    image = image / aam.name.replace("_aam.txt", ".png")
+    Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(image)  # 60 wide, 40 high
+    xy = np.stack([42 + np.arange(66) * 0.25, 5 + np.arange(66) * 0.4], axis=1)
+    aam.write_text("".join(f"{x:.2f} {y:.2f}\n" for x, y in xy))
+    assert len(load_records("unbc", tmp_path)) == 3  # x y on the image: accepted
+    aam.write_text("".join(f"{y:.2f} {x:.2f}\n" for x, y in xy))
+    with pytest.raises(ValueError, match=r"_aam.txt: 66 of 66 points lie outside the 60x40 "
+                       r"image .*columns swapped"):  # fmt: skip
+        load_records("unbc", tmp_path)
+    aam.write_text("".join(f"{x + 100:.2f} {y:.2f}\n" for x, y in xy))
+    with pytest.raises(ValueError, match=r"points lie outside the 60x40 image [^(]*$"):
+        load_records("unbc", tmp_path)
 
 
 def test_delaware_with_facs_codes(tmp_path):

@@ -1,6 +1,9 @@
 """MediaPipe meshing, alignment, control images and bad input, on real and synthetic faces."""
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -138,7 +141,7 @@ def test_bad_inputs_are_flagged_and_the_batch_is_kept(tmp_path):
     np.testing.assert_allclose(large[:, :2] / 3000 * 512, by_name["good"].landmarks[:, :2], atol=6)
 
 
-def test_landmark_table_and_metrics(tmp_path, tiny_synthpain):
+def test_landmark_table_and_metrics(tmp_path, tiny_synthpain, monkeypatch):
     from paincontrol_lib.data.sources import load_records
 
     data_dir, _ = tiny_synthpain
@@ -150,8 +153,53 @@ def test_landmark_table_and_metrics(tmp_path, tiny_synthpain):
     reread = load_landmark_table(tmp_path / "lm")
     assert stack_landmarks(reread).shape == (len(records), 478, 3)
     assert Image.open(tmp_path / "lm" / reread.control[0]).size == (64, 64)
+    assert reread["image"].map(lambda p: Path(p).is_file()).all()
+    # Built from the data's parent folder with relative paths, as `dvc repro` does, the table
+    # still reads from any other working directory (before the fix it stored image paths
+    # relative to the first one: FileNotFoundError elsewhere).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with monkeypatch.context() as m:
+        m.chdir(data_dir.parent)
+        relative = load_records("synthpain", data_dir.name)
+        build_landmark_table(relative, data_dir.name, "lm_rel", 64, workers=1, progress=False)
+        stored = pd.read_parquet(Path("lm_rel") / "landmarks.parquet")
+        assert not stored["image"].map(lambda p: Path(p).is_absolute()).any()
+        m.chdir(elsewhere)
+        moved = load_landmark_table(data_dir.parent / "lm_rel")
+        assert moved["image"].map(lambda p: Path(p).is_file()).all()
     metrics = landmark_metrics(table, seconds, raw_rate=100.0)
     assert metrics["detection_rate"] == 1.0 and metrics["nme"] < 0.05
     assert metrics["throughput_ratio_vs_mediapipe"] == pytest.approx(
         metrics["images_per_second"] / 100
     )
+
+
+def test_workers_from_an_unguarded_script_fail_fast(tmp_path):
+    """Before the fix, ``run_batch(workers=2)`` called at a script's top level (no
+    ``__main__`` guard) hung for ever: each spawned worker re-ran the script, failed, and the
+    pool replaced it."""
+    import subprocess
+    import sys
+
+    paths = [str(p.path) for p in bundled_photos()][:2] * 8
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from paincontrol_lib.landmarks.batch import process_files\n"
+        f"process_files({paths!r}, workers=2, progress=False)\n"
+        "print('done')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0 and "done" not in done.stdout
+    assert '`if __name__ == "__main__":`' in done.stderr.splitlines()[-1], done.stderr[-1500:]
+    guarded = tmp_path / "guarded.py"
+    guarded.write_text(
+        "from paincontrol_lib.landmarks.batch import process_files\n"
+        "if __name__ == '__main__':\n"
+        f"    print(sum(r.detected for r in process_files({paths!r}, workers=2, "
+        "progress=False)))\n"
+    )
+    ok = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0 and int(ok.stdout.split()[-1]) >= 8, ok.stderr[-1500:]

@@ -30,6 +30,7 @@ LAYERS = [
     (f"{LIBRARY}.facs", 0),
     (f"{LIBRARY}.seeds", 0),
     (f"{LIBRARY}.stats", 0),
+    (f"{LIBRARY}.parallel", 0),  # spawned worker pools that fail fast
     (f"{LIBRARY}.facemesh", 1),
     (f"{LIBRARY}.aumesh", 2),
     (f"{LIBRARY}.au_geometry", 2),  # the AU->mesh model in the canonical frame, and its inverse
@@ -49,6 +50,7 @@ LAYERS = [
     (f"{LIBRARY}.study", 7),
     (f"{LIBRARY}.stages", 8),
     (f"{LIBRARY}.runner", 9),  # runs a stage notebook (dvc.yaml's commands)
+    (f"{LIBRARY}.check", 9),  # paincontrol check: external weight folders
     (f"{LIBRARY}.cli", 9),
 ]
 STAGES = f"{LIBRARY}.stages"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from sd15_fakes import fake_sd15
 
 from paincontrol_lib.model.presets import ModelConfig, PainControlModel, build_model
 from paincontrol_lib.model.sampler import SamplerConfig
@@ -216,6 +217,13 @@ def test_train_a_few_steps_reload_and_sample(landmarks_dir, tmp_path):
     )
     result = main(args)
     assert result["steps"] == 3
+    # The checkpoint says what it learned from (the CLI warns on photographs from it).
+    from paincontrol_lib.config import REPO_ROOT
+    from paincontrol_lib.model.presets import checkpoint_domains
+
+    assert checkpoint_domains(tmp_path / "run" / "final") == ["synthpain"]
+    assert checkpoint_domains(REPO_ROOT / "pretrained" / "tiny-synthpain") == ["synthpain"]
+    assert result["text_conditioning"]["words_split"] == []
     assert latest_checkpoint(tmp_path / "run").name == "checkpoint-3"
     assert (tmp_path / "run" / "checkpoint-2").is_dir()
     assert not list((tmp_path / "run").glob(".tmp-*"))
@@ -254,6 +262,19 @@ def test_training_resumes_after_kill(landmarks_dir, tmp_path):
     state = json.loads((latest_checkpoint(out) / "training_state.json").read_text())
     assert state["step"] == 8
     assert "resumed from" in done.stdout + done.stderr
+    # Exact: the loss log has each step once (before the fix the steps a killed run logged
+    # past its checkpoint were repeated) and the weights equal an uninterrupted run's (before
+    # the fix the resumed run restarted the data order and the per-step draws).
+    log = (out / "logs" / "loss.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in log[1:]] == list(range(1, 9))
+    straight = tmp_path / "straight"
+    whole = subprocess.run(
+        [sys.executable, *_train_module_args(landmarks_dir, straight, steps=8, every=2),
+         *TRAIN_SMALL],  # fmt: skip
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert json.loads(whole.stdout.strip().splitlines()[-1])["weights"] == summary["weights"]
     # A changed setting does not resume a checkpoint of another run.
     other = subprocess.run(
         [
@@ -296,54 +317,12 @@ def test_data_parallel_two_processes_agree(landmarks_dir, tmp_path):
     assert json.loads((out / "checkpoint-3" / "training_state.json").read_text())["step"] == 3
 
 
-def _fake_sd15(folder: Path) -> Path:
-    """A folder laid out like Stable Diffusion 1.5 (same classes, same files), tiny configs."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tok = build_tokenizer(48)
-    tok.save_pretrained(folder / "tokenizer")
-    CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=37,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            max_position_embeddings=48,
-        )
-    ).save_pretrained(folder / "text_encoder")
-    UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        norm_num_groups=32,
-    ).save_pretrained(folder / "unet")
-    AutoencoderKL(
-        block_out_channels=(32, 64),
-        latent_channels=4,
-        norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-    ).save_pretrained(folder / "vae")
-    DDPMScheduler(
-        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, prediction_type="epsilon"
-    ).save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
-    return folder
-
-
 def test_sd15_preset_code_path_offline(landmarks_dir, tmp_path):
     """The sd15 path (latent diffusion, frozen UNet, ControlNet.from_unet, adapter) on a local
     folder laid out like SD 1.5 with tiny configs. Real weights, fp16 and speed need a GPU."""
     from paincontrol_lib.model.sampling import sample
 
-    sd = _fake_sd15(tmp_path / "sd15")
+    sd = fake_sd15(tmp_path / "sd15")
     unet_before = {
         k: v.clone()
         for k, v in __import__("diffusers")
@@ -391,3 +370,32 @@ def test_sd15_preset_code_path_offline(landmarks_dir, tmp_path):
     again = sample(model, torch.rand(1, 3, 32, 32), None, ["a neutral face"], from_photo, [0],
                    _photos(1))  # starts from the VAE latent of a photo  # fmt: skip
     assert again.shape == (1, 32, 32, 3)
+
+
+def test_every_vocabulary_word_is_one_token_and_no_prompt_is_cut(tiny_synthpain):
+    """Before the fix "slightly" became 7 tokens and explicit PSPI prompts ran past 64 tokens,
+    cut mid-word. Every prompt the pipeline can write: each explicit PSPI level, each AU
+    alone at each intensity, every SynthPain prompt, and the longest possible one."""
+    from paincontrol_lib.model.presets import ModelConfig
+    from paincontrol_lib.model.text import (
+        AU_PHRASES,
+        longest_prompt,
+        split_words,
+        text_conditioning,
+        vocabulary_words,
+    )
+    from paincontrol_lib.retarget import aus_for_pspi
+
+    tok = build_tokenizer(ModelConfig().max_prompt_tokens)
+    assert split_words(tok) == []
+    for word in vocabulary_words():
+        assert len(tok.tokenize(word)) == 1, word
+    _, table = tiny_synthpain
+    au_columns = [c for c in table.columns if c.startswith("AU")]
+    prompts = [prompt_from_aus(aus_for_pspi(level)) for level in np.arange(0, 16.5, 0.5)]
+    prompts += [prompt_from_aus({au: v}) for au, _, _ in AU_PHRASES for v in (1, 2, 3, 4, 5)]
+    prompts += [prompt_from_aus(row[au_columns].to_dict()) for _, row in table.iterrows()]
+    report = text_conditioning(tok, prompts)
+    assert report["prompts_truncated"] == 0 and report["longest_possible_prompt_fits"], report
+    longest = tok(longest_prompt()).input_ids
+    assert tok.decode(longest, skip_special_tokens=True).replace(" ,", ",") == longest_prompt()

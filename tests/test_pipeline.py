@@ -20,8 +20,9 @@ import yaml
 from paincontrol_lib.config import REPO_ROOT, load_params
 
 
-def _tiny_run(root: Path) -> Path:
-    """The tracked files copied to ``root`` and ``dvc repro`` run there on the tiny profile."""
+def _tiny_copy(root: Path, **data) -> Path:
+    """The tracked files copied to ``root`` with the tiny profile as params.yaml (``data``
+    overrides its data section), in a git repository of its own."""
     tracked = (
         subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
         .stdout.decode()
@@ -32,18 +33,25 @@ def _tiny_run(root: Path) -> Path:
         if src.is_file():
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
-    (root / "params.yaml").write_text(yaml.safe_dump(load_params(profile="tiny"), sort_keys=False))
+    params = load_params(profile="tiny")
+    params["data"].update(data)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    return root
+
+
+def _run(root: Path, command: list[str], timeout: int = 1200) -> subprocess.CompletedProcess:
+    """``command`` in ``root`` with this environment's tools (dvc, paincontrol) first on PATH."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    run = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), "repro"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    run = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True,
+                         timeout=timeout)  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
+
+
+def _tiny_run(root: Path) -> Path:
+    """The tracked files copied to ``root`` and ``dvc repro`` run there on the tiny profile."""
+    _run(_tiny_copy(root), [str(Path(sys.executable).parent / "dvc"), "repro"])
     return root
 
 
@@ -230,3 +238,76 @@ def test_study_stage(tiny_repo):
     )
     for name in ("study_trials", "study_ratings", "study_effects"):
         assert (tiny_repo / "reports" / "figures" / f"{name}.png").stat().st_size > 0
+
+
+def readme_block(name: str) -> str:
+    """The bash block of the README between ``<!-- name:begin -->`` and ``<!-- name:end -->``."""
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split(f"<!-- {name}:begin -->", 1)[1].split(f"<!-- {name}:end -->", 1)[0]
+    return block.split("```bash", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("layout", ["unbc", "folder"])
+def test_readme_real_data_commands_walk_a_real_layout(tmp_path, layout):
+    """The README's real-data lines, run as written (the folder layout with its adapter named
+    instead), on SynthPain written in a real dataset's layout, through evaluation and
+    augmentation. Before the fix the README said `dvc add data/real --file data.dvc`, which
+    DVC 3 refuses."""
+    commands = readme_block("real-data")
+    if layout == "folder":
+        commands = commands.replace("--layout unbc", "--layout folder").replace(
+            "data.source=unbc", "data.source=folder"
+        )
+    # Two test people (a transfer source and its target) among the tiny profile's five.
+    root = _tiny_copy(tmp_path / "repo", test_fraction=0.4)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(root, [*git, "add", "-A"])
+    _run(root, [*git, "commit", "-qm", "tiny"])  # dvc exp run needs a commit
+    _run(root, ["bash", "-euo", "pipefail", "-c", commands], timeout=2400)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    assert params["data"]["source"] == layout and params["data"]["root"] == "data/real"
+    assert (
+        "md5" in (root / "data.dvc").read_text()
+        and "nfiles: 0" not in (root / "data.dvc").read_text()
+    )
+    landmarks = _metrics(root, "landmarks")
+    assert landmarks["n_images"] == 20 and landmarks["detection_rate"] >= 0.9
+    if layout == "unbc":
+        assert landmarks["pspi_from_facs"] == 0
+    table = pd.read_parquet(root / "data" / "landmarks" / "landmarks.parquet")
+    assert table["dataset"].eq(layout).all() and table["image"].str.contains("data/real").all()
+    evaluation = _metrics(root, "eval")
+    assert set(evaluation["methods"]) == METHODS
+    assert "pspi_mae" in evaluation["methods"]["paincontrol"]  # against the dataset's AUs
+    assert _metrics(root, "au_estimator")["backend"] == "learned"
+    augment = _metrics(root, "augment")
+    assert augment["generator"]["withheld_pain_frames_seen"] == 0 and augment["levels"]
+
+
+def test_sd15_profile_through_dvc_repro(tmp_path):
+    """profiles/sd15.yaml reaches stage 02 through params and `dvc repro`: trained and sampled
+    on a folder laid out like Stable Diffusion 1.5 (tiny random weights), at tiny sizes. Before
+    the fix stage 02 never passed --preset or --pretrained: the 64 px model was trained."""
+    from sd15_fakes import fake_sd15
+
+    from paincontrol_lib.config import deep_merge
+
+    root = _tiny_copy(tmp_path / "repo", test_fraction=0.4)
+    fake_sd15(root / "weights" / "sd15-tiny")
+    sd15 = yaml.safe_load((REPO_ROOT / "profiles" / "sd15.yaml").read_text())
+    params = deep_merge(yaml.safe_load((root / "params.yaml").read_text()), sd15)
+    tiny = {"pretrained": "weights/sd15-tiny", "identity_backend": "dlib",
+            "mixed_precision": "no", "resolution": 32, "batch_size": 2, "max_steps": 2,
+            "checkpointing_steps": 2, "validation_steps": 0, "threads": 2}  # fmt: skip
+    params["train"].update(tiny)
+    params["sampler"].update(steps=2)
+    params["tune"].update(n_samples=2, grid={"start_strength": [1.0]})
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(root, [str(Path(sys.executable).parent / "dvc"), "repro", "transfer"], timeout=2400)
+    record = json.loads((root / "models" / "ours" / "final" / "training.json").read_text())
+    assert record["arguments"]["preset"] == "sd15"
+    assert record["arguments"]["pretrained"] == "weights/sd15-tiny"
+    config = json.loads((root / "models" / "ours" / "final" / "paincontrol_model.json").read_text())
+    assert config["preset"] == "sd15" and config["resolution"] == 32
+    assert _metrics(root, "train")["steps"] == 2
+    assert _metrics(root, "transfer")["methods"]["paincontrol"]["n_outputs"] > 0

@@ -246,7 +246,10 @@ def test_cli_on_a_real_photograph(astronaut, tmp_path, capsys):
     code = cli(["transfer", "--target", str(astronaut), "--out", str(out), "--mode", "explicit",
                 "--aus", "AU4=4,AU43=1", "--method", "warp", "paincontrol",
                 "--checkpoint", str(SHIPPED), "--steps", "2"])  # fmt: skip
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    # The shipped checkpoint saw SynthPain renderings only: said once, with what to use instead.
+    assert err.count("trained on SynthPain renderings only") == 1 and "--method warp" in err
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["method"] for m in manifest] == ["warp", "paincontrol"]
     assert manifest[0]["aus"] == {"AU04": 4.0, "AU43": 1.0} and manifest[0]["pspi"] == 5
@@ -297,3 +300,63 @@ def test_cli_errors_are_clear(astronaut, tmp_path, capsys):
         assert cli(["transfer", "--out", str(tmp_path / "o"), *argv]) == 2
         assert message in capsys.readouterr().err, argv
     assert not (tmp_path / "o" / "manifest.json").exists()  # nothing half-written
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_cli_bad_arguments_are_one_line_and_write_nothing(astronaut, tmp_path, capsys):
+    """Before the fix, --steps 0 wrote the warp images and then raised a traceback."""
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"keep me")
+    explicit = ["--target", str(astronaut), "--mode", "explicit", "--pspi", "8"]
+    cases = [
+        ([*explicit, "--out", str(tmp_path / "o"), "--method", "warp", "paincontrol",
+          "--steps", "0"], "steps 0"),
+        ([*explicit, "--out", str(a_file), "--method", "warp"], "is a file"),
+        ([*explicit, "--out", str(foreign), "--method", "warp"], "not a paincontrol transfer"),
+        ([*explicit, "--out", str(tmp_path / "o"), "--method", "warp", "--size", "0"], "--size"),
+        ([*explicit, "--out", str(tmp_path / "o"), "--start-strength", "2"], "start_strength"),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert cli(["transfer", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+    assert a_file.read_text() == "not a folder" and _listing(foreign) == {"holiday.jpg": b"keep me"}
+
+
+def test_cli_out_is_replaced_whole_and_kept_on_failure(astronaut, tmp_path, capsys, monkeypatch):
+    """Before the fix, a second run into --out left the first run's images beside a manifest
+    that did not list them, and a failing run left partial files."""
+    out = tmp_path / "out"
+    base = ["transfer", "--target", str(astronaut), "--out", str(out), "--mode", "explicit",
+            "--size", "64"]  # fmt: skip
+    assert cli([*base, "--pspi", "8", "--method", "warp", "no_landmarks",
+                "--checkpoint", str(SHIPPED), "--steps", "2"]) == 0  # fmt: skip
+    first = _listing(out)
+    assert {k.split("/")[0] for k in first} == {"warp", "no_landmarks", "control", "manifest.json"}
+
+    def fail_second(self, method, *args, **kwargs):
+        if method == "paincontrol":
+            raise RuntimeError("simulated failure in the middle of a run")
+        return original(self, method, *args, **kwargs)
+
+    original = Transfer.generate
+    monkeypatch.setattr(Transfer, "generate", fail_second)
+    with pytest.raises(RuntimeError, match="simulated"):
+        cli([*base, "--pspi", "4", "--method", "warp", "paincontrol", "--checkpoint",
+             str(SHIPPED), "--steps", "2"])  # fmt: skip
+    assert _listing(out) == first  # the previous output, untouched
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out-")]  # no partial folder
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    assert cli([*base, "--aus", "AU4=3", "--method", "warp"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {m["path"] for m in manifest} | {"manifest.json", "control/explicit.png"}
+    assert set(_listing(out)) == listed  # exactly what the manifest lists

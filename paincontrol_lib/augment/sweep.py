@@ -64,12 +64,9 @@ def run_sweep(real_train: Images, table_train: pd.DataFrame, val: Images, test: 
         "params": dict(params),
     }  # fmt: skip
     if workers > 1 and len(cells) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from paincontrol_lib.parallel import process_pool
 
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(workers, len(cells)), mp_context=context,
-                                 initializer=_start_sweep, initargs=(job,)) as pool:  # fmt: skip
+        with process_pool(min(workers, len(cells)), _start_sweep, (job,)) as pool:
             per_cell = list(pool.map(_fit_cell, cells))
     else:
         _start_sweep(job)

@@ -10,6 +10,15 @@ Layout under the dataset root (some mirrors nest ``Frame_Labels`` twice, which i
 
 UNBC codes AU4, 6, 7, 9, 10, 12, 20, 25, 26 and 43; an AU missing from a frame's FACS file is
 0, AUs outside that set are NaN (not coded).
+
+Tolerances (what real mirrors contain):
+
+- a frame whose PSPI file is missing gets PSPI computed from its FACS file (PSPI is defined by
+  those AUs, :func:`paincontrol_lib.facs.pspi`); such rows are marked ``pspi_from_facs`` and
+  counted in the landmark stage's metrics. A frame without a FACS file is an error.
+- AAM points are checked against their image: a file with more than :data:`AAM_OUTSIDE_MAX`
+  of its 66 points over :data:`AAM_MARGIN_PX` outside the image is refused, named, and
+  diagnosed as swapped columns when "y x" would fit.
 """
 
 from __future__ import annotations
@@ -21,10 +30,12 @@ import numpy as np
 import pandas as pd
 
 from paincontrol_lib.data.records import LayoutError, finish_records
-from paincontrol_lib.facs import au_name
+from paincontrol_lib.facs import au_name, pspi
 
 CODED_AUS = ("AU04", "AU06", "AU07", "AU09", "AU10", "AU12", "AU20", "AU25", "AU26", "AU43")
 LAYOUT = __doc__.split("::", 1)[1].split("\n\n")[1]
+AAM_OUTSIDE_MAX = 5  # points of 66 that may lie outside the image (faces cut by its edge)
+AAM_MARGIN_PX = 2.0  # how far outside a point may lie before it counts
 
 
 def _labels_dir(root: Path) -> Path:
@@ -65,6 +76,27 @@ def read_aam(path: Path) -> np.ndarray:
     return values.astype(np.float32)
 
 
+def check_aam(points: np.ndarray, aam_file: Path, image_file: Path) -> None:
+    """Refuse AAM points that do not lie on their image (e.g. columns swapped)."""
+    from PIL import Image
+
+    with Image.open(image_file) as image:
+        width, height = image.size
+
+    def outside(xy: np.ndarray) -> int:
+        x, y, m = xy[:, 0], xy[:, 1], AAM_MARGIN_PX
+        return int(((x < -m) | (x > width - 1 + m) | (y < -m) | (y > height - 1 + m)).sum())
+
+    xy = points.reshape(-1, 2)
+    n = outside(xy)
+    if n > AAM_OUTSIDE_MAX:
+        hint = " (as 'y x' they would fit: columns swapped?)" if not outside(xy[:, ::-1]) else ""
+        raise ValueError(
+            f"unbc: {aam_file}: {n} of {len(xy)} points lie outside the {width}x{height} image "
+            f"{image_file}{hint}"
+        )
+
+
 def records(root: Path, require_aam: bool = True) -> pd.DataFrame:
     root = Path(root)
     images_dir = root / "Images"
@@ -84,27 +116,39 @@ def records(root: Path, require_aam: bool = True) -> pd.DataFrame:
         rel = Path(subject) / sequence
         facs_file = labels / "FACS" / rel / f"{stem}_facs.txt"
         pspi_file = labels / "PSPI" / rel / f"{stem}_facs.txt"
-        for needed in (facs_file, pspi_file):
-            if not needed.is_file():
-                raise LayoutError("unbc", needed, LAYOUT)
-        pspi_value = _read_numbers(pspi_file)
-        if pspi_value.size != 1:
-            raise ValueError(f"unbc: {pspi_file} should hold one number")
+        if not facs_file.is_file():
+            raise LayoutError("unbc", facs_file, LAYOUT)
+        aus = read_facs(facs_file)
+        if pspi_file.is_file():
+            pspi_value = _read_numbers(pspi_file)
+            if pspi_value.size != 1:
+                raise ValueError(f"unbc: {pspi_file} should hold one number")
+            value = float(pspi_value[0])
+        else:
+            value = float(pspi(aus))
         digits = re.findall(r"\d+", stem)
         row = {
             "subject": subject,
             "sequence": f"{subject}/{sequence}",
             "frame": int(digits[-1]) if digits else 0,
             "image": str(path),
-            **read_facs(facs_file),
-            "PSPI": float(pspi_value[0]),
+            **aus,
+            "PSPI": value,
+            "pspi_from_facs": not pspi_file.is_file(),
         }
         aam_file = aam_dir / rel / f"{stem}_aam.txt"
         row["aam_66"] = read_aam(aam_file) if aam_file.is_file() else None
+        if row["aam_66"] is not None:
+            check_aam(row["aam_66"], aam_file, path)
         if require_aam and row["aam_66"] is None:
             raise LayoutError("unbc", aam_file, LAYOUT)
         rows.append(row)
     table = pd.DataFrame(rows)
+    if table["pspi_from_facs"].any():
+        print(
+            f"unbc: {int(table['pspi_from_facs'].sum())} of {len(table)} frames have no PSPI "
+            "file; their PSPI is computed from their FACS file"
+        )
     for label in ("AFF", "OPR", "SEN", "VAS"):
         folder = root / "Sequence_Labels" / label
         if folder.is_dir():

@@ -123,14 +123,12 @@ def run_batch(
             return results, time.perf_counter() - start
         finally:
             _WORKER.pop("mesher").close()
-    import multiprocessing
+    from paincontrol_lib.parallel import process_pool
 
-    # spawn, not fork: a forked copy of a process that has run MediaPipe corrupts its heap.
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=init) as pool:
-        pool.map(_ready, range(workers), chunksize=1)
+    with process_pool(workers, initializer=_init_worker, initargs=init) as pool:
+        list(pool.map(_ready, range(workers)))
         start = time.perf_counter()
-        results = list(tqdm(pool.imap(_work, jobs, chunksize=16), **bar))
+        results = list(tqdm(pool.map(_work, jobs, chunksize=16), **bar))
         return results, time.perf_counter() - start
 
 
@@ -185,7 +183,13 @@ def build_landmark_table(
     progress: bool = True,
 ):
     """Mesh every record's image; write ``out_dir`` (replaced atomically) with
-    ``landmarks.parquet`` and ``control/``. Returns ``(table, seconds)``."""
+    ``landmarks.parquet`` and ``control/``. Returns ``(table, seconds)``.
+
+    The file stores image paths relative to the data root and the data root relative to
+    ``out_dir`` (``data_root``), so :func:`~paincontrol_lib.landmarks.table.load_landmark_table`
+    finds the images from any working directory."""
+    import os
+
     from paincontrol_lib.io import atomic_folder
 
     with atomic_folder(out_dir) as tmp:
@@ -212,5 +216,9 @@ def build_landmark_table(
             f"control/{k}.png" if d else "" for k, d in zip(keys, table["detected"], strict=True)
         ]
         table["crop_size"] = crop_size
-        table.to_parquet(tmp / LANDMARK_TABLE, index=False)
+        stored = table.assign(
+            image=[os.path.relpath(p, root) for p in table["image"]],
+            data_root=os.path.relpath(root, out_dir),
+        )
+        stored.to_parquet(tmp / LANDMARK_TABLE, index=False)
     return table, seconds

@@ -15,12 +15,20 @@ LANDMARK_TABLE = "landmarks.parquet"
 
 
 def load_landmark_table(out_dir: str | Path):
+    import os
+
     import pandas as pd
 
     path = Path(out_dir) / LANDMARK_TABLE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run the landmark stage (`dvc repro landmarks`)")
-    return pd.read_parquet(path)
+    table = pd.read_parquet(path)
+    if "data_root" in table:  # images stored relative to the data root, it relative to out_dir
+        table["image"] = [
+            os.path.normpath(os.path.join(out_dir, root, image))
+            for root, image in zip(table.pop("data_root"), table["image"], strict=True)
+        ]
+    return table
 
 
 def row_transform(row) -> Similarity:

@@ -32,6 +32,25 @@ ADAPTER_FILE = "ip_adapter.safetensors"
 CONFIG_FILE = "paincontrol_model.json"
 
 
+def checkpoint_domains(folder) -> list[str] | None:
+    """What kinds of faces a checkpoint was trained on (``training.json: trained_on``; the
+    shipped checkpoint's PROVENANCE.json: SynthPain), or None when its records do not say."""
+    folder = Path(folder)
+    if (folder / "PROVENANCE.json").is_file():
+        return ["synthpain"]  # model/pretrain.py packs SynthPain renderings only
+    record = folder / "training.json"
+    if record.is_file():
+        return json.loads(record.read_text()).get("trained_on")
+    return None
+
+
+SYNTHPAIN_ONLY_NOTE = (
+    "note: {checkpoint} was trained on SynthPain renderings only: on a photograph it draws a "
+    "SynthPain-style face and loses the person. For photographs use --method warp, or a "
+    "checkpoint trained on photographs (profiles/sd15.yaml on your data, README: Real data)"
+)
+
+
 @dataclass
 class ModelConfig:
     preset: str = "tiny"

@@ -75,13 +75,46 @@ def vocabulary_words() -> list[str]:
     return sorted(words)
 
 
+def word_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE merges learned on ``words`` until each is one symbol: the most frequent adjacent pair
+    first (ties alphabetical), each merge applied to every word before the next is chosen.
+    The tokenizer applies merges by this rank, so it replays exactly these steps and every
+    vocabulary word becomes one token. (Merges built word by word, each word's prefix chain on
+    its own, do not: an earlier word's merge such as "l"+"i" pre-empts "sl"+"i" and "slightly"
+    fell into 7 tokens.)"""
+    from collections import Counter
+
+    pieces = [[*w[:-1], w[-1] + "</w>"] for w in words]
+    merges: list[tuple[str, str]] = []
+    while True:
+        pairs = Counter(pair for p in pieces for pair in zip(p, p[1:], strict=False))
+        if not pairs:
+            return merges
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        pieces = [_merge(p, best) for p in pieces]
+
+
+def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
 def build_tokenizer(model_max_length: int = 32):
     """A CLIPTokenizer over the prompt vocabulary: every character (so unknown words still
-    tokenise) plus BPE merges that assemble each known word into one token."""
+    tokenise) plus BPE merges (:func:`word_merges`) that make each vocabulary word one token."""
     from transformers import CLIPTokenizer
 
     alphabet = set("abcdefghijklmnopqrstuvwxyz0123456789")
-    chars = sorted({c for w in vocabulary_words() for c in w} | alphabet)
+    words = vocabulary_words()
+    chars = sorted({c for w in words for c in w} | alphabet)
     vocab: dict[str, int] = {}
 
     def add(token: str) -> None:
@@ -92,22 +125,43 @@ def build_tokenizer(model_max_length: int = 32):
     for c in chars:
         add(c)
         add(c + "</w>")
-    merges: list[tuple[str, str]] = []
-    for word in vocabulary_words():
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        current = symbols[0]
-        for nxt in symbols[1:]:
-            merge = (current, nxt)
-            if merge not in merges:
-                merges.append(merge)
-            current = current + nxt
-            add(current)
+    merges = word_merges(words)
+    for left, right in merges:
+        add(left + right)
     return CLIPTokenizer(
         vocab=vocab,
         merges=merges,
         model_max_length=model_max_length,
         pad_token="<|endoftext|>",
     )
+
+
+def split_words(tokenizer) -> list[str]:
+    """Vocabulary words ``tokenizer`` does not keep whole (empty for :func:`build_tokenizer`'s;
+    checkpoints saved before the fix carry the old tokenizer, which splits some)."""
+    return [w for w in vocabulary_words() if len(tokenizer.tokenize(w)) != 1]
+
+
+def longest_prompt() -> str:
+    """The prompt with the most words :func:`prompt_from_aus` can write (every AU present, in
+    severe pain): with one token per word, a token budget that fits it fits every prompt."""
+    return prompt_from_aus(dict.fromkeys((au for au, _, _ in AU_PHRASES), 5.0))
+
+
+def text_conditioning(tokenizer, prompts: list[str]) -> dict:
+    """How faithfully ``tokenizer`` carries ``prompts`` (and the longest possible prompt): the
+    vocabulary words it splits and the prompts longer than its token budget, which the model
+    sees cut off. Recorded with every trained model (``training.json``)."""
+    limit = tokenizer.model_max_length
+    lengths = [len(ids) for ids in tokenizer([*prompts, longest_prompt()]).input_ids]
+    return {
+        "words_split": split_words(tokenizer),
+        "max_prompt_tokens": int(limit),
+        "longest_prompt_tokens": int(max(lengths)),
+        "n_prompts": len(prompts),
+        "prompts_truncated": int(sum(n > limit for n in lengths[:-1])),
+        "longest_possible_prompt_fits": bool(lengths[-1] <= limit),
+    }
 
 
 def aus_of(row, au_columns) -> dict[str, float]:

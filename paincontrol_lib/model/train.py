@@ -239,6 +239,7 @@ class _Run:
     lr_scheduler: object
     indices: object  # the prepared loader of example indices
     ema: object | None
+    text: dict  # model.text.text_conditioning of the training prompts
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -263,6 +264,8 @@ def _setup(args: argparse.Namespace) -> _Run:
     the EMA, in this order (the seeded random streams run through them)."""
     from accelerate.utils import set_seed
 
+    from paincontrol_lib.model.text import text_conditioning
+
     output_dir = Path(args.output_dir)
     accelerator = _accelerator(args)
     set_seed(args.seed)
@@ -284,11 +287,20 @@ def _setup(args: argparse.Namespace) -> _Run:
         [""], padding="max_length", max_length=model.tokenizer.model_max_length, return_tensors="pt"
     ).input_ids[0]
     subjects = list(examples.table["subject"])
+    text = text_conditioning(model.tokenizer, list(examples.prompts))
+    if text["words_split"] or text["prompts_truncated"]:
+        print(
+            f"note: this model's tokenizer splits {text['words_split']} and cuts "
+            f"{text['prompts_truncated']} of {text['n_prompts']} training prompts at "
+            f"{text['max_prompt_tokens']} tokens (a checkpoint saved before the tokenizer fix; "
+            "retraining it with the current code gives one token per word)"
+        )
     denoiser, params, optimizer, lr_scheduler, indices, ema = _optimisation(
         args, accelerator, Denoiser(model), len(examples)
     )
-    return _Run(args, output_dir, accelerator, model, examples, held_out, input_ids, empty_ids,
-                subjects, denoiser, params, optimizer, lr_scheduler, indices, ema)  # fmt: skip
+    return _Run(args, output_dir, accelerator, model, examples, held_out, input_ids,
+                empty_ids, subjects, denoiser, params, optimizer, lr_scheduler, indices, ema,
+                text)  # fmt: skip
 
 
 def _accelerator(args: argparse.Namespace):
@@ -393,42 +405,63 @@ def _checkpoint_to_resume(run: _Run) -> Path | None:
 
 def _train(run: _Run, step: int, spent: float) -> tuple[int, float]:
     """Optimisation steps from ``step`` until ``--max_steps`` or the time budget, each logged,
-    checkpointed and validated at its intervals; ``(steps done, seconds spent)``."""
+    checkpointed and validated at its intervals; ``(steps done, seconds spent)``.
+
+    A resumed run is the uninterrupted run's continuation, bit for bit: the checkpoint restores
+    weights, optimiser, schedule, EMA and the torch RNG; the data order replays the same
+    seeded shuffle past the batches already trained on; the per-step draws (reference
+    frames, condition dropping) come from a stream keyed by the step itself."""
     from tqdm.auto import tqdm
 
     args, accelerator = run.args, run.accelerator
     budget = _budget(args)
-    rng = np.random.default_rng([args.seed, step, accelerator.process_index])
-    log_path = _loss_log(run)
+    log_path = _loss_log(run, step)
     show = args.progress and accelerator.is_main_process
     bar = tqdm(total=args.max_steps, initial=step, disable=not show, desc="train", mininterval=5.0)
     run.denoiser.train()
     started = time.perf_counter() - spent
     done = step >= args.max_steps or spent >= budget
+    batches = _batches(run.indices, skip=step)
     while not done:
-        for batch in run.indices:
-            loss = _train_step(run, batch, rng)
-            step += 1
-            spent = time.perf_counter() - started
-            bar.update(1)
-            if accelerator.is_main_process:
-                with log_path.open("a") as fh:
-                    fh.write(f"{step},{spent:.2f},{loss.item():.6f}\n")
-            done = step >= args.max_steps or spent >= budget
-            _checkpoint_and_validate(run, step, spent, done)
-            if done:
-                break
+        rng = np.random.default_rng([args.seed, step, accelerator.process_index])
+        loss = _train_step(run, next(batches), rng)
+        step += 1
+        spent = time.perf_counter() - started
+        bar.update(1)
+        if accelerator.is_main_process:
+            with log_path.open("a") as fh:
+                fh.write(f"{step},{spent:.2f},{loss.item():.6f}\n")
+        done = step >= args.max_steps or spent >= budget
+        _checkpoint_and_validate(run, step, spent, done)
     bar.close()
     return step, spent
 
 
-def _loss_log(run: _Run) -> Path:
-    """``logs/loss.csv`` (header written once; a resumed run appends)."""
+def _batches(loader, skip: int):
+    """The loader's batches epoch after epoch (each epoch a new draw of its seeded shuffle),
+    without the first ``skip``: those a resumed run trained on before its checkpoint."""
+    seen = 0
+    while True:
+        for batch in loader:
+            seen += 1
+            if seen > skip:
+                yield batch
+
+
+def _loss_log(run: _Run, step: int) -> Path:
+    """``logs/loss.csv``: header written once; a resumed run keeps the rows up to its
+    checkpoint's ``step`` (a killed run may have logged steps past it) and appends."""
+    from paincontrol_lib.io import atomic_write_bytes
+
     log_path = run.output_dir / "logs" / "loss.csv"
     if run.accelerator.is_main_process:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         if not log_path.exists():
             log_path.write_text("step,seconds,loss\n")
+        else:
+            header, *rows = log_path.read_text().splitlines()
+            kept = [r for r in rows if r and int(r.split(",", 1)[0]) <= step]
+            atomic_write_bytes(log_path, "\n".join([header, *kept, ""]).encode())
     return log_path
 
 
@@ -513,10 +546,13 @@ def _checkpoint_and_validate(run: _Run, step: int, spent: float, done: bool) -> 
     if step % args.checkpointing_steps == 0 or done:
         save_checkpoint(accelerator, run.model, run.ema, run.params, output_dir, step, spent, args)
     if args.validation_steps and step % args.validation_steps == 0 and accelerator.is_main_process:
-        validation_grid(
-            run.model, run.ema, run.params, args, run.held_out(),
-            output_dir / "validation" / f"step-{step:06d}.png",
-        )  # fmt: skip
+        # Its own RNG: a grid drawn after a checkpoint must not shift the run's random stream,
+        # or a run resumed from that checkpoint would differ from the uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            validation_grid(
+                run.model, run.ema, run.params, args, run.held_out(),
+                output_dir / "validation" / f"step-{step:06d}.png",
+            )  # fmt: skip
 
 
 def _finish(run: _Run, step: int, spent: float) -> dict:
@@ -530,10 +566,11 @@ def _finish(run: _Run, step: int, spent: float) -> dict:
     final = output_dir / "final"
     if accelerator.is_main_process:
         with _ema_weights(run.ema, run.params):
-            _atomic_save(run.model, final, training_record(args, step, spent, accelerator, digest))
+            record = training_record(args, step, spent, accelerator, digest)
+            _atomic_save(run.model, final, record | {"text_conditioning": run.text})
     stopped_by = "steps" if step >= args.max_steps else "minutes"
     return {"steps": step, "stopped_by": stopped_by, "train_minutes": spent / 60,
-            "final": str(final), "weights": digest}  # fmt: skip
+            "final": str(final), "weights": digest, "text_conditioning": run.text}  # fmt: skip
 
 
 def weights_digest(params) -> str:
@@ -579,8 +616,28 @@ def training_record(args, step: int, seconds: float, accelerator, digest: str) -
         "diffusers": diffusers.__version__,
         "weights": digest,
         "examples_sha256": file_digest(args.examples) if args.examples else None,
+        "trained_on": data_domains(args),
         "signature": run_signature(args),
     }
+
+
+def data_domains(args) -> list[str]:
+    """What kinds of faces the weights learned from: ``synthpain`` (the renderer's faces; packed
+    example files are SynthPain by construction, ``model/pretrain.py``) or ``photographs`` (any
+    other dataset), with those of the ``--init_from`` checkpoint it started from."""
+    from paincontrol_lib.model.presets import checkpoint_domains
+
+    domains = {"synthpain"} if args.examples else set()
+    if args.landmarks_dir:
+        from paincontrol_lib.landmarks.table import load_landmark_table
+
+        table = load_landmark_table(args.landmarks_dir)
+        image = Path(table["image"].iloc[0])  # <root>/images/<person>/<frame>.png
+        synthpain = any((root / "synthpain.parquet").is_file() for root in image.parents)
+        domains.add("synthpain" if synthpain else "photographs")
+    if args.init_from:
+        domains.update(checkpoint_domains(args.init_from) or [])
+    return sorted(domains)
 
 
 def _atomic_save(model, folder: Path, record: dict | None = None) -> None:

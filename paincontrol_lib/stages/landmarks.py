@@ -48,6 +48,8 @@ def run(base: dict, data: dict, landmarks: dict, out_dir, reports_dir) -> Landma
     n_bench = min(landmarks["raw_benchmark_images"], len(records))
     sample = records["image"].sample(n_bench, random_state=base["seed"])
     metrics = landmark_metrics(table, seconds, raw_mediapipe_rate(sample))
+    if "pspi_from_facs" in records:  # UNBC frames without a PSPI file (data/unbc.py)
+        metrics["pspi_from_facs"] = int(records["pspi_from_facs"].sum())
     with FaceMesher() as mesher:
         photos = [(p, mesher.detect_all(load_image(p.path))) for p in bundled_photos()]
     metrics["real_photos"] = {

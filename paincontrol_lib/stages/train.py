@@ -61,6 +61,10 @@ def train_args(landmarks_dir, output_dir, recipe: str, train: dict, seed: int,
         "--checkpoints_total_limit": train["checkpoints_total_limit"],
         "--validation_steps": train["validation_steps"], "--resume_from_checkpoint": "latest",
         "--identity_cache_dir": Path(output_dir).parent / "identity_cache",
+        "--preset": train["preset"], "--pretrained": train["pretrained"] or None,
+        "--controlnet": train["controlnet_init"] or None,
+        "--identity_backend": train["identity_backend"],
+        "--mixed_precision": train["mixed_precision"],
     }  # fmt: skip
     if init_from:
         argv["--init_from"] = init_from
@@ -233,6 +237,8 @@ def _metrics(scores, results, curves, sampler, held_out, rows, init_from) -> dic
         "sampler_chosen_on": "val",
         "noise_start": _summary(scores["noise_start"], results["ours"]),
         "init_from": _provenance(init_from),
+        # Does the text reach the model whole? (words split, prompts cut at the token budget)
+        "text_conditioning": results["ours"]["text_conditioning"],
         "identity_top1_ceiling": copy["identity_top1"],
         "identity_top1_other_reference_ceiling": copy["identity_top1_other_reference"],
         "ground_truth_ceiling": ground_truth,
