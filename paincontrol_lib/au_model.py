@@ -31,7 +31,6 @@ from paincontrol_lib.stats import icc_3_1_ci
 
 GENERATED_SIZE = 64  # px of the generator's outputs, which degraded training crops imitate
 CLEAN_SIZE = 128  # px of the clean aligned crops (the landmark stage's crop size)
-RELIABLE_ICC = 0.75
 
 
 def degrade(crop: np.ndarray, rng: np.random.Generator, size: int = GENERATED_SIZE) -> np.ndarray:

@@ -70,6 +70,24 @@ def without_timings(value):
     return value
 
 
+class PhaseClock:
+    """Wall seconds of a stage's phases, for its metrics' ``phase_seconds`` (a timing key): the
+    per-phase profile that says where a stage's time goes (README, "What runs and how long")."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        import time
+
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """Save a matplotlib figure atomically as PNG."""
     import io

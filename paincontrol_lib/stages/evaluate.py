@@ -31,7 +31,7 @@ from paincontrol_lib.evaluate import (
     versus_warp,
 )
 from paincontrol_lib.facs import PAIN_AUS
-from paincontrol_lib.io import atomic_write_bytes, save_figure, write_json
+from paincontrol_lib.io import PhaseClock, atomic_write_bytes, save_figure, write_json
 from paincontrol_lib.landmarks.image import load_image
 from paincontrol_lib.landmarks.table import load_landmark_table
 from paincontrol_lib.stats import cluster_bootstrap_ci
@@ -103,27 +103,31 @@ def run(
 ) -> EvaluateResult:
     """Train the AU estimator; score, summarise and compare every output; write ``eval.json``,
     ``au_estimator.json`` and the per-AU plot data."""
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), PhaseClock()
     seed = base["seed"]
     table, manifest = load_landmark_table(landmarks_dir), load_manifest(transfer_dir)
     synthpain_dir = Path(data["root"]) if data["source"] == "synthpain" else None
     exact = None
     if synthpain_dir is not None and (synthpain_dir / "config.json").is_file():
         exact = ExactAnswers(synthpain_dir)
-    estimator, report = train_au_estimator(
-        table, evaluate["au_estimator"], seed, reports_dir, base["workers"]
-    )
+    with clock("au_estimator"):
+        estimator, report = train_au_estimator(
+            table, evaluate["au_estimator"], seed, reports_dir, base["workers"]
+        )
     reader = OutputAUs(estimator, report["backend_per_au"])
-    scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed, aus=reader,
-                           workers=base["workers"])  # fmt: skip
-    summary = summarise(scores, evaluate["n_bootstrap"], seed)
-    metrics = _metrics(scores, summary, report, manifest)
-    metrics["au_claim"] = hard_au_claim(scores, evaluate["n_bootstrap"], seed)
-    metrics["au_estimator"]["exact_answer_error"] = estimator_floor(
-        scores, evaluate["n_bootstrap"], seed
-    )
+    with clock("score_outputs"):
+        scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed, aus=reader,
+                               workers=base["workers"])  # fmt: skip
+    with clock("statistics"):
+        summary = summarise(scores, evaluate["n_bootstrap"], seed)
+        metrics = _metrics(scores, summary, report, manifest)
+        metrics["au_claim"] = hard_au_claim(scores, evaluate["n_bootstrap"], seed)
+        metrics["au_estimator"]["exact_answer_error"] = estimator_floor(
+            scores, evaluate["n_bootstrap"], seed
+        )
     size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
-    ceiling = identity_ceiling(manifest, table, size, seed)
+    with clock("identity_ceiling"):
+        ceiling = identity_ceiling(manifest, table, size, seed)
     mean, low, high = cluster_bootstrap_ci(
         ceiling["identity_similarity"], ceiling["target"], evaluate["n_bootstrap"], seed
     )
@@ -134,9 +138,11 @@ def run(
         "n_targets": len(ceiling),
     }
     metrics["tests"] = versus_warp(scores)
-    metrics["realism"] = realism_by_method(
-        manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"], exact, scores
-    )
+    with clock("realism"):
+        metrics["realism"] = realism_by_method(
+            manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"], exact, scores
+        )
+    metrics["phase_seconds"] = clock.seconds
     metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     per_au = summary[summary["metric"].str.startswith("error_")].assign(

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paincontrol_lib.io import atomic_write_bytes, save_figure, write_json
+from paincontrol_lib.io import PhaseClock, atomic_write_bytes, save_figure, write_json
 from paincontrol_lib.landmarks.image import load_image
 from paincontrol_lib.study.analysis import analyse, load_ratings
 from paincontrol_lib.study.design import (
@@ -45,17 +45,18 @@ def run(
 ) -> StudyResult:
     """Build the trial set into ``study_dir``, rate it (simulated unless ``study.ratings`` names
     an export), analyse and write ``study.json``."""
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), PhaseClock()
     seed = base["seed"]
-    design = build_trial_set(
-        stage_candidates(transfer_dir, landmarks_dir),
-        study_dir,
-        items_per_method=study["items_per_method"],
-        repeats=study["repeats"],
-        attention_checks=study["attention_checks"],
-        n_raters=study["n_raters"],
-        seed=seed,
-    )
+    with clock("trial_set"):
+        design = build_trial_set(
+            stage_candidates(transfer_dir, landmarks_dir),
+            study_dir,
+            items_per_method=study["items_per_method"],
+            repeats=study["repeats"],
+            attention_checks=study["attention_checks"],
+            n_raters=study["n_raters"],
+            seed=seed,
+        )
     _, trials = load_design(study_dir)
     key = load_key(study_dir)
     simulated = not study["ratings"]
@@ -68,25 +69,28 @@ def run(
     else:
         ratings, true_effects = load_ratings(study["ratings"]), None
     label = "SIMULATED raters" if simulated else f"ratings from {study['ratings']}"
-    analysis = analyse(
-        ratings,
-        max_attention_failures=study["max_attention_failures"],
-        n_bootstrap=study["n_bootstrap"],
-        seed=seed,
-        true_effects=true_effects,
-    )
+    with clock("analysis"):
+        analysis = analyse(
+            ratings,
+            max_attention_failures=study["max_attention_failures"],
+            n_bootstrap=study["n_bootstrap"],
+            seed=seed,
+            true_effects=true_effects,
+        )
     metrics = {
         **analysis["metrics"],
         "ratings_source": "simulated" if simulated else study["ratings"],
         "trials_per_rater": design["trials_per_rater"],
         "simulation": {"effects": study["simulate"]["effects"]} if simulated else None,
     }
-    replications = _validate(trials, key, study, seed)
+    with clock("validation"):
+        replications = _validate(trials, key, study, seed)
     alpha = study["validation"]["alpha"]
     metrics["validation"] = summarise(replications[replications["panel"] == "null"], alpha)
     if (replications["panel"] == "power").any():
         power = summarise(replications[replications["panel"] == "power"], alpha)
         metrics["power"] = power | {"effects": study["validation"]["power_effects"]}
+    metrics["phase_seconds"] = clock.seconds
     metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return StudyResult(design, key, analysis, replications, true_effects, label, metrics)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paincontrol_lib.io import save_figure, write_json
+from paincontrol_lib.io import PhaseClock, save_figure, write_json
 from paincontrol_lib.model.heldout import (
     evaluate_model,
     ground_truth_images,
@@ -167,7 +167,7 @@ def run(
     ``reference_recipe`` (our recipe and the plain diffusers-example recipe from random weights
     for the same steps, when ``compare_from_scratch`` is on), so that race measures training,
     not sampling. Identity is scored against a frame of each person that no sampler saw."""
-    started = time.perf_counter()
+    started, clock = time.perf_counter(), PhaseClock()
     seed, models_dir = base["seed"], Path(models_dir)
     init_from = train.get("init_from") or None
     if init_from and not Path(init_from).is_dir():
@@ -181,10 +181,12 @@ def run(
         args = train_args(
             landmarks_dir, models_dir / name, recipe, train, seed, init_from if pretrained else None
         )
-        results[name] = main(args)
+        with clock(f"train_{name}"):
+            results[name] = main(args)
     ours = PainControlModel.from_pretrained(models_dir / "ours" / "final")
     validation = load_training_examples(args, split="val")
-    tuning = tune_sampler(ours, validation, SamplerConfig.from_params(sampler), tune, seed)
+    with clock("tune_sampler"):
+        tuning = tune_sampler(ours, validation, SamplerConfig.from_params(sampler), tune, seed)
     write_json(Path(reports_dir) / "metrics" / TUNING, tuning)
     config = SamplerConfig.from_params(tuning["selected"])
     held_out = load_training_examples(args, split="test")
@@ -199,14 +201,17 @@ def run(
         evaluate_training["curve_samples"],
         init_from,
         seed,
+        clock,
     )
-    metrics = _metrics(scores, results, curves, config, held_out, rows, init_from)
+    with clock("ceilings"):
+        metrics = _metrics(scores, results, curves, config, held_out, rows, init_from)
+    metrics["phase_seconds"] = clock.seconds
     metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return TrainResult(metrics, curves, rows, samples, held_out, tuning)
 
 
-def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, seed):
+def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, seed, clock):
     """Held-out scores and samples of each run's final model (``ours`` with the pipeline's
     sampler and as the model alone, the others as the model alone), and NME curves."""
     alone = sampler.model_alone()
@@ -214,15 +219,17 @@ def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, 
     for name in names:
         model = PainControlModel.from_pretrained(models_dir / name / "final")
         drawn_by = sampler if name == "ours" else alone
-        scores[name], samples[name] = evaluate_model(model, held_out, rows, drawn_by, seed=seed)
-        if name == "ours":
-            scores["noise_start"], samples["noise_start"] = evaluate_model(
-                model, held_out, rows, alone, seed=seed
-            )
+        with clock("score_final_models"):
+            scores[name], samples[name] = evaluate_model(model, held_out, rows, drawn_by, seed=seed)
+            if name == "ours":
+                scores["noise_start"], samples["noise_start"] = evaluate_model(
+                    model, held_out, rows, alone, seed=seed
+                )
         start = init_from if RUNS[name][1] else None
-        curves[name] = checkpoint_curve(
-            models_dir / name, held_out, rows[:n_curve], alone, seed, start
-        )
+        with clock("score_checkpoints"):
+            curves[name] = checkpoint_curve(
+                models_dir / name, held_out, rows[:n_curve], alone, seed, start
+            )
     return scores, samples, curves
 
 
