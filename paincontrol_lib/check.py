@@ -19,7 +19,8 @@ SD15_LAYOUT = {
     "unet": (("config.json",), WEIGHT_FILES),
     "vae": (("config.json",), WEIGHT_FILES),
     "text_encoder": (("config.json",), TEXT_WEIGHT_FILES),
-    "tokenizer": (("vocab.json", "merges.txt"), ()),
+    # CLIP's vocab.json + merges.txt, or the single tokenizer.json newer transformers write
+    "tokenizer": (("tokenizer_config.json",), ("vocab.json", "tokenizer.json")),
     "scheduler": (("scheduler_config.json",), ()),
 }
 SD15_SOURCE = (
