@@ -297,7 +297,7 @@ def test_sd15_profile_through_dvc_repro(tmp_path):
     sd15 = yaml.safe_load((REPO_ROOT / "profiles" / "sd15.yaml").read_text())
     params = deep_merge(yaml.safe_load((root / "params.yaml").read_text()), sd15)
     tiny = {"pretrained": "weights/sd15-tiny", "identity_backend": "dlib",
-            "mixed_precision": "no", "resolution": 32, "batch_size": 2, "max_steps": 2,
+            "precision": "fp32", "resolution": 32, "batch_size": 2, "max_steps": 2,
             "checkpointing_steps": 2, "validation_steps": 0, "threads": 2}  # fmt: skip
     params["train"].update(tiny)
     params["sampler"].update(steps=2)

@@ -64,7 +64,8 @@ def train_args(landmarks_dir, output_dir, recipe: str, train: dict, seed: int,
         "--preset": train["preset"], "--pretrained": train["pretrained"] or None,
         "--controlnet": train["controlnet_init"] or None,
         "--identity_backend": train["identity_backend"],
-        "--mixed_precision": train["mixed_precision"],
+        # "fp32", not accelerate's "no": a bare `no` reads as false in YAML 1.1
+        "--mixed_precision": {"fp32": "no"}.get(train["precision"], train["precision"]),
     }  # fmt: skip
     if init_from:
         argv["--init_from"] = init_from
