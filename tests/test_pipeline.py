@@ -20,9 +20,9 @@ import yaml
 from paincontrol_lib.config import REPO_ROOT, load_params
 
 
-def _tiny_copy(root: Path, **data) -> Path:
-    """The tracked files copied to ``root`` with the tiny profile as params.yaml (``data``
-    overrides its data section), in a git repository of its own."""
+def _tiny_copy(root: Path, **sections: dict) -> Path:
+    """The tracked files copied to ``root`` with the tiny profile as params.yaml (``sections``
+    update its sections), in a git repository of its own."""
     tracked = (
         subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True)
         .stdout.decode()
@@ -34,7 +34,8 @@ def _tiny_copy(root: Path, **data) -> Path:
             (root / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / rel)
     params = load_params(profile="tiny")
-    params["data"].update(data)
+    for name, values in sections.items():
+        params[name].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     return root
@@ -258,8 +259,11 @@ def test_readme_real_data_commands_walk_a_real_layout(tmp_path, layout):
         commands = commands.replace("--layout unbc", "--layout folder").replace(
             "data.source=unbc", "data.source=folder"
         )
-    # Two test people (a transfer source and its target) among the tiny profile's five.
-    root = _tiny_copy(tmp_path / "repo", test_fraction=0.4)
+    # Re-split as real data is: two test people (a transfer source and its target) among the
+    # tiny profile's five, and every person in pain once, so the two training people are.
+    root = _tiny_copy(
+        tmp_path / "repo", data={"test_fraction": 0.4}, synthesize={"pain_probability": 1.0}
+    )
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     _run(root, [*git, "add", "-A"])
     _run(root, [*git, "commit", "-qm", "tiny"])  # dvc exp run needs a commit
@@ -292,7 +296,7 @@ def test_sd15_profile_through_dvc_repro(tmp_path):
 
     from paincontrol_lib.config import deep_merge
 
-    root = _tiny_copy(tmp_path / "repo", test_fraction=0.4)
+    root = _tiny_copy(tmp_path / "repo")
     fake_sd15(root / "weights" / "sd15-tiny")
     sd15 = yaml.safe_load((REPO_ROOT / "profiles" / "sd15.yaml").read_text())
     params = deep_merge(yaml.safe_load((root / "params.yaml").read_text()), sd15)
