@@ -66,7 +66,8 @@ EXPECTED_STDERR = tuple(
         # Jupyter's kernel talks to papermill over localhost TCP; nothing leaves the machine.
         r"Kernel is running over TCP without encryption",
         # MediaPipe's TensorFlow Lite runtime announces itself once per graph...
-        r"INFO: Created TensorFlow Lite XNNPACK delegate for CPU",
+        r"Created TensorFlow Lite XNNPACK delegate for CPU",
+        r"^\s*INFO:\s*$",  # its prefix, when another worker's line split it off
         r"WARNING: All log messages before absl::InitializeLog\(\) is called",
         # ...and its face-mesh graph notes two things about its own models on every start.
         # Unanchored: two worker processes can write into the same line.

@@ -61,15 +61,28 @@ STAGES = (
 )
 
 
+def _phases(metrics: dict) -> dict[str, float]:
+    """Where a stage's time went: its ``phase_seconds``, or its named ``*_seconds`` parts."""
+    if "phase_seconds" in metrics:
+        return metrics["phase_seconds"]
+    return {k.removesuffix("_seconds"): v for k, v in metrics.items()
+            if k.endswith("_seconds") and isinstance(v, int | float)}  # fmt: skip
+
+
 def stages() -> str:
-    """Wall time of each stage of the last default run (``seconds`` in its metrics file)."""
+    """Wall time of each stage of the last default run (``seconds`` in its metrics file) and
+    of its phases (``phase_seconds``), largest first."""
     rows, total = [], 0.0
     for name, metrics in STAGES:
-        seconds = _load(metrics).get("seconds")
+        loaded = _load(metrics)
+        seconds = loaded.get("seconds")
         total += seconds or 0.0
-        rows.append([name, "—" if seconds is None else f"{seconds / 60:.1f}"])
-    rows.append(["**total**", f"**{total / 60:.1f}**"])
-    return table(["stage", "minutes (this machine, last default run)"], rows)
+        phases = sorted(_phases(loaded).items(), key=lambda kv: -kv[1])
+        parts = ", ".join(f"{k.replace('_', ' ')} {v / 60:.1f}" for k, v in phases) or "—"
+        rows.append([name, "—" if seconds is None else f"{seconds / 60:.1f}", parts])
+    rows.append(["**total**", f"**{total / 60:.1f}**", ""])
+    return table(["stage", "minutes (this machine, last default run)", "of which (minutes)"],
+                 rows)  # fmt: skip
 
 
 def synthpain() -> str:

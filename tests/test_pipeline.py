@@ -80,6 +80,11 @@ def test_two_runs_from_scratch_give_the_same_metrics(tiny_repo, tmp_path_factory
 def test_every_stage_reports_its_wall_time(tiny_repo):
     for name in ("synthpain", "landmarks", "train", "transfer", "eval", "augment", "study"):
         assert _metrics(tiny_repo, name)["seconds"] > 0, name
+    # The slow stages say where their time went (a timing key: not compared between runs).
+    for name in ("train", "eval", "study"):
+        metrics = _metrics(tiny_repo, name)
+        phases = metrics["phase_seconds"]
+        assert len(phases) >= 3 and 0 < sum(phases.values()) <= metrics["seconds"], name
 
 
 def _metrics(root: Path, name: str) -> dict:

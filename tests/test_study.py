@@ -53,7 +53,7 @@ def _build(root, seed=0, **sizes):
 
 
 @pytest.fixture
-def study(tmp_path):
+def invited(tmp_path):
     """(trials_dir, store, Flask test client, {label: token}) with raters A and B invited."""
     trials_dir, info = _build(tmp_path)
     _, trials = load_design(trials_dir)
@@ -61,6 +61,39 @@ def study(tmp_path):
     tokens = dict(store.invite(trials, ["A", "B"]))
     client = create_app(trials_dir, store).test_client()
     return trials_dir, store, client, tokens
+
+
+@pytest.fixture
+def study(invited):
+    """:func:`invited` with both raters past the information page."""
+    _, store, client, tokens = invited
+    for token in tokens.values():
+        response = client.post(f"/r/{token}/consent", data={"csrf": _csrf(store, token)})
+        assert response.status_code == 303
+    return invited
+
+
+def _csrf(store, token: str) -> str:
+    return store.csrf_token(store.rater(token))
+
+
+def test_information_and_consent_page_comes_first(invited):
+    """No image and no rating before the rater agrees; the agreement is stored with its time."""
+    _, store, client, tokens = invited
+    token = tokens["A"]
+    page = client.get(f"/r/{token}").get_data(as_text=True)
+    assert 'id="information"' in page and 'id="agree"' in page and "voluntary" in page
+    assert 'id="stimulus"' not in page
+    image_id = store.next_trial(store.rater(token)).image_id
+    assert client.get(f"/r/{token}/image/{image_id}").status_code == 404
+    form = {"csrf": _csrf(store, token), "position": "0", "realism": "3"}
+    assert client.post(f"/r/{token}", data=form).status_code == 403
+    assert client.post(f"/r/{token}/consent", data={"csrf": "forged"}).status_code == 403
+    assert client.post(f"/r/{token}/consent", data={"csrf": _csrf(store, token)}).status_code == 303
+    page = client.get(f"/r/{token}").get_data(as_text=True)
+    assert 'id="stimulus"' in page and 'id="information"' not in page
+    progress = store.progress().set_index("label")
+    assert progress.loc["A", "consented_at"] and progress.loc["B", "consented_at"] is None
 
 
 def _form(html: str) -> dict:

@@ -1,6 +1,7 @@
 """The rating app in a real headless Chromium (Debian's chromium + chromedriver, installed by
-`make test`): open an invitation, rate by keyboard and by clicking, reload and resume, close
-the browser and resume, finish, export; a forged link shows no data."""
+`make test`): open an invitation (the information and consent page first), rate by keyboard
+and by clicking, reload and resume, close the browser and resume, finish, export; a forged
+link shows no data."""
 
 from __future__ import annotations
 
@@ -97,6 +98,12 @@ def test_rate_resume_finish_export(served, profiles):
     driver = _browser(profiles())
     try:
         driver.get(link)
+        # The first screen: information and consent, no image yet.
+        assert "Rating face images: information" in driver.find_element("id", "information").text
+        assert "voluntary" in driver.find_element("tag name", "main").text
+        assert not driver.find_elements("id", "stimulus")
+        driver.find_element("id", "agree").click()
+        _wait_for(driver, f"Image 1 of {n}")
         assert _count(driver) == f"Image 1 of {n}"
         image = driver.find_element("id", "stimulus")
         assert driver.execute_script("return arguments[0].naturalWidth", image) == 64

@@ -78,10 +78,10 @@ def _targets(params, table, train_people, synthpain_dir, mesher) -> list:
     if params["targets"] == "new_synthpain":
         if synthpain_dir is None:
             raise ValueError(
-            "augment.targets=new_synthpain puts the synthetic pain on new SynthPain people, "
-            "which only suits SynthPain data: with real data set augment.targets=train (the "
-            "training people's own faces receive the synthetic expressions)"
-        )
+                "augment.targets=new_synthpain puts the synthetic pain on new SynthPain people, "
+                "which only suits SynthPain data: with real data set augment.targets=train (the "
+                "training people's own faces receive the synthetic expressions)"
+            )
         return new_synthpain_faces(
             synthpain_dir, params["n_new_identities"], params["new_identity_seed"], mesher
         )

@@ -1,5 +1,6 @@
-"""The rating web app (Flask, served by waitress): one image per trial, a 1-5 realism scale and
-an optional 0-10 pain intensity, keys 1-5 and Enter, a progress bar, resume from the database.
+"""The rating web app (Flask, served by waitress): an information and consent page first, then
+one image per trial, a 1-5 realism scale and an optional 0-10 pain intensity, keys 1-5 and
+Enter, a progress bar, resume from the database.
 
 A rater knows only their invitation link ``/r/<token>``. Pages and image URLs carry opaque ids
 and positions, never a method; images are served only to the rater they were assigned to, as
@@ -22,6 +23,7 @@ from paincontrol_lib.study.store import RatingRejected, Store
 REALISM = {1: "clearly artificial", 2: "probably artificial", 3: "cannot tell",
            4: "probably a real photo", 5: "clearly a real photo"}  # fmt: skip
 FIELDS = {"csrf", "position", "realism", "pain"}
+SECONDS_PER_TRIAL = 6  # for the time estimate on the information page
 IMAGE_ID = re.compile(rf"[0-9a-f]{{{ID_HEX}}}")
 
 PAGE = """<!doctype html>
@@ -37,7 +39,27 @@ label { display: inline-block; margin: 0.2rem 0.6rem 0.2rem 0; cursor: pointer; 
 button { font-size: 1.1rem; padding: 0.4rem 1.2rem; }
 </style></head><body><main>
 {% if message %}<p class="message" id="message">{{ message }}</p>{% endif %}
-{% if trial %}
+{% if consent %}
+<h1 id="information">Rating face images: information</h1>
+<p>You are invited to rate how realistic face images look. Some are photographs or renderings
+of faces, some were made or changed by a computer program that puts facial expressions of pain
+on faces. The study compares these methods; it does not assess you.</p>
+<ul>
+<li>You will see {{ n_total }} images, one at a time, and rate each from 1 (clearly artificial)
+to 5 (clearly a real photo); rating the pain shown is optional. It takes about
+{{ minutes }} minutes. Some images show faces in pain.</li>
+<li>Taking part is voluntary. You can stop at any time by closing the page, without giving a
+reason; your link lets you continue later.</li>
+<li>Stored: your answers and their times, under the label the researcher gave your link. No
+name, e-mail, IP address or browser data is stored. Only the research team sees the answers,
+which are reported in aggregate.</li>
+<li>Questions, or to withdraw your answers: contact the researcher who sent you the link.</li>
+</ul>
+<form method="post" action="{{ consent_url }}" id="consent">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<button type="submit" id="agree">I have read this and agree to take part</button>
+</form>
+{% elif trial %}
 <progress id="progress" value="{{ trial.n_done }}" max="{{ trial.n_total }}"></progress>
 <p id="count">Image {{ trial.n_done + 1 }} of {{ trial.n_total }}</p>
 <img id="stimulus" src="{{ image_url }}" alt="face to rate">
@@ -139,6 +161,11 @@ def _add_rater_routes(app: Flask, store: Store, images: Path) -> None:
 
     def trial_page(token, rater, message=None, status=200):
         trial = store.next_trial(rater)
+        if not store.consented(rater):  # the first screen: information and consent
+            total = trial.n_total if trial else 0
+            return _page(status, consent=True, message=message, csrf=store.csrf_token(rater),
+                         consent_url=f"/r/{token}/consent", n_total=total,
+                         minutes=max(1, round(total * SECONDS_PER_TRIAL / 60)))  # fmt: skip
         if trial is None:
             return _page(status, done=True, message=message)
         return _page(status, trial=trial, message=message, csrf=store.csrf_token(rater),
@@ -163,9 +190,21 @@ def _add_rater_routes(app: Flask, store: Store, images: Path) -> None:
             return trial_page(token, rater, message=f"Not saved: {exc}.", status=exc.status)
         return redirect(f"/r/{token}", code=303)
 
+    @app.post("/r/<token>/consent")
+    def agree(token):
+        rater = rater_or_404(token)
+        if _from_another_site():
+            return _page(403, message="Refused: the form was sent from another site.")
+        if not secrets.compare_digest(request.form.get("csrf", ""), store.csrf_token(rater)):
+            return _page(403, message="Refused: this form does not belong to this link.")
+        store.consent(rater)
+        return redirect(f"/r/{token}", code=303)
+
     @app.get("/r/<token>/image/<image_id>")
     def image(token, image_id):
         rater = rater_or_404(token)
+        if not store.consented(rater):
+            abort(404)
         if not IMAGE_ID.fullmatch(image_id) or not store.assigned(rater, image_id):
             abort(404)
         return Response((images / f"{image_id}.png").read_bytes(), mimetype="image/png")

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS trials (
     showing INTEGER NOT NULL,
     PRIMARY KEY (rater, position)
 );
+CREATE TABLE IF NOT EXISTS consents (
+    rater INTEGER PRIMARY KEY REFERENCES raters(id),
+    consented_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ratings (
     rater INTEGER NOT NULL,
     position INTEGER NOT NULL,
@@ -173,6 +177,17 @@ class Store:
             ).fetchone()
         return Rater(*row) if row else None
 
+    def consented(self, rater: Rater) -> bool:
+        """Whether ``rater`` has agreed on the information page (their first screen)."""
+        with self._connect() as db:
+            row = db.execute("SELECT 1 FROM consents WHERE rater = ?", (rater.id,)).fetchone()
+        return row is not None
+
+    def consent(self, rater: Rater) -> None:
+        """Record ``rater``'s agreement (once; the first time is kept)."""
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO consents VALUES (?, ?)", (rater.id, _now()))
+
     def next_trial(self, rater: Rater) -> Trial | None:
         """The first trial ``rater`` has not answered (None when finished): progress lives
         here, so closing the browser loses nothing."""
@@ -205,6 +220,8 @@ class Store:
         if pain is not None and not (isinstance(pain, int) and 0 <= pain <= 10):
             raise RatingRejected("pain intensity must be a whole number from 0 to 10, or empty")
         with self._transaction() as db:
+            if not db.execute("SELECT 1 FROM consents WHERE rater = ?", (rater.id,)).fetchone():
+                raise RatingRejected("the information page has not been agreed to", 403)
             answered = db.execute(
                 "SELECT 1 FROM ratings WHERE rater = ? AND position = ?", (rater.id, position)
             ).fetchone()
@@ -230,6 +247,7 @@ class Store:
         with self._connect() as db:
             table = pd.read_sql_query(
                 "SELECT r.id AS rater, r.label, r.slot, r.invited_at, "
+                "(SELECT consented_at FROM consents c WHERE c.rater = r.id) AS consented_at, "
                 "(SELECT COUNT(*) FROM ratings x WHERE x.rater = r.id) AS done, "
                 "(SELECT COUNT(*) FROM trials t WHERE t.rater = r.id) AS total, "
                 "(SELECT MAX(rated_at) FROM ratings x WHERE x.rater = r.id) AS last_rating "
