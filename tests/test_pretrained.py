@@ -96,8 +96,12 @@ def _state(model) -> dict:
 
 def test_pipeline_reproduces_the_shipped_checkpoint_given_the_time(prepared, tmp_path):
     """The recorded training commands, in order, on this pipeline's own packed data, for 2 steps
-    each instead of the recorded thousands, make a model of exactly the shipped architecture."""
+    each instead of the recorded thousands, make a model of exactly the shipped architecture,
+    except the text encoder's token table: the shipped checkpoint predates the tokenizer fix
+    (its own tokenizer splits words; retraining it needs a GPU) and the current tokenizer has
+    another vocabulary size."""
     from paincontrol_lib.model.presets import PainControlModel
+    from paincontrol_lib.model.text import build_tokenizer, split_words
     from paincontrol_lib.model.train import main, parse_args
 
     out, _ = prepared
@@ -112,7 +116,12 @@ def test_pipeline_reproduces_the_shipped_checkpoint_given_the_time(prepared, tmp
     made = PainControlModel.from_pretrained(start)
     shipped = PainControlModel.from_pretrained(SHIPPED)
     assert made.config == shipped.config
-    assert _state(made) == _state(shipped)
+    table = "text.embeddings.token_embedding.weight"
+    made_state, shipped_state = _state(made), _state(shipped)
+    assert made_state.pop(table) == (len(build_tokenizer()), made.config.cross_attention_dim)
+    assert shipped_state.pop(table) == (len(shipped.tokenizer), shipped.config.cross_attention_dim)
+    assert made_state == shipped_state
+    assert split_words(made.tokenizer) == [] and split_words(shipped.tokenizer)
 
 
 def test_fine_tuning_starts_from_the_shipped_weights(prepared, tmp_path):

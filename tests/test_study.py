@@ -93,7 +93,7 @@ def test_information_and_consent_page_comes_first(invited):
     page = client.get(f"/r/{token}").get_data(as_text=True)
     assert 'id="stimulus"' in page and 'id="information"' not in page
     progress = store.progress().set_index("label")
-    assert progress.loc["A", "consented_at"] and progress.loc["B", "consented_at"] is None
+    assert progress.loc["A", "consented_at"] and pd.isna(progress.loc["B", "consented_at"])
 
 
 def _form(html: str) -> dict:
@@ -334,6 +334,8 @@ def test_concurrent_raters_and_racing_duplicates(tmp_path):
     _, trials = load_design(trials_dir)
     store = Store(ratings_db_path(trials_dir), info["design_id"])
     tokens = [t for _, t in store.invite(trials, [f"r{i}" for i in range(6)])]
+    for token in tokens:
+        store.consent(store.rater(token))
     server = make_server(create_app(trials_dir, store), port=0, threads=8)
     base = f"http://127.0.0.1:{server.effective_port}"
     thread = threading.Thread(target=server.run, daemon=True)
@@ -409,6 +411,8 @@ def test_cli_build_invite_progress_export(tmp_path, capsys):
     assert "0 rater slots left" in capsys.readouterr().err
     store = Store(ratings_db_path(out))
     client = create_app(out, store).test_client()
+    consent = client.post(f"/r/{links[0]}/consent", data={"csrf": _csrf(store, links[0])})
+    assert consent.status_code == 303
     assert _rate(client, links[0], 5, pain=2).status_code == 303
     assert main(["study", "progress", *common]) == 0
     report = capsys.readouterr().out
