@@ -315,7 +315,7 @@ def test_sd15_profile_through_dvc_repro(tmp_path):
     params["sampler"].update(steps=2)
     params["tune"].update(n_samples=2, grid={"start_strength": [1.0]})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(root, [str(Path(sys.executable).parent / "dvc"), "repro", "transfer"], timeout=2400)
+    _run(root, [str(Path(sys.executable).parent / "dvc"), "repro"], timeout=2400)
     record = json.loads((root / "models" / "ours" / "final" / "training.json").read_text())
     assert record["arguments"]["preset"] == "sd15"
     assert record["arguments"]["pretrained"] == "weights/sd15-tiny"
@@ -323,3 +323,5 @@ def test_sd15_profile_through_dvc_repro(tmp_path):
     assert config["preset"] == "sd15" and config["resolution"] == 32
     assert _metrics(root, "train")["steps"] == 2
     assert _metrics(root, "transfer")["methods"]["paincontrol"]["n_outputs"] > 0
+    assert set(_metrics(root, "eval")["methods"]) == METHODS  # and on through stage 06
+    assert _metrics(root, "study")["n_raters"] > 0
