@@ -63,9 +63,11 @@ def _folder_missing(folder: Path, needed: tuple, one_of: tuple) -> list[str]:
 
 def check_sd15(folder) -> Check:
     folder = Path(folder).expanduser()
-    missing = [f"{folder}/ (no such folder)"] if not folder.is_dir() else []
-    for sub, (needed, one_of) in SD15_LAYOUT.items() if folder.is_dir() else ():
-        missing += _folder_missing(folder / sub, needed, one_of)
+    if not folder.is_dir():
+        missing = [f"{folder}/ (no such folder)"]
+    else:
+        missing = [m for sub, (needed, one_of) in SD15_LAYOUT.items()
+                   for m in _folder_missing(folder / sub, needed, one_of)]  # fmt: skip
     return Check("Stable Diffusion 1.5 (train.pretrained)", str(folder), missing, SD15_SOURCE)
 
 
@@ -77,16 +79,18 @@ def check_controlnet(folder) -> Check:
 
 
 def check_arcface(model_dir=None) -> Check:
-    from paincontrol_lib.identity import ArcFaceIdentity, arcface_search_dirs
+    """The weight file only: no ONNX session is built just to see that it is there."""
+    from paincontrol_lib.identity import ARCFACE_FILE, ARCFACE_PACK, arcface_search_dirs
 
     dirs = arcface_search_dirs(model_dir)
-    looked = ", ".join(map(str, dirs))
-    try:
-        ArcFaceIdentity(model_dir)
-    except FileNotFoundError as exc:
-        return Check("ArcFace identity (identity_backend: arcface)", looked,
-                     [str(exc).split(". It is")[0]], str(exc).split(". It is", 1)[-1])  # fmt: skip
-    return Check("ArcFace identity (identity_backend: arcface)", looked)
+    found = any((d / ARCFACE_FILE).is_file() for d in dirs)
+    return Check(
+        "ArcFace identity (identity_backend: arcface)",
+        ", ".join(map(str, dirs)),
+        [] if found else [str(d / ARCFACE_FILE) for d in dirs],
+        f"insightface's '{ARCFACE_PACK}' model pack (non-commercial research use): unzip "
+        f"{ARCFACE_PACK}.zip into ~/.insightface/models/{ARCFACE_PACK}/ (never downloaded here)",
+    )
 
 
 def check_pyfeat() -> Check:
