@@ -1,9 +1,10 @@
-"""Render the README's results tables from ``reports/metrics/*.json`` (never typed by hand).
+"""Render the results tables of README.md and docs/*.md from ``reports/metrics/*.json``.
 
-Each table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md and
-is written from the metrics files alone. ``python scripts/results.py`` rewrites them (``make
-results``); ``--check`` exits 1 when the README differs from what the metrics say (a test runs
-it, so a hand-edited number or a stale table fails).
+Each table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md or a
+page under docs/ and is written from the metrics files alone (never typed by hand). ``python
+scripts/results.py`` rewrites every such block in README.md and docs/*.md (``make results``);
+``--check`` exits 1 when a page differs from what the metrics say (a test runs it, so a
+hand-edited number or a stale table fails). Name files to render or check only those.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 METRICS = ROOT / "reports" / "metrics"
+DOCS = ROOT / "docs"
 BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
 
 
@@ -351,6 +353,236 @@ def study() -> str:
     return table(["instrument validation (null effects)", "value"], rows)
 
 
+# --- Headline numbers and verdicts (README's "at a glance" and the paper-vs-ours table) -------
+
+
+def _levels(m: dict) -> list[str]:
+    """The scarcity levels of augment.json, fewest real pain people first."""
+    return sorted(m["levels"], key=lambda k: int(k) if str(k).isdigit() else 10**9)
+
+
+def _est(t: dict) -> str:
+    """An ``{estimate, ci_low, ci_high}`` entry as ``est [lo, hi]``."""
+    return ci(t["estimate"], t["ci_low"], t["ci_high"])
+
+
+def _of(v: dict, key: str, digits: int = 3) -> str:
+    """A metric with ``KEY_ci_low`` and ``KEY_ci_high`` beside it as ``mean [lo, hi]``."""
+    return ci(v[key], v[f"{key}_ci_low"], v[f"{key}_ci_high"], digits)
+
+
+def _diff(t: dict | None) -> str:
+    """A paired difference as ``est [lo, hi], p (Holm) P``."""
+    if not t:
+        return "—"
+    return f"{_est(t)}, p (Holm) {p_value(t['p_holm'])}"
+
+
+def _people(n) -> str:
+    return f"{n} real pain {'person' if str(n) == '1' else 'people'}"
+
+
+def _au_verdict(entry: dict) -> str:
+    """Do AU4 and AU43 carry more scaled error than the other pain AUs (interval above zero)?"""
+    t, top = entry["hard_minus_rest"], set(entry["ranking"][:2])
+    if t["ci_low"] > 0 and top == {"AU04", "AU43"}:
+        return "yes: the two hardest AUs, and their excess error's interval excludes zero"
+    if t["ci_low"] > 0:
+        return (f"partly: their excess error's interval excludes zero, but the hardest two are "
+                f"{' and '.join(entry['ranking'][:2])}")  # fmt: skip
+    return "no: their excess error's interval includes zero"
+
+
+def _gain_verdict(t: dict | None) -> str:
+    """Is an AUC gain significant (Holm), only nominally (interval excludes zero), or neither?"""
+    if not t:
+        return "not run"
+    if t["ci_low"] > 0 and t["p_holm"] < 0.05:
+        return "a gain, significant after Holm"
+    if t["ci_low"] > 0:
+        return "a gain whose interval excludes zero, not significant after Holm"
+    if t["ci_high"] < 0 and t["p_holm"] < 0.05:
+        return "a loss, significant after Holm"
+    if t["ci_high"] < 0:
+        return "a loss whose interval excludes zero, not significant after Holm"
+    return "no difference shown (the interval includes zero)"
+
+
+def _identity_verdict(e: dict) -> str:
+    t = e["tests"]["identity_similarity"].get("paincontrol_vs_warp")
+    if t and t["ci_high"] < 0 and t["p_holm"] < 0.05:
+        return "partly: below the warp baseline, which keeps the target's own pixels"
+    return "yes: not below the warp baseline, which keeps the target's own pixels"
+
+
+def at_a_glance() -> str:
+    """README's headline table: PainControl beside the warp (no diffusion model) on each claim."""
+    e, a, s = _load("eval"), _load("augment"), _load("study")
+    methods, claim = e["methods"], a["claim"]
+    levels = _levels(a)
+    scarce, full = levels[0], levels[-1]
+    ceiling = e["identity_similarity_ceiling"]
+    au = e["au_claim"]["methods"]
+
+    def metric(method, key):
+        return _of(methods[method], key)
+
+    def hard(method):
+        return (f"{_est(au[method]['hard_minus_rest'])}; hardest: "
+                f"{', '.join(au[method]['ranking'][:2])}")  # fmt: skip
+
+    realism = e["realism"]
+    v = s["validation"]
+    rows = [
+        ["identity: dlib similarity to an unseen frame of the target (ceiling "
+         f"{ci(ceiling['mean'], ceiling['ci_low'], ceiling['ci_high'])})",
+         metric("paincontrol", "identity_similarity"), metric("warp", "identity_similarity")],
+        ["expression: PSPI error (MAE, scale 0-16)",
+         metric("paincontrol", "pspi_mae"), metric("warp", "pspi_mae")],
+        ["AU error vs asked (MAE; AU4 on 0-5, AU43 on 0-1): AU4 / AU43",
+         " / ".join(fmt(methods["paincontrol"]["au_mae"][k], 2) for k in ("AU04", "AU43")),
+         " / ".join(fmt(methods["warp"]["au_mae"][k], 2) for k in ("AU04", "AU43"))],
+        ["AU4 and AU43 minus the other pain AUs (scaled error)", hard("paincontrol"), hard("warp")],
+        ["realism proxy: classifier telling outputs from exact renders (AUC; 0.5 = cannot)",
+         fmt(realism["paincontrol"].get("c2st_auc_face_features"), 2),
+         fmt(realism["warp"].get("c2st_auc_face_features"), 2)],
+        [f"augmentation, {_people(scarce)}: detector AUC gain over real data alone",
+         _diff(claim["paincontrol_vs_real"].get(scarce)),
+         _diff(claim.get("warp_vs_real", {}).get(scarce))],
+        [f"augmentation, all {_people(full)}: AUC gain over real data alone",
+         _diff(claim["paincontrol_vs_real"].get(full)),
+         _diff(claim.get("warp_vs_real", {}).get(full))],
+        ["realism study instrument: false-positive rate under null effects (alpha "
+         f"{fmt(v['alpha'], 2)}), {v['n_replications']} simulated panels",
+         f"{fmt(v['false_positive_rate'])} (CI coverage {fmt(v['ci_coverage'])})",
+         "(one instrument for every method)"],
+    ]  # fmt: skip
+    d = e["design"]
+    intro = (
+        f"Default run on SynthPain, **test** people only: {d['n_outputs_per_method']} transfers "
+        f"per method for identity, expression and AUs ({d['ci']}); augmentation over "
+        f"{a['design']['n_seeds']} seeds (paired by seed, Holm over levels).\n\n"
+    )
+    return intro + table(["", "PainControl", "warp (no diffusion model)"], rows)
+
+
+def paper_vs_ours() -> str:
+    """The paper's four findings beside what the default run measured, with a verdict each."""
+    e, a, s = _load("eval"), _load("augment"), _load("study")
+    claim, levels = a["claim"], _levels(a)
+    scarce, full = levels[0], levels[-1]
+    pc = e["methods"]["paincontrol"]
+    ceiling = e["identity_similarity_ceiling"]
+    au = e["au_claim"]["methods"]["paincontrol"]
+    v = s["validation"]
+    if s.get("simulated", True):
+        study_ours = (
+            f"no human ratings in the default run: ratings are simulated with null effects. "
+            f"The analysis was validated instead: false-positive rate "
+            f"{fmt(v['false_positive_rate'])} at alpha {fmt(v['alpha'], 2)}, CI coverage "
+            f"{fmt(v['ci_coverage'])} over "
+            f"{v['n_replications']} simulated panels. Proxy without raters: a classifier tells "
+            f"PainControl outputs from exact renders with AUC "
+            f"{fmt(e['realism']['paincontrol'].get('c2st_auc_face_features'), 2)}"
+        )
+        study_verdict = "not tested: needs human raters (docs/study.md)"
+    else:
+        r = s["methods"]["paincontrol"]
+        study_ours = (
+            f"{s['n_raters']} raters: PainControl's mean rating "
+            f"{ci(r['mean_rating'], r['ci_low'], r['ci_high'], 2)}; realism deficit against real "
+            f"photos {ci(r['effect_estimate'], r['effect_ci_low'], r['effect_ci_high'], 2)} "
+            f"(log-odds)"
+        )
+        study_verdict = "see the contrasts in reports/metrics/study.json"
+    id_warp = e["tests"]["identity_similarity"].get("paincontrol_vs_warp")
+    scarce_gain = claim["paincontrol_vs_real"].get(scarce)
+    full_gain = claim["paincontrol_vs_real"].get(full)
+    vs_warp = claim["paincontrol_vs_warp"].get(scarce)
+    full_ok = full_gain and full_gain["ci_low"] <= 0 <= full_gain["ci_high"]
+    against_warp = f"PainControl against the warp: {_gain_verdict(vs_warp)}"
+    rows = [
+        ["(i) realism: PainControl rated the most realistic in a human Likert study",
+         study_ours, study_verdict],
+        ["(ii) identity: the target's identity is preserved",
+         f"dlib similarity to an unseen frame {_of(pc, 'identity_similarity')}; "
+         f"ceiling {ci(ceiling['mean'], ceiling['ci_low'], ceiling['ci_high'])}; "
+         f"minus the warp {_diff(id_warp)}",
+         _identity_verdict(e)],
+        ["(iii) AU transfer: AUs follow the source; AU4 (brow lowerer) and AU43 (eye closure) "
+         "are the hardest",
+         f"PSPI error {_of(pc, 'pspi_mae')}; "
+         f"AU4 and AU43 minus the rest {_est(au['hard_minus_rest'])}; "
+         f"hardest first: {' > '.join(au['ranking'])}",
+         _au_verdict(au)],
+        ["(iv-a) augmentation does not improve pain detection when real pain data are plentiful",
+         f"all {_people(full)}: AUC gain {_diff(full_gain)}",
+         "yes: no gain shown" if full_ok else f"no: {_gain_verdict(full_gain)}"],
+        ["(iv-b) augmentation helps significantly when real pain data are very scarce",
+         f"{_people(scarce)}: AUC gain {_diff(scarce_gain)}; PainControl minus the warp "
+         f"{_diff(vs_warp)}",
+         ("yes" if scarce_gain and scarce_gain["ci_low"] > 0 and scarce_gain["p_holm"] < 0.05
+          else "partly" if scarce_gain and scarce_gain["ci_low"] > 0 else "no")
+         + f": {_gain_verdict(scarce_gain)}; {against_warp}"],
+    ]  # fmt: skip
+    return table(["the paper reports", "this compendium measured (default run)",
+                  "do our data support it?"], rows)  # fmt: skip
+
+
+def au_claim_reading() -> str:
+    """One line per method: does the AU4/AU43 finding hold for it on this run?"""
+    m = _load("eval")["au_claim"]["methods"]
+    return "".join(f"- `{method}`: {_au_verdict(entry)}.\n" for method, entry in m.items())
+
+
+def augment_reading() -> str:
+    """What the claim block says, level by level, in words (so prose cannot drift)."""
+    m = _load("augment")
+    c = m["claim"]
+    parts = (("PainControl vs real only", "paincontrol_vs_real"),
+             ("vs the warp", "paincontrol_vs_warp"),
+             ("the warp vs real only", "warp_vs_real"),
+             ("classic augmentation vs real only", "classic_vs_real"))  # fmt: skip
+    lines = []
+    for level in _levels(m):
+        said = "; ".join(
+            f"{name}, {_gain_verdict(c.get(key, {}).get(level))}" for name, key in parts
+        )
+        lines.append(f"- {_people(level)}: {said}.\n")
+    return "".join(lines)
+
+
+def pretrained_compute() -> str:
+    """The one GPU measurement the project has: what training the shipped tiny model took."""
+    record = json.loads((ROOT / "pretrained" / "tiny-synthpain" / "PROVENANCE.json").read_text())
+    runs = record["training_runs"]
+    steps = sum(r["steps"] for r in runs)
+    minutes = sum(r["train_minutes"] for r in runs)
+    batches = sorted({r["arguments"]["train_batch_size"] for r in runs})
+    devices = sorted({r["device"] for r in runs})
+    resolution = record["prepared"]["resolution"]
+    per_second = sum(r["steps"] * r["arguments"]["train_batch_size"] for r in runs) / minutes / 60
+    return (
+        f"Measured: the shipped tiny checkpoint ({resolution} px, pixel space) trained "
+        f"{steps} steps at batch {'/'.join(map(str, batches))} in {fmt(minutes, 1)} min on one "
+        f"{', '.join(devices)} ({len(runs)} runs; `pretrained/tiny-synthpain/PROVENANCE.json`), "
+        f"about {per_second:.0f} training images per second.\n"
+    )
+
+
+def text_conditioning() -> str:
+    """How the shipped checkpoint's older tokenizer treated the last default run's prompts."""
+    t = _load("train")["text_conditioning"]
+    split = ", ".join(f"'{w}'" for w in t["words_split"]) or "none"
+    return (
+        f"In the last default run the shipped checkpoint's tokenizer cut "
+        f"{t['prompts_truncated']} of the {t['n_prompts']} fine-tuning prompts "
+        f"(longest {t['longest_prompt_tokens']} tokens, "
+        f"budget {t['max_prompt_tokens']}) and split these words into several tokens: {split} "
+        f"(`train.json: text_conditioning`).\n"
+    )
+
+
 def augment() -> str:
     m = _load("augment")
     arms = ["real", "paincontrol", "warp", "classic"]
@@ -367,7 +599,7 @@ def augment() -> str:
                 ),
             ]
         )
-    comparisons = ("paincontrol_vs_real", "paincontrol_vs_warp", "classic_vs_real")
+    comparisons = ("paincontrol_vs_real", "paincontrol_vs_warp", "warp_vs_real", "classic_vs_real")
     claims = []
     for level in m["levels"]:
         claims.append(
@@ -411,35 +643,52 @@ RENDERERS = {
     "au_estimator": au_estimator,
     "au_claim": au_claim,
     "study": study,
+    "at_a_glance": at_a_glance,
+    "paper_vs_ours": paper_vs_ours,
+    "au_claim_reading": au_claim_reading,
+    "augment_reading": augment_reading,
+    "text_conditioning": text_conditioning,
+    "pretrained_compute": pretrained_compute,
 }
 
 
-def render(text: str) -> str:
+def render(text: str, where: str = "the page") -> str:
     def block(match):
         name = match.group(2)
         if name not in RENDERERS:
-            raise KeyError(f"README asks for results:{name}; known: {sorted(RENDERERS)}")
+            raise KeyError(f"{where} asks for results:{name}; known: {sorted(RENDERERS)}")
         return match.group(1) + RENDERERS[name]() + match.group(4)
 
     return BLOCK.sub(block, text)
 
 
+def pages() -> list[Path]:
+    """Every page that may hold results blocks: README.md and docs/*.md."""
+    return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
-    parser.add_argument("--readme", default=str(ROOT / "README.md"))
+    parser.add_argument("files", nargs="*", help="pages to render (default: README.md, docs/*.md)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
+    parser.add_argument("--readme", action="append", default=[], help="same as naming a file")
     args = parser.parse_args(argv)
-    path = Path(args.readme)
-    text = path.read_text()
-    fresh = render(text)
-    if args.check:
-        if fresh != text:
-            print(f"{path}: results tables differ from reports/metrics (run `make results`)")
-            return 1
-        print(f"{path}: results tables match reports/metrics")
-        return 0
-    path.write_text(fresh)
-    return 0
+    paths = [Path(f) for f in [*args.files, *args.readme]] or pages()
+    stale = []
+    for path in paths:
+        full = path.resolve()
+        name = full.relative_to(ROOT) if full.is_relative_to(ROOT) else path
+        text = path.read_text()
+        fresh = render(text, str(name))
+        if args.check:
+            if fresh != text:
+                stale.append(path)
+                print(f"{name}: results tables differ from reports/metrics (run `make results`)")
+            else:
+                print(f"{name}: results tables match reports/metrics")
+        elif fresh != text:
+            path.write_text(fresh)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":

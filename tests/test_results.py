@@ -1,7 +1,11 @@
-"""README results tables are rendered from the metrics files: the committed README agrees with the
-committed metrics, and a number typed into a table is caught."""
+"""Results tables in README.md and docs/*.md are rendered from the metrics files: the committed
+pages agree with the committed metrics, a number typed into a table is caught, and no
+measurement is typed into the prose around them."""
 
 import importlib.util
+import re
+
+import pytest
 
 from paincontrol_lib.config import REPO_ROOT
 
@@ -9,32 +13,50 @@ spec = importlib.util.spec_from_file_location("results", REPO_ROOT / "scripts" /
 results = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(results)
 
+PAGES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 
-def test_committed_readme_tables_match_the_committed_metrics():
+
+def test_every_page_is_rendered_by_default():
+    """`make results` (no arguments) renders and checks README.md and every docs/*.md."""
+    assert results.pages() == PAGES
+    assert len(PAGES) > 1
+
+
+def test_committed_pages_match_the_committed_metrics():
     assert results.main(["--check"]) == 0
 
 
+def test_every_results_block_is_rendered_somewhere():
+    """Each renderer has a block in some page (a table dropped in a move is caught), and each
+    block names a known renderer."""
+    used = {m.group(2) for page in PAGES for m in results.BLOCK.finditer(page.read_text())}
+    assert used == set(results.RENDERERS), (
+        f"renderers without a block: {sorted(set(results.RENDERERS) - used)}; "
+        f"blocks without a renderer: {sorted(used - set(results.RENDERERS))}"
+    )
+
+
 def test_a_changed_number_in_a_table_is_caught(tmp_path):
-    readme = (REPO_ROOT / "README.md").read_text()
-    start = readme.index("<!-- results:evaluate -->")
-    end = readme.index("<!-- /results:evaluate -->")
-    block = readme[start:end]
+    page = (REPO_ROOT / "docs" / "evaluation.md").read_text()
+    start = page.index("<!-- results:evaluate -->")
+    end = page.index("<!-- /results:evaluate -->")
+    block = page[start:end]
     digit = next(i for i, ch in enumerate(block) if ch.isdigit() and i > 30)
     changed = block[:digit] + str((int(block[digit]) + 1) % 10) + block[digit + 1 :]
-    copy = tmp_path / "README.md"
-    copy.write_text(readme[:start] + changed + readme[end:])
-    assert results.main(["--check", "--readme", str(copy)]) == 1
-    assert results.main(["--readme", str(copy)]) == 0  # rewriting mends it
-    assert copy.read_text() == readme
+    copy = tmp_path / "evaluation.md"
+    copy.write_text(page[:start] + changed + page[end:])
+    assert results.main(["--check", str(copy)]) == 1
+    assert results.main([str(copy)]) == 0  # rewriting mends it
+    assert copy.read_text() == page
+    assert results.main(["--check", "--readme", str(copy)]) == 0  # the older spelling
 
 
-def test_no_result_numbers_typed_into_the_readme_prose():
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_no_result_numbers_typed_into_the_prose(page):
     """Numbers with three or more decimals are measurements; outside the rendered tables and code
-    blocks the README must not carry any (they drift from the metrics)."""
-    import re
-
-    readme = (REPO_ROOT / "README.md").read_text()
-    prose = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", "", readme, flags=re.S)
+    blocks README.md and docs/*.md must not carry any (they drift from the metrics)."""
+    text = page.read_text()
+    prose = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", "", text, flags=re.S)
     prose = re.sub(r"```.*?```", "", prose, flags=re.S)
     typed = re.findall(r"(?<![\w.])\d+\.\d{3,}\b", prose)
-    assert not typed, f"hand-typed measurements in README.md: {typed}"
+    assert not typed, f"hand-typed measurements in {page.relative_to(REPO_ROOT)}: {typed}"
