@@ -39,6 +39,9 @@ test: $(STAMP) browser ## Run the test suite (tiny profile, no GPU, offline)
 bench: $(STAMP) ## Print speed benchmarks (landmarks, SynthPain rendering)
 	$(BIN)/python scripts/bench.py
 
+book: $(STAMP) ## Build the static HTML book (README, docs/, executed notebooks) into build/book/
+	$(BIN)/python scripts/book.py
+
 lab: $(STAMP) ## Start JupyterLab on the notebooks
 	$(BIN)/jupyter lab notebooks/
 
@@ -50,8 +53,8 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 	$(BIN)/ruff format $(PY_SOURCES)
 
-clean: ## Remove generated data and reports (keeps committed metrics)
-	rm -rf data/synthpain data/landmarks data/study reports/notebooks reports/figures
+clean: ## Remove generated data, the book and scratch runs (reports/ is committed: git restores it)
+	rm -rf data/synthpain data/landmarks data/transfer data/study data/au_estimator.npz build scratch
 
 deps: $(STAMP) ## Regenerate dvc.yaml's library deps from the imports (check: make deps-check)
 	$(BIN)/python scripts/dvc_deps.py
@@ -59,7 +62,7 @@ deps: $(STAMP) ## Regenerate dvc.yaml's library deps from the imports (check: ma
 deps-check: $(STAMP) ## Check that dvc.yaml's library deps match the imports (exit 1 if not)
 	$(BIN)/python scripts/dvc_deps.py --check
 
-results: $(STAMP) ## Render README.md's results tables from reports/metrics (check: --check)
+results: $(STAMP) ## Render the results tables of README.md and docs/ from reports/metrics (check: --check)
 	$(BIN)/python scripts/results.py
 
-.PHONY: help env repro browser test bench lab lint format clean deps deps-check results
+.PHONY: help env repro browser test bench book lab lint format clean deps deps-check results

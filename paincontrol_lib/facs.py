@@ -12,6 +12,20 @@ import pandas as pd
 PAIN_AUS = ("AU04", "AU06", "AU07", "AU09", "AU10", "AU43")
 BINARY_AUS = ("AU43",)  # coded present/absent (0/1), not 0-5
 PSPI_MAX = 16
+# FACS names (Ekman, Friesen & Hager 2002) of the AUs SynthPain renders, for figures and tables.
+AU_DESCRIPTIONS = {
+    "AU01": "inner brow raiser",
+    "AU02": "outer brow raiser",
+    "AU04": "brow lowerer",
+    "AU06": "cheek raiser",
+    "AU07": "lid tightener",
+    "AU09": "nose wrinkler",
+    "AU10": "upper lip raiser",
+    "AU12": "lip corner puller",
+    "AU25": "lips part",
+    "AU26": "jaw drop",
+    "AU43": "eyes closed",
+}
 
 
 def au_name(code: int | str) -> str:

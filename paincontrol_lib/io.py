@@ -72,7 +72,7 @@ def without_timings(value):
 
 class PhaseClock:
     """Wall seconds of a stage's phases, for its metrics' ``phase_seconds`` (a timing key): the
-    per-phase profile that says where a stage's time goes (README, "What runs and how long")."""
+    per-phase profile that says where a stage's time goes (README.md, "What runs and how long")."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -88,13 +88,18 @@ class PhaseClock:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
-def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure atomically as PNG."""
+def save_figure(fig, path: str | Path, dpi: int = 200) -> Path:
+    """Save a matplotlib figure atomically as PNG (``dpi``) and, beside it, as PDF (vector
+    lines and text; images embedded) for print. Both carry no date, so a rerun that draws the
+    same figure writes the same bytes."""
     import io
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return atomic_write_bytes(path, buf.getvalue())
+    path = Path(path)
+    for suffix, metadata in ((".pdf", {"CreationDate": None}), (".png", {})):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=suffix[1:], dpi=dpi, bbox_inches="tight", metadata=metadata)
+        atomic_write_bytes(path.with_suffix(suffix), buf.getvalue())
+    return path
 
 
 def save_image(path: str | Path, image: np.ndarray) -> Path:

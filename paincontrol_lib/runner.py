@@ -140,6 +140,9 @@ def run(notebook, output, params_file="params.yaml") -> float:
         raise FileNotFoundError(f"{notebook}: no such notebook")
     params = yaml.safe_load(Path(params_file).read_text()) or {}
     wanted = declared_parameters(notebook)
+    injected = {k: v for k, v in params.items() if k in wanted}
+    if "pipeline" in wanted:  # notebook.setup: injected parameters, committed output folders
+        injected["pipeline"] = True
     output.parent.mkdir(parents=True, exist_ok=True)
     os.environ.update({k: v for k, v in KERNEL_ENV.items() if k not in os.environ})
     started = time.perf_counter()
@@ -147,7 +150,7 @@ def run(notebook, output, params_file="params.yaml") -> float:
         papermill.execute_notebook(
             str(notebook),
             str(output),
-            parameters={k: v for k, v in params.items() if k in wanted},
+            parameters=injected,
             cwd=".",
             progress_bar=False,
             log_output=False,

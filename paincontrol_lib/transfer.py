@@ -30,6 +30,14 @@ from paincontrol_lib.model.sampler import SamplerConfig, start_images
 from paincontrol_lib.retarget import Retargeted
 
 METHODS = ("paincontrol", "paper_sampler", "warp", "no_identity", "no_landmarks", "no_text")
+METHOD_LABELS = {  # what figures and tables show readers
+    "paincontrol": "PainControl",
+    "paper_sampler": "paper's sampler (noise start)",
+    "warp": "warp baseline",
+    "no_identity": "no identity tokens",
+    "no_landmarks": "no landmarks",
+    "no_text": "no text",
+}
 MANIFEST = "manifest.parquet"  # what stage 03 asked for, one row per generated image
 MODEL_METHODS = ("paincontrol", "paper_sampler", "no_identity", "no_landmarks", "no_text")
 

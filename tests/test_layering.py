@@ -31,6 +31,7 @@ LAYERS = [
     (f"{LIBRARY}.seeds", 0),
     (f"{LIBRARY}.stats", 0),
     (f"{LIBRARY}.parallel", 0),  # spawned worker pools that fail fast
+    (f"{LIBRARY}.figures", 0),  # the one figure theme and labelled image grids
     (f"{LIBRARY}.facemesh", 1),
     (f"{LIBRARY}.aumesh", 2),
     (f"{LIBRARY}.au_geometry", 2),  # the AU->mesh model in the canonical frame, and its inverse
@@ -49,6 +50,8 @@ LAYERS = [
     (f"{LIBRARY}.augment", 7),
     (f"{LIBRARY}.study", 7),
     (f"{LIBRARY}.stages", 8),
+    (f"{LIBRARY}.findings", 9),  # each notebook's closing findings, from its metrics
+    (f"{LIBRARY}.notebook", 9),  # a notebook's parameters, paths and scratch folder
     (f"{LIBRARY}.runner", 9),  # runs a stage notebook (dvc.yaml's commands)
     (f"{LIBRARY}.check", 9),  # paincontrol check: external weight folders
     (f"{LIBRARY}.cli", 9),

@@ -108,13 +108,15 @@ def run_batch(
     from the image and the stored transform: ``aligned_crop``)."""
     import time
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     paths = [str(p) for p in paths]
     keys = list(keys) if keys is not None else [None] * len(paths)
     jobs = list(zip(paths, keys, strict=True))
     init = (crop_size, str(out_dir) if out_dir else None)
-    bar = dict(total=len(jobs), desc=desc, disable=not progress, mininterval=2.0)
+    # disable=None: a bar on a terminal, none in a notebook kernel (stderr is no TTY there), so
+    # the executed notebooks readers open carry no progress bars.
+    bar = dict(total=len(jobs), desc=desc, disable=None if progress else True, mininterval=2.0)
     if workers <= 1 or len(jobs) < 4 * workers:
         _init_worker(*init)
         try:

@@ -47,7 +47,7 @@ def checkpoint_domains(folder) -> list[str] | None:
 SYNTHPAIN_ONLY_NOTE = (
     "note: {checkpoint} was trained on SynthPain renderings only: on a photograph it draws a "
     "SynthPain-style face and loses the person. For photographs use --method warp, or a "
-    "checkpoint trained on photographs (profiles/sd15.yaml on your data, README: Real data)"
+    "checkpoint trained on photographs (profiles/sd15.yaml on your data, docs/real-data.md)"
 )
 
 
@@ -370,9 +370,10 @@ def _attach_identity_adapter(unet, identity_dim: int, seed: int) -> None:
     """A fresh FaceID adapter (``_adapter_init``, its own generator of ``seed``) loaded into
     ``unet``."""
     generator = torch.Generator().manual_seed(seed)
-    unet._load_ip_adapter_weights(
-        [_adapter_init(unet, identity_dim, unet.config.cross_attention_dim, generator)]
-    )
+    with _expected_loading_messages_silenced():  # the loader's "kept in float32: []" note
+        unet._load_ip_adapter_weights(
+            [_adapter_init(unet, identity_dim, unet.config.cross_attention_dim, generator)]
+        )
 
 
 @contextlib.contextmanager

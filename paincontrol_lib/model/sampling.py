@@ -11,7 +11,7 @@ to an intermediate step and only the last ``start_strength`` of the DDIM schedul
 warped onto the requested mesh (``warped_target``), so skin, hair, background and the coarse
 geometry come from the person's photo and the model adds what the warp cannot (closed lids,
 teeth); or the unwarped photo (``target_photo``); or none (``noise``, the model alone). The
-README's design notes measure what it does to identity, landmark following and amplitude.
+docs/design.md's design notes measure what it does to identity, landmark following and amplitude.
 """
 
 from __future__ import annotations

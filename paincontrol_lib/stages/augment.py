@@ -251,35 +251,56 @@ def overview(result: AugmentResult) -> dict:
     return {k: result.metrics[k] for k in keys}
 
 
+# what readers see for each arm and detector
+ARM_LABELS = {
+    "real": "real only",
+    "paincontrol": "real + PainControl",
+    "warp": "real + warp baseline",
+    "classic": "real + classic augmentation",
+}
+_SYNTHETIC_LABELS = {
+    "paincontrol": "PainControl",
+    "warp": "warp baseline",
+    "classic": "classic\naugmentation",
+}
+_DETECTOR_LABELS = {"cnn": "CNN on face crops", "mesh": "linear model on mesh features"}
+
+
+def _arm_style(arm: str) -> dict:
+    """One colour and marker per arm (real only: grey), the same in every panel."""
+    from paincontrol_lib.figures import colour
+
+    index = ARMS.index(arm) if arm in ARMS else len(ARMS)
+    return {"color": colour((7, 0, 2, 4, 5)[index]), "marker": "osD^v"[index]}
+
+
 def samples_figure(result: AugmentResult, augment: dict, figures_dir, n_pairs: int = 4):
     """Synthetic pairs of the first cell: the source's real frames | each synthetic arm."""
-    import matplotlib.pyplot as plt
+    from paincontrol_lib.figures import image_grid
 
     arms = [arm for arm in ("paincontrol", "warp", "classic") if arm in augment["arms"]]
-    rows, labels = [], []
-    for pair in result.cells[0].pairs[:n_pairs]:
+    cell = result.cells[0]
+    rows, labels, n_frames = [], [], 0
+    for pair in cell.pairs[:n_pairs]:
         frames = pair_frames(result.table, pair[0], augment["pain_frames"])
-        blocks = [np.stack([crop_of(r) for _, r in frames.iterrows()])]
-        blocks += [result.bank.get(arm, [pair]).crops for arm in arms]
-        rows.append(np.concatenate([np.concatenate(list(b), axis=1) for b in blocks], axis=1))
-        labels.append("/".join(f"{p:g}" for p in frames["PSPI"]))
-    fig, ax = plt.subplots(figsize=(12, 1.6 * len(rows)))
-    ax.imshow(np.concatenate(rows, axis=0))
-    ax.set_title(
-        "source frames | " + " | ".join(arms) + "   (PSPI per row: " + "; ".join(labels) + ")",
-        fontsize=9,
+        row = [crop_of(r) for _, r in frames.iterrows()]
+        for arm in arms:
+            row += list(result.bank.get(arm, [pair]).crops)
+        rows.append(row)
+        n_frames = max(n_frames, len(frames))
+        person, face = frames["subject"].iloc[0], result.bank.targets[pair[1]].name
+        pspi = " / ".join(f"{p:g}" for p in frames["PSPI"])
+        labels.append(f"{person} -> {face}\nPSPI {pspi}")
+    frame_names = ["no pain"] + (
+        ["pain"] if n_frames == 2 else [f"pain {k}" for k in range(1, n_frames)]
     )
-    ax.axis("off")
+    blocks = ["real source", *(_SYNTHETIC_LABELS.get(a, a) for a in arms)]
+    columns = [f"{block}\n{name}" for block in blocks for name in frame_names]
+    people = f"{cell.level} {'person' if cell.level == 1 else 'people'}"
+    title = f"Synthetic training images: source frames put on new faces ({people} with real pain)"
+    fig = image_grid(rows, labels, columns, cell_inches=min(1.2, 12 / len(columns)), title=title)
     save_figure(fig, Path(figures_dir) / "augment_samples.png")
     return fig
-
-
-ARM_COLOURS = {
-    "real": "black",
-    "paincontrol": "tab:red",
-    "warp": "tab:blue",
-    "classic": "tab:green",
-}
 
 
 def scarcity_figure(result: AugmentResult, figures_dir):
@@ -287,30 +308,60 @@ def scarcity_figure(result: AugmentResult, figures_dir):
     (mean over seeds, band = 95 % t-interval), one column per detector."""
     import matplotlib.pyplot as plt
 
+    from paincontrol_lib.figures import colour
+
     summary = result.summary
     detectors = sorted(summary["detector"].unique())
-    fig, axes = plt.subplots(2, len(detectors), figsize=(5.5 * len(detectors), 7), squeeze=False)
+    levels = sorted(summary["level"].unique())
+    arms = [a for a in ARMS if a in set(summary["arm"])]
+    arms += sorted(set(summary["arm"]) - set(arms))
+    metrics = {
+        "auc": ("AUC (test people)", (0.0, 1.0)),
+        "pcc": ("PSPI correlation\n(Pearson r, test people)", (-1.0, 1.0)),
+    }
+    fig, axes = plt.subplots(
+        2,
+        len(detectors),
+        figsize=(5 * len(detectors), 6.6),
+        squeeze=False,
+        sharex=True,
+        sharey="row",
+    )
     for j, detector in enumerate(detectors):
-        for i, metric in enumerate(("auc", "pcc")):
+        for i, (metric, (label, (low, high))) in enumerate(metrics.items()):
             ax = axes[i, j]
-            for arm, group in summary[summary["detector"] == detector].groupby("arm"):
+            for k, arm in enumerate(arms):
+                group = summary[(summary["detector"] == detector) & (summary["arm"] == arm)]
                 group = group.sort_values("level")
-                colour = ARM_COLOURS.get(arm)
-                ax.plot(group["level"], group[f"{metric}_mean"], "o-", color=colour, label=arm)
-                ax.fill_between(
-                    group["level"],
-                    group[f"{metric}_ci_low"],
-                    group[f"{metric}_ci_high"],
-                    color=colour,
-                    alpha=0.15,
-                )
+                x = group["level"] * 2 ** (0.06 * (k - (len(arms) - 1) / 2))  # dodge the bars
+                mean = group[f"{metric}_mean"]
+                lo = group[f"{metric}_ci_low"].clip(low, high)  # CIs past what r, AUC can be
+                hi = group[f"{metric}_ci_high"].clip(low, high)
+                ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], capsize=2.5, lw=1.2, ms=5,
+                            label=ARM_LABELS.get(arm, arm), **_arm_style(arm))  # fmt: skip
+            if metric == "auc":
+                ax.axhline(0.5, color=colour(7), lw=0.8, ls=":", zorder=0, label="chance")
             ax.set_xscale("log", base=2)
-            ax.set_xlabel("training people with real pain frames")
-            ax.set_ylabel({"auc": "pain AUC", "pcc": "PSPI Pearson r"}[metric])
-            ax.set_title(f"{detector} detector", fontsize=10)
+            ax.set_xlim(min(levels) / 1.6, max(levels) * 1.6)
+            ax.set_xticks(levels, [f"{level:g}" for level in levels])
+            ax.minorticks_off()
+            ax.set_ylabel(label if j == 0 else "")
+            if i == 1:
+                ax.set_xlabel("number of training people with real pain frames")
+            else:
+                ax.set_title(_DETECTOR_LABELS.get(detector, f"{detector} detector"))
             ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
+    n_seeds = int(summary["n_seeds"].max())
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    order = sorted(range(len(names)), key=lambda k: names[k] == "chance")  # chance last
+    fig.legend([handles[k] for k in order], [names[k] for k in order], loc="upper center",
+               ncols=len(names), frameon=False, bbox_to_anchor=(0.5, 0.975))  # fmt: skip
+    fig.suptitle(
+        f"Pain detection as real pain frames get scarce (mean over {n_seeds} seeds, "
+        "bars: 95 % t-interval)",
+        y=0.995,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     save_figure(fig, Path(figures_dir) / "augment_scarcity.png")
     return fig
 

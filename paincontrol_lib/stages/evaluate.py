@@ -30,12 +30,12 @@ from paincontrol_lib.evaluate import (
     summarise,
     versus_warp,
 )
-from paincontrol_lib.facs import PAIN_AUS
+from paincontrol_lib.facs import AU_DESCRIPTIONS, PAIN_AUS
 from paincontrol_lib.io import PhaseClock, atomic_write_bytes, save_figure, write_json
 from paincontrol_lib.landmarks.image import load_image
 from paincontrol_lib.landmarks.table import load_landmark_table
 from paincontrol_lib.stats import cluster_bootstrap_ci
-from paincontrol_lib.transfer import load_manifest
+from paincontrol_lib.transfer import METHOD_LABELS, METHODS, load_manifest
 
 METRICS = "eval.json"
 ESTIMATOR_METRICS = "au_estimator.json"
@@ -271,6 +271,46 @@ def au_claim_table(result: EvaluateResult) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
+_HARD_AUS = ("AU04", "AU43")  # called out (starred) in the AU figure
+_FLOOR = "AU estimator on the exact answer"  # the error floor's legend entry
+
+
+def _method_label(method: str) -> str:
+    return METHOD_LABELS.get(method, method)
+
+
+def _in_order(methods) -> list[str]:
+    """``methods`` in :data:`METHODS`' order, any others after them."""
+    return [m for m in METHODS if m in methods] + sorted(set(methods) - set(METHODS))
+
+
+def _method_palette(methods) -> dict:
+    """Readable method label -> colour: each method keeps its colour across figures (its place
+    in :data:`METHODS`); anything else is grey."""
+    from paincontrol_lib.figures import colour
+
+    return {_method_label(m): colour(METHODS.index(m) if m in METHODS else 7) for m in methods}
+
+
+def _method_markers(methods) -> dict:
+    """Readable method label -> marker, fixed per method like its colour."""
+    return {_method_label(m): "osD^vPX"[METHODS.index(m) if m in METHODS else 6] for m in methods}
+
+
+def _wrapped(label: str, width: int = 13) -> str:
+    """``label`` in short lines for a crowded axis, a bracketed note on a line of its own."""
+    import textwrap
+
+    head, _, note = label.partition(" (")
+    return "\n".join(textwrap.wrap(head, width) + ([f"({note}"] if note else []))
+
+
+def _au_label(au: str, unreliable: set) -> str:
+    star = "*" if au in _HARD_AUS else ""
+    note = "\n(estimator\nunreliable)" if au in unreliable else ""
+    return f"AU{int(au[2:])}{star}\n{AU_DESCRIPTIONS.get(au, au)}{note}"
+
+
 def au_error_figure(result: EvaluateResult, figures_dir):
     """Per AU and method: |output - exact answer| as read by the same estimator (without exact
     answers: |estimated - requested|), and the estimator's own error on the exact answers
@@ -278,37 +318,43 @@ def au_error_figure(result: EvaluateResult, figures_dir):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from paincontrol_lib.figures import colour
+
     unreliable = set(result.metrics["au_estimator"]["unreliable_aus"])
     scores = result.scores
     prefix = "error_vs_exact_" if "error_vs_exact_AU04" in scores else "error_"
-    errors = scores.rename(columns={f"{prefix}{a}": f"error_{a}" for a in PAIN_AUS})
+    columns = [f"error_{a}" for a in PAIN_AUS]
+    # only the prefix's columns: with exact answers, error_* (vs requested) must not mix in
+    errors = scores[["method", *(f"{prefix}{a}" for a in PAIN_AUS)]].set_axis(
+        ["method", *columns], axis=1
+    )
+    methods = _in_order(set(errors["method"]))
+    errors = errors.assign(method=errors["method"].map(_method_label))
+    order = [_method_label(m) for m in methods]
+    palette = _method_palette(methods)
     if "estimator_error_AU04" in scores:
         floor = scores.drop_duplicates(["target", *(f"requested_{a}" for a in PAIN_AUS)])
-        floor = floor.assign(method="estimator on exact answer").rename(
-            columns={f"estimator_error_{a}": f"error_{a}" for a in PAIN_AUS}
-        )
-        errors = pd.concat([errors[["method", *(f"error_{a}" for a in PAIN_AUS)]],
-                            floor[["method", *(f"error_{a}" for a in PAIN_AUS)]]])  # fmt: skip
-    long = errors.melt(
-        id_vars=["method"],
-        value_vars=[f"error_{a}" for a in PAIN_AUS],
-        var_name="au",
-        value_name="error",
+        floor = floor[[f"estimator_error_{a}" for a in PAIN_AUS]].set_axis(columns, axis=1)
+        errors = pd.concat([errors, floor.assign(method=_FLOOR)], ignore_index=True)
+        order.append(_FLOOR)
+        palette[_FLOOR] = colour(7)
+    long = errors.melt(id_vars=["method"], value_vars=columns, var_name="au", value_name="error")
+    long["au"] = long["au"].map({f"error_{a}": _au_label(a, unreliable) for a in PAIN_AUS})
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    sns.barplot(long, x="au", y="error", hue="method", hue_order=order, palette=palette,
+                errorbar=("ci", 95), n_boot=500, seed=0, err_kws={"linewidth": 1},
+                ax=ax)  # fmt: skip
+    exact = prefix == "error_vs_exact_"
+    ax.set(
+        xlabel="",
+        ylabel="absolute error (FACS intensity, 0-5)",
+        title="AU error: output vs exact answer" if exact else "AU error: read vs asked for",
     )
-    labels = {
-        f"error_{a}": a
-        + ("*" if a in ("AU04", "AU43") else "")
-        + ("\n(unreliable)" if a in unreliable else "")
-        for a in PAIN_AUS
-    }
-    long["au"] = long["au"].map(labels)
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    sns.barplot(
-        long, x="au", y="error", hue="method", errorbar=("ci", 95), n_boot=500, seed=0, ax=ax
-    )
-    what = "output - exact answer" if prefix == "error_vs_exact_" else "estimated - requested"
-    ax.set(xlabel="", ylabel=f"|{what}| (FACS)")
-    ax.legend(fontsize=8, ncols=4)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(title="* hard AUs (AU4, AU43)\nlines: 95 % CI", title_fontsize=8, fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
+              alignment="left")  # fmt: skip
+    fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "eval_au_error.png")
     return fig
 
@@ -318,20 +364,52 @@ def identity_pspi_figure(result: EvaluateResult, figures_dir):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from paincontrol_lib.figures import colour
+
     scores = result.scores
-    ident = scores.melt(
-        id_vars=["method"],
-        value_vars=["identity_similarity", "source_leakage"],
-        var_name="to",
-        value_name="cosine similarity (dlib)",
-    ).dropna()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
-    sns.boxplot(ident, x="method", y="cosine similarity (dlib)", hue="to", ax=axes[0], fliersize=2)
-    sns.scatterplot(
-        scores, x="requested_PSPI", y="estimated_PSPI", hue="method", alpha=0.6, s=14, ax=axes[1]
+    what = {
+        "identity_similarity": "target's unseen frame",
+        "source_leakage": "source's frame (leakage)",
+    }
+    ident = (
+        scores.melt(id_vars=["method"], value_vars=list(what), var_name="to", value_name="sim")
+        .dropna()
+        .assign(to=lambda d: d["to"].map(what))
     )
-    top = float(np.nanmax(scores[["requested_PSPI", "estimated_PSPI"]].to_numpy()))
-    axes[1].plot([0, top], [0, top], "k--", lw=0.8)
+    present = set(ident["method"])
+    wrap = {m: _wrapped(_method_label(m)) for m in present}
+    ident["method"] = ident["method"].map(wrap)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), width_ratios=(1.4, 1))
+    ax = axes[0]
+    if len(ident):
+        sns.boxplot(ident, x="method", y="sim", hue="to", hue_order=list(what.values()),
+                    order=[wrap[m] for m in _in_order(present)], palette=[colour(9), colour(8)],
+                    fliersize=2, ax=ax)  # fmt: skip
+        ceiling = result.metrics.get("identity_similarity_ceiling", {}).get("mean")
+        if ceiling is not None:
+            ax.axhline(ceiling, color=colour(7), ls="--", lw=1,
+                       label="copy of the target's photo (ceiling)")  # fmt: skip
+        ax.legend(title="similarity to", title_fontsize=8, fontsize=8, ncols=3, frameon=False,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.2))  # fmt: skip
+    else:
+        ax.text(0.5, 0.5, "no output had a detectable face", ha="center", transform=ax.transAxes)
+    ax.set(xlabel="", ylabel="face similarity (cosine, dlib embedding)",
+           title="Identity kept and source leaked")  # fmt: skip
+    ax.tick_params(axis="x", labelsize=8)
+    ax = axes[1]
+    shown = scores.dropna(subset=["requested_PSPI", "estimated_PSPI"])
+    methods = _in_order(set(shown["method"]))
+    shown = shown.assign(method=shown["method"].map(_method_label))
+    sns.scatterplot(shown, x="requested_PSPI", y="estimated_PSPI", hue="method", style="method",
+                    hue_order=[_method_label(m) for m in methods],
+                    style_order=[_method_label(m) for m in methods],
+                    palette=_method_palette(methods), markers=_method_markers(methods),
+                    alpha=0.7, s=22, ax=ax)  # fmt: skip
+    ax.plot([0, 16], [0, 16], ls="--", color=colour(7), lw=0.8, label="read = asked for")
+    ax.set(xlabel="PSPI asked for (0-16)", ylabel="PSPI read from the output (0-16)",
+           xlim=(-0.5, 16.5), ylim=(-0.5, 16.5),
+           title="Pain intensity: asked for vs read")  # fmt: skip
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "eval_identity_pspi.png")
     return fig
@@ -341,29 +419,38 @@ def extremes_figure(result: EvaluateResult, transfer_dir, figures_dir):
     """The best and worst 4 PainControl outputs by SSIM, each beside its exact answer."""
     import matplotlib.pyplot as plt
 
+    from paincontrol_lib.figures import image_grid
+
     scores = result.scores
     ours = scores.head(0)
     if "ssim_to_exact" in scores:
         ours = scores[(scores["method"] == "paincontrol") & scores["ssim_to_exact"].notna()]
     if len(ours) and result.exact is not None:
         asked = requested_aus(result.manifest, result.table)
-        ranked = ours.sort_values("ssim_to_exact")
-        tiles = []
-        for i, row in pd.concat([ranked.tail(4), ranked.head(4)]).iterrows():
+        ranked = ours.sort_values("ssim_to_exact", ascending=False)
+        n = min(4, len(ranked) // 2) or 1
+        picks = [("best", k + 1, i) for k, i in enumerate(ranked.index[:n])]
+        picks += [("worst", n - k, i) for k, i in enumerate(ranked.index[len(ranked) - n :])
+                  if i not in ranked.index[:n]]  # fmt: skip
+        outputs, answers, columns = [], [], []
+        for which, rank, i in picks:
+            row = scores.loc[i]
             image = load_image(Path(transfer_dir) / row["path"])
             wanted = asked.loc[i, list(PAIN_AUS)].to_dict()
             crop, _ = result.exact(row["target"], wanted, image.shape[0])
-            tiles.append(np.concatenate([image, crop], axis=1))
-        grid = np.concatenate(
-            [np.concatenate(tiles[:4], axis=1), np.concatenate(tiles[4:], axis=1)]
-        )
-        fig, ax = plt.subplots(figsize=(12, 3.4))
-        ax.imshow(grid)
-        ax.set_title("best 4 (top) and worst 4 (bottom) by SSIM: output | exact answer", fontsize=9)
+            outputs.append(image)
+            answers.append(crop)
+            pair = f"{row['source']} -> {row['target']}"
+            if row["mode"] == "explicit":  # no source: a PSPI level asked for directly
+                pair = f"PSPI {row['requested_PSPI']:g} asked, {row['target']}"
+            columns.append(f"{which} {rank}: SSIM {row['ssim_to_exact']:.2f}\n{pair}")
+        title = "PainControl's best and worst outputs by SSIM to the exact answer"
+        rows = ["PainControl\noutput", "exact answer\n(renderer)"]
+        fig = image_grid([outputs, answers], rows, columns, cell_inches=1.3, title=title)
     else:  # real data: no renderer, no exact answers
         fig, ax = plt.subplots(figsize=(6, 1))
         ax.text(0.5, 0.5, "no exact answers on this dataset (SynthPain only)", ha="center")
-    ax.axis("off")
+        ax.axis("off")
     save_figure(fig, Path(figures_dir) / "eval_extremes.png")
     return fig
 

@@ -64,28 +64,25 @@ def run(base: dict, data: dict, landmarks: dict, out_dir, reports_dir) -> Landma
 def synthetic_figure(result: LandmarksResult, out_dir, figures_dir):
     """The highest-PSPI frames and two neutral ones: MediaPipe's mesh (red) over the ground truth
     (green, where known), the aligned crop and the control image."""
-    import matplotlib.pyplot as plt
     from PIL import Image
+
+    from paincontrol_lib.figures import image_grid
 
     found = result.table[result.table["detected"]]
     show = pd.concat([found.nlargest(3, "PSPI"), found[found["PSPI"].fillna(0) == 0].head(2)])
-    fig, axes = plt.subplots(3, len(show), figsize=(2.2 * len(show), 6.8), squeeze=False)
-    for c, (_, row) in enumerate(show.iterrows()):
+    meshes, crops, controls, columns = [], [], [], []
+    for _, row in show.iterrows():
         image = load_image(row["image"])
         points = np.asarray(row["landmarks"]).reshape(-1, 3)
         if row.get("landmarks_2d") is not None:
             truth = np.asarray(row["landmarks_2d"]).reshape(-1, 2)
             image = draw_points(image, truth, (0, 200, 0), 0.6)
-        axes[0, c].imshow(draw_points(image, points, (255, 0, 0), 0.5))
-        axes[0, c].set_title(f"{row['subject']} PSPI {row['PSPI']:.0f}", fontsize=8)
-        crop = aligned_crop(load_image(row["image"]), row_transform(row), row["crop_size"])
-        axes[1, c].imshow(crop)
-        axes[2, c].imshow(Image.open(Path(out_dir) / row["control"]))
-    for ax in axes.ravel():
-        ax.axis("off")
-    axes[1, 0].set_title("aligned crop", fontsize=8, loc="left")
-    axes[2, 0].set_title("control image", fontsize=8, loc="left")
-    fig.tight_layout()
+        meshes.append(draw_points(image, points, (255, 0, 0), 0.5))
+        crops.append(aligned_crop(load_image(row["image"]), row_transform(row), row["crop_size"]))
+        controls.append(np.asarray(Image.open(Path(out_dir) / row["control"])))
+        columns.append(f"{row['subject']}, PSPI {row['PSPI']:.0f}")
+    rows = ["MediaPipe mesh (red)\nover ground truth (green)", "aligned crop", "control image"]
+    fig = image_grid([meshes, crops, controls], rows, columns, cell_inches=1.6)
     save_figure(fig, Path(figures_dir) / "landmarks_synthetic.png")
     return fig
 
@@ -118,19 +115,23 @@ def statistics_figure(result: LandmarksResult, figures_dir):
     """Detection rate per split and, where ground truth exists, MediaPipe's NME histogram."""
     import matplotlib.pyplot as plt
 
+    from paincontrol_lib.figures import colour
+
     table = result.table
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     rate = table.groupby("split")["detected"].mean()
-    rate.plot.bar(ax=axes[0], ylim=(0, 1.05), color="tab:blue")
+    rate.plot.bar(ax=axes[0], ylim=(0, 1.05), color=colour(0), rot=0)
     axes[0].set(
-        ylabel="detection rate",
+        xlabel="split (people)",
+        ylabel="share of images with a face found",
         title=f"detected {table['detected'].mean():.1%} of {len(table)} images",
     )
     found = table[table["detected"]]
     if "landmarks_2d" in table:
         truth = np.stack([np.asarray(v).reshape(-1, 2) for v in found["landmarks_2d"]])
-        axes[1].hist(nme(stack_landmarks(found), truth), bins=40, color="tab:red")
-        axes[1].set(xlabel="NME (inter-ocular)", ylabel="images", title="MediaPipe vs ground truth")
+        axes[1].hist(nme(stack_landmarks(found), truth), bins=40, color=colour(3))
+        axes[1].set(xlabel="MediaPipe's error against the ground truth (NME, inter-ocular)",
+                    ylabel="images", title="Landmark error per image")  # fmt: skip
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "landmarks_statistics.png")
     return fig

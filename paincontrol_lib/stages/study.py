@@ -121,25 +121,47 @@ def items_per_condition(result: StudyResult) -> pd.DataFrame:
     return key[key["kind"] == "item"].groupby(["method", "identity"]).size().unstack()
 
 
+def _label(condition: str) -> str:
+    """What readers see for a condition: real photos or a method's readable name."""
+    from paincontrol_lib.transfer import METHOD_LABELS
+
+    return "real photo" if condition == REAL else METHOD_LABELS.get(condition, condition)
+
+
+def _raters(result: StudyResult) -> str:
+    """Who rated, for titles: simulated raters are flagged as such."""
+    m = result.metrics
+    n = m["n_raters"] - m["n_raters_excluded"]
+    who = "SIMULATED raters" if m["ratings_source"] == "simulated" else "raters"
+    return f"{n} {who} (after attention checks)"
+
+
 def trials_figure(result: StudyResult, study_dir, figures_dir, per_condition: int = 4):
     """Example trial images per condition and attention checks, at the pixel size served."""
-    import matplotlib.pyplot as plt
+    from paincontrol_lib.figures import image_grid
+    from paincontrol_lib.transfer import METHODS
 
     key = result.key
-    shown = [REAL, *sorted(set(key["method"].dropna()) - {REAL}), "attention check"]
-    fig, axes = plt.subplots(len(shown), per_condition, figsize=(6, 1.6 * len(shown)))
-    for row, condition in zip(axes, shown, strict=True):
+    methods = set(key["method"].dropna()) - {REAL}
+    methods = [m for m in METHODS if m in methods] + sorted(methods - set(METHODS))
+    shown = [REAL, *methods, "attention check"]
+    rows = []
+    for condition in shown:
         if condition == "attention check":
             ids = key.loc[key["kind"] == "attention", "image_id"]
         else:
             ids = key.loc[key["method"] == condition, "image_id"]
-        for ax, image_id in zip(row, ids[:per_condition], strict=False):
-            ax.imshow(load_image(Path(study_dir) / IMAGES / f"{image_id}.png"))
-        for ax in row:
-            ax.set_xticks([]), ax.set_yticks([])
-        row[0].set_ylabel(condition, fontsize=8)
-    fig.suptitle(f"trial images ({result.design['image_size']} px, opaque ids)", fontsize=9)
-    fig.tight_layout()
+        images = [load_image(Path(study_dir) / IMAGES / f"{i}.png") for i in ids[:per_condition]]
+        rows.append(images + [None] * (per_condition - len(images)))
+    size = result.design["image_size"]
+    fig = image_grid(
+        rows,
+        [_label(c) if c != "attention check" else c for c in shown],
+        [f"example {k + 1}" for k in range(per_condition)],
+        cell_inches=1.0,
+        title=f"Trial images as served ({size} x {size} px)",
+    )
+    fig.subplots_adjust(top=1 - 0.45 / fig.get_figheight())  # title just above the columns
     save_figure(fig, Path(figures_dir) / "study_trials.png")
     return fig
 
@@ -174,6 +196,9 @@ def _order(result: StudyResult) -> list[str]:
 def ratings_figure(result: StudyResult, figures_dir):
     """Left: the share of each rating per condition; right: mean rating [95 % CI over raters]."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from paincontrol_lib.figures import colour
 
     items, order = result.analysis["items"], _order(result)
     first = items[items["showing"] == 1]
@@ -183,24 +208,19 @@ def ratings_figure(result: StudyResult, figures_dir):
         .unstack(fill_value=0)
         .reindex(index=order, columns=range(1, 6), fill_value=0)
     )
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    names = [_label(m) for m in order]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     left = np.zeros(len(order))
-    for value, colour in zip(range(1, 6), plt.cm.RdYlGn(np.linspace(0.05, 0.95, 5)), strict=True):
-        axes[0].barh(order, share[value], left=left, color=colour, label=str(value))
+    scale = {1: "1 artificial", 2: "2", 3: "3", 4: "4", 5: "5 real photo"}
+    # a diverging red-grey-blue scale (safe for colour-blind readers): 1 artificial, 5 real
+    for value, shade in zip(range(1, 6), sns.color_palette("coolwarm_r", 5), strict=True):
+        axes[0].barh(names, share[value], left=left, color=shade, label=scale[value],
+                     edgecolor="white", linewidth=0.5)  # fmt: skip
         left += share[value].to_numpy()
-    axes[0].invert_yaxis()
-    axes[0].set(
-        xlabel="share of ratings",
-        title=f"realism ratings (1 artificial - 5 real photo); {result.label}",
-    )
-    axes[0].legend(
-        ncols=5,
-        fontsize=7,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.18),
-        title="rating",
-        title_fontsize=7,
-    )
+    axes[0].set(xlabel="share of ratings (first showings)", xlim=(0, 1),
+                title="Realism ratings")  # fmt: skip
+    axes[0].legend(ncols=5, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                   title="rating", title_fontsize=7, frameon=False)  # fmt: skip
     means = result.analysis["effects"].set_index("method").loc[order]
     axes[1].errorbar(
         means["mean"],
@@ -208,14 +228,14 @@ def ratings_figure(result: StudyResult, figures_dir):
         xerr=[means["mean"] - means["lo"], means["hi"] - means["mean"]],
         fmt="o",
         capsize=3,
+        color=colour(0),
+        label="mean [95 % CI over raters]",
     )
-    axes[1].set(
-        yticks=range(len(order)),
-        yticklabels=order,
-        xlabel="mean rating [95 % CI over raters]",
-        xlim=(1, 5),
-    )
-    axes[1].invert_yaxis()
+    axes[1].set(xlabel="mean rating (1 artificial - 5 real photo)", xlim=(1, 5),
+                title="Mean realism rating")  # fmt: skip
+    axes[1].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Realism study: {_raters(result)}", fontsize=10)
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "study_ratings.png")
     return fig
@@ -226,9 +246,12 @@ def effects_figure(result: StudyResult, figures_dir):
     random-effects MixedLM as sensitivity."""
     import matplotlib.pyplot as plt
 
+    from paincontrol_lib.figures import colour
+
     generated = [m for m in _order(result) if m != REAL]
+    names = [_label(m) for m in generated]
     effect = result.analysis["effects"].set_index("method").loc[generated]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     y = np.arange(len(generated))
     axes[0].errorbar(
         effect["coef"],
@@ -236,18 +259,14 @@ def effects_figure(result: StudyResult, figures_dir):
         xerr=[effect["coef"] - effect["coef_lo"], effect["coef_hi"] - effect["coef"]],
         fmt="o",
         capsize=3,
+        color=colour(0),
         label="estimate [95 % CI]",
     )
     if result.true_effects is not None:
-        axes[0].plot(effect["true"], y, "x", color="crimson", ms=9, label="simulator's truth")
-    axes[0].axvline(0, color="k", lw=0.8)
-    axes[0].set(
-        yticks=y,
-        yticklabels=generated,
-        xlabel="log-odds of a higher rating vs real photos",
-        title=result.label,
-    )
-    axes[0].legend(fontsize=8)
+        axes[0].plot(effect["true"], y, "x", color=colour(3), ms=9, mew=2,
+                     label="simulator's true effect")  # fmt: skip
+    axes[0].set(xlabel="log-odds of a higher rating than real photos",
+                title="Ordinal model (primary)")  # fmt: skip
     if result.analysis["mixed"] is not None:
         mixed = result.analysis["mixed"].set_index("method").loc[generated]
         axes[1].errorbar(
@@ -256,12 +275,23 @@ def effects_figure(result: StudyResult, figures_dir):
             xerr=[mixed["coef"] - mixed["lo"], mixed["hi"] - mixed["coef"]],
             fmt="s",
             capsize=3,
-            color="tab:green",
+            color=colour(2),
+            label="estimate [95 % CI]",
         )
-    axes[1].axvline(0, color="k", lw=0.8)
-    axes[1].set(yticks=y, yticklabels=generated, xlabel="rating points vs real photos (MixedLM)")
+    else:
+        axes[1].text(0.5, 0.5, "not estimable", ha="center", transform=axes[1].transAxes)
+    axes[1].set(xlabel="difference in mean rating from real photos (points)",
+                title="Linear mixed model (sensitivity)")  # fmt: skip
     for ax in axes:
-        ax.invert_yaxis()
+        ax.axvline(0, color=colour(7), lw=0.8)  # no difference from real photos
+        handles, labels = ax.get_legend_handles_labels()
+        first = sorted(range(len(labels)), key=lambda k: not labels[k].startswith("estimate"))
+        ax.legend([handles[k] for k in first], [labels[k] for k in first], fontsize=8,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False,
+                  ncols=2)  # fmt: skip
+    axes[0].set(yticks=y, yticklabels=names)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"Realism of each method against real photos: {_raters(result)}", fontsize=10)
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "study_effects.png")
     return fig

@@ -57,17 +57,25 @@ def contact_sheet_figure(result: SynthesizeResult, data_dir, figures_dir):
     return fig
 
 
+ATLAS_INTENSITIES = (1, 3, 5)
+
+
 def pspi_figure(result: SynthesizeResult, figures_dir):
     """PSPI histogram and how often each AU occurs."""
     import matplotlib.pyplot as plt
 
+    from paincontrol_lib.figures import colour
+
     table = result.table
     fig, ax = plt.subplots(1, 2, figsize=(9, 2.8))
-    ax[0].hist(table["PSPI"], bins=np.arange(18) - 0.5, color="tab:red")
+    ax[0].hist(table["PSPI"], bins=np.arange(18) - 0.5, color=colour(3))
     share = (table["PSPI"] == 0).mean()
-    ax[0].set(xlabel="PSPI", ylabel="frames", title=f"{share:.0%} of frames have PSPI 0")
-    (table[list(synthpain.SYNTHPAIN_AUS)] > 0).mean().plot.bar(ax=ax[1], color="tab:blue")
-    ax[1].set(ylabel="fraction of frames with AU > 0", title="AU occurrence")
+    ax[0].set(xlabel="PSPI (Prkachin-Solomon pain intensity, 0-16)", ylabel="frames",
+              title=f"{share:.0%} of frames have PSPI 0")  # fmt: skip
+    (table[list(synthpain.SYNTHPAIN_AUS)] > 0).mean().plot.bar(ax=ax[1], color=colour(0))
+    ax[1].set(xlabel="action unit", ylabel="share of frames with the AU present",
+              title="How often each AU occurs")  # fmt: skip
+    fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "synthpain_pspi.png")
     return fig
 
@@ -79,15 +87,45 @@ def tracking_figure(result: SynthesizeResult, figures_dir):
     truth = expression_features(synthpain.landmarks(result.table)[result.detected])
     found = expression_features(result.predicted[result.detected])
     report = result.metrics
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
     for ax, name in zip(axes, truth, strict=False):
-        ax.scatter(truth[name], found[name], s=4, alpha=0.4)
+        words = name.replace("_", " ")
+        ax.scatter(truth[name], found[name], s=4, alpha=0.4, label="one image")
+        low, high = np.nanmin(truth[name]), np.nanmax(truth[name])
+        ax.plot([low, high], [low, high], color="0.4", lw=0.8, ls="--", label="identity line")
         ax.set(
-            xlabel=f"ground truth {name}",
-            ylabel="MediaPipe",
-            title=f"r = {report['tracking_corr'][name]:.2f} "
-            f"(template {report['template_tracking_corr'][name]:.2f})",
+            xlabel="ground-truth mesh (inter-ocular units)",
+            ylabel="MediaPipe (inter-ocular units)",
+            title=f"{words}: r = {report['tracking_corr'][name]:.2f} "
+            f"(fixed template {report['template_tracking_corr'][name]:.2f})",
         )
+    axes[0].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "synthpain_tracking.png")
+    return fig
+
+
+def au_atlas_figure(result: SynthesizeResult, figures_dir, subject: str | None = None):
+    """One person with no expression and with each AU alone at intensity 1, 3 and 5 (AU43, coded
+    0/1: closed), rendered exactly (reference pose, no sensor noise): the FACS mapping of the
+    renderer, to be judged by eye against the FACS manual."""
+    from paincontrol_lib.facs import AU_DESCRIPTIONS, BINARY_AUS
+    from paincontrol_lib.figures import image_grid
+
+    subject = subject or sorted(result.table["subject"].unique())[0]
+
+    def image(aus: dict) -> np.ndarray:
+        return synthpain.render_exact(result.config, subject, aus).image
+
+    neutral = image({})
+    rows = [
+        [neutral, *([image({au: 1.0}), None, None] if au in BINARY_AUS
+                    else [image({au: float(v)}) for v in ATLAS_INTENSITIES])]
+        for au in synthpain.SYNTHPAIN_AUS
+    ]  # fmt: skip
+    labels = [f"{au}\n{AU_DESCRIPTIONS.get(au, '')}" for au in synthpain.SYNTHPAIN_AUS]
+    columns = ["no expression", *(f"intensity {v}" for v in ATLAS_INTENSITIES)]
+    title = f"AU atlas: SynthPain person {subject}, each AU alone (AU43: 0/1)"
+    fig = image_grid(rows, labels, columns, cell_inches=1.0, title=title)
+    save_figure(fig, Path(figures_dir) / "synthpain_au_atlas.png")
     return fig

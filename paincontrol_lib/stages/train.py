@@ -268,32 +268,43 @@ def _metrics(scores, results, curves, sampler, held_out, rows, init_from) -> dic
     return metrics
 
 
-def heldout_grid(result: TrainResult, n: int = 8) -> np.ndarray:
-    """Rows of control | identity photo | ground truth | sample of each run."""
+SAMPLE_COLUMNS = {  # sample runs as a reader should read them
+    "ours": "sample (ours)",
+    "noise_start": "ours, started\nfrom noise",
+    "scratch": "our recipe,\nfrom scratch",
+    "diffusers_baseline": "diffusers example\nrecipe, from scratch",
+}
+
+
+def heldout_grid(result: TrainResult, n: int = 8) -> tuple[list[list[np.ndarray]], list[str]]:
+    """Rows of control | identity photo | ground truth | sample of each run, and the person of
+    each row."""
     held_out, rows = result.held_out, result.rows
     pick = np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)
-    lines = []
+    cells, people = [], []
     for j in pick:
         i = rows[j]
-        photo = identity_photos(held_out, [held_out.table["subject"].iloc[i]])[0]
-        parts = [
+        person = held_out.table["subject"].iloc[i]
+        photo = identity_photos(held_out, [person])[0]
+        cells.append([
             (held_out.controls[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8),
             ((photo.permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8),
             ground_truth_images(held_out, np.array([i]))[0],
-        ] + [images[j] for images in result.samples.values()]
-        lines.append(np.concatenate(parts, axis=1))
-    return np.concatenate(lines, axis=0)
+        ] + [images[j] for images in result.samples.values()])  # fmt: skip
+        pspi = held_out.table["PSPI"].iloc[i] if "PSPI" in held_out.table else None
+        people.append(person if pspi is None or pspi != pspi else f"{person}, PSPI {pspi:.0f}")
+    return cells, people
 
 
 def heldout_grid_figure(result: TrainResult, figures_dir):
-    import matplotlib.pyplot as plt
+    from paincontrol_lib.figures import image_grid
 
-    image = heldout_grid(result)
-    fig, ax = plt.subplots(figsize=(2 * image.shape[1] / 64, 2 * image.shape[0] / 64))
-    ax.imshow(image)
-    columns = ["control", "identity photo", "ground truth", *result.samples]
-    ax.set_title(" | ".join(columns), fontsize=9)
-    ax.axis("off")
+    cells, people = heldout_grid(result)
+    columns = ["control (mesh)", "identity photo", "ground truth",
+               *(SAMPLE_COLUMNS.get(run, run) for run in result.samples)]  # fmt: skip
+    fig = image_grid(cells, people, columns, cell_inches=1.0,
+                     title="Test people: the sample takes its expression from the control "
+                     "and its identity from the photo")  # fmt: skip
     save_figure(fig, Path(figures_dir) / "train_heldout_grid.png")
     return fig
 
@@ -308,8 +319,10 @@ def curves_figure(result: TrainResult, models_dir, figures_dir):
         smooth = log["loss"].rolling(20, min_periods=1).mean()
         axes[0].plot(log["step"], smooth, label=run_name)
         axes[1].plot(curve["step"], curve["nme"], "o-", label=run_name)
-    axes[0].set(xlabel="training step", ylabel="training loss (rolling mean)", yscale="log")
-    axes[1].set(xlabel="training step", ylabel="held-out NME vs control")
+    axes[0].set(xlabel="training step", ylabel="training loss (rolling mean of 20 steps)",
+                yscale="log", title="Training loss")  # fmt: skip
+    axes[1].set(xlabel="training step", ylabel="NME of the sample's mesh to the control",
+                title="Held-out landmark error")  # fmt: skip
     for ax in axes:
         ax.legend()
     fig.tight_layout()

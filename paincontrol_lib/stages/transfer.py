@@ -25,7 +25,7 @@ from paincontrol_lib.model.presets import PainControlModel
 from paincontrol_lib.model.sampler import tuned_sampler
 from paincontrol_lib.retarget import aus_for_pspi, retarget
 from paincontrol_lib.seeds import stream
-from paincontrol_lib.transfer import MANIFEST, METHODS, Transfer, sequence_jitter
+from paincontrol_lib.transfer import MANIFEST, METHOD_LABELS, METHODS, Transfer, sequence_jitter
 
 METRICS = "transfer.json"
 
@@ -242,6 +242,7 @@ def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, me
                 "outputs": outputs,
                 "controls": np.stack([e.control for e in expressions]),
                 "pspi": [e.pspi for e in expressions],
+                "aus": [e.aus for e in expressions],
             }
         )
 
@@ -272,66 +273,142 @@ def _explicit_levels(out: _Outputs, target_faces, methods, levels):
                 )
 
 
+def _apex(panel: dict) -> int:
+    return int(np.argmax(panel["pspi"]))
+
+
 def apex_grid_figure(result: TransferResult, figures_dir):
     """Each (source, target) pair at the source's strongest frame: source | target neutral |
     control | each method."""
-    import matplotlib.pyplot as plt
+    from paincontrol_lib.figures import image_grid
 
     methods = list(result.metrics["methods"])
-    rows = []
+    rows, labels = [], []
     for panel in result.panels["sequences"]:
-        apex = int(np.argmax(panel["pspi"]))
-        row = [panel["source_crops"][apex], panel["target_crop"], panel["controls"][apex]]
-        row += [panel["outputs"][m][apex] for m in methods]
-        rows.append(np.concatenate(row, axis=1))
-    grid = np.concatenate(rows, axis=0)
-    fig, ax = plt.subplots(figsize=(1.6 * (3 + len(methods)), 1.6 * len(rows)))
-    ax.imshow(grid)
-    ax.set_title("source apex | target neutral | control | " + " | ".join(methods), fontsize=9)
-    ax.axis("off")
+        apex = _apex(panel)
+        rows.append([panel["source_crops"][apex], panel["target_crop"], panel["controls"][apex],
+                     *(panel["outputs"][m][apex] for m in methods)])  # fmt: skip
+        labels.append(f"{panel['source']} -> {panel['target']}\nPSPI {panel['pspi'][apex]:.0f}")
+    columns = ["source (apex)", "target (neutral)", "control",
+               *(METHOD_LABELS.get(m, m).replace(" (", "\n(") for m in methods)]  # fmt: skip
+    fig = image_grid(rows, labels, columns, cell_inches=1.1)
     save_figure(fig, Path(figures_dir) / "transfer_grid.png")
     return fig
 
 
 def sequence_figure(result: TransferResult, figures_dir):
     """The first sequence frame by frame: source, controls, then each method."""
-    import matplotlib.pyplot as plt
+    from paincontrol_lib.figures import image_grid
 
     methods = list(result.metrics["methods"])
     panel = result.panels["sequences"][0]
-    lines = [panel["source_crops"], panel["controls"]] + [panel["outputs"][m] for m in methods]
-    strip = np.concatenate([np.concatenate(list(frames), axis=1) for frames in lines], axis=0)
-    fig, ax = plt.subplots(figsize=(1.2 * len(panel["pspi"]), 1.2 * len(lines)))
-    ax.imshow(strip)
-    ax.set_title(
-        f"{panel['source']} -> {panel['target']}: source | control | " + " | ".join(methods),
-        fontsize=9,
-    )
-    ax.axis("off")
+    rows = [list(panel["source_crops"]), list(panel["controls"])]
+    rows += [list(panel["outputs"][m]) for m in methods]
+    labels = ["source", "control", *(METHOD_LABELS.get(m, m) for m in methods)]
+    columns = [f"frame {i + 1}: PSPI {p:.0f}" for i, p in enumerate(panel["pspi"])]
+    fig = image_grid(rows, labels, columns, cell_inches=1.1,
+                     title=f"Source {panel['source']} onto target {panel['target']}, in time "
+                     "order")  # fmt: skip
     save_figure(fig, Path(figures_dir) / "transfer_sequence.png")
     return fig
 
 
 def explicit_figure(result: TransferResult, out_dir, figures_dir):
     """The explicit PSPI levels on the first target, one row per method."""
-    import matplotlib.pyplot as plt
     from PIL import Image
+
+    from paincontrol_lib.figures import image_grid
 
     methods = list(result.metrics["methods"])
     explicit = result.manifest[result.manifest["mode"] == "explicit"]
-    explicit = explicit[explicit["target"] == explicit["target"].iloc[0]]
+    target = explicit["target"].iloc[0]
+    explicit = explicit[explicit["target"] == target]
     levels = sorted(explicit["pspi"].unique())
-    fig, axes = plt.subplots(
-        len(methods), len(levels), figsize=(1.3 * len(levels), 1.3 * len(methods)), squeeze=False
-    )
-    for i, method in enumerate(methods):
-        for j, level in enumerate(levels):
-            pick = explicit[(explicit["method"] == method) & (explicit["pspi"] == level)]
-            axes[i, j].imshow(Image.open(Path(out_dir) / pick["path"].iloc[0]))
-            axes[i, j].set_xticks([]), axes[i, j].set_yticks([])
-            if i == 0:
-                axes[i, j].set_title(f"PSPI {level:g}", fontsize=8)
-        axes[i, 0].set_ylabel(method, fontsize=8)
-    fig.tight_layout()
+    rows = [
+        [np.asarray(Image.open(Path(out_dir) / explicit[(explicit["method"] == method)
+                                & (explicit["pspi"] == level)]["path"].iloc[0]))
+         for level in levels]
+        for method in methods
+    ]  # fmt: skip
+    title = f"PSPI levels asked for directly on target {target} (no source)"
+    fig = image_grid(rows, [METHOD_LABELS.get(m, m) for m in methods],
+                     [f"PSPI {level:g} asked" for level in levels], cell_inches=1.1,
+                     title=title)  # fmt: skip
     save_figure(fig, Path(figures_dir) / "transfer_explicit.png")
+    return fig
+
+
+def sampler_start_figure(result: TransferResult, figures_dir, n: int = 4):
+    """The sampler's start and what it makes of it: the target warped onto the requested mesh
+    (the warp baseline's output) is noised to ``start_strength`` and denoised; the last column
+    shows where the model changed the start."""
+    from paincontrol_lib.figures import image_grid
+
+    sampler = result.metrics["sampler"]
+    if "paincontrol" not in result.metrics["methods"] or sampler["start"] != "warped_target":
+        return None
+    rows, labels = [], []
+    for panel in result.panels["sequences"][:n]:
+        apex = _apex(panel)
+        start = panel["outputs"]["warp"][apex] if "warp" in panel["outputs"] else None
+        output = panel["outputs"]["paincontrol"][apex]
+        change = None
+        if start is not None:
+            diff = np.abs(output.astype(np.int16) - start.astype(np.int16)).mean(axis=2)
+            change = np.clip(diff * 4, 0, 255).astype(np.uint8)[..., None].repeat(3, axis=2)
+        rows.append([panel["controls"][apex], start, output, change])
+        labels.append(f"{panel['source']} -> {panel['target']}")
+    columns = ["control", "start: target warped\nonto the control", "PainControl\noutput",
+               "change\n|output - start| x 4"]  # fmt: skip
+    strength = sampler["start_strength"]
+    title = (f"Start noised to strength {strength:g}; the last {strength:.0%} of a "
+             f"{sampler['steps']}-step schedule denoises it")  # fmt: skip
+    fig = image_grid(rows, labels, columns, cell_inches=1.3, title=title)
+    save_figure(fig, Path(figures_dir) / "transfer_sampler_start.png")
+    return fig
+
+
+def method_overview_figure(result: TransferResult, figures_dir):
+    """The method on one real pair of this run, left to right: the source's expression becomes
+    a mesh, is retargeted onto the target's face and drawn as the control image; the control,
+    an AU prompt and identity tokens from the target's photo condition the ControlNet, which
+    denoises the start image (the target warped onto the control) into the output."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    from paincontrol_lib.model.text import prompt_from_aus
+
+    panel = result.panels["sequences"][0]
+    apex = _apex(panel)
+    start = panel["outputs"]["warp"][apex] if "warp" in panel["outputs"] else None
+    output = panel["outputs"].get("paincontrol", panel["outputs"][next(iter(panel["outputs"]))])
+    steps = [
+        ("source face\n(pain, apex frame)", panel["source_crops"][apex]),
+        ("target identity photo\n-> identity tokens", panel["target_crop"]),
+        ("control: source expression\nretargeted onto the\ntarget's 478-point mesh",
+         panel["controls"][apex]),
+        ("start image: target\nwarped onto the control", start),
+        ("output: ControlNet\n(control + prompt +\nidentity tokens)", output[apex]),
+    ]  # fmt: skip
+    steps = [(label, image) for label, image in steps if image is not None]
+    height = 3.8
+    fig, axes = plt.subplots(1, len(steps), figsize=(2.1 * len(steps), height))
+    for ax, (label, image) in zip(axes, steps, strict=True):
+        ax.imshow(image)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_xlabel(label, fontsize=8)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for left, right in zip(axes[:-1], axes[1:], strict=True):
+        left.annotate("", xy=(-0.03, 0.5), xycoords=right.transAxes, xytext=(1.03, 0.5),
+                      textcoords=left.transAxes,
+                      arrowprops={"arrowstyle": "-|>", "color": "0.3"})  # fmt: skip
+    words = prompt_from_aus(panel["aus"][apex])
+    prompt = textwrap.fill(f'text prompt, written from the source\'s AUs: "{words}"', 150)
+    fig.suptitle(f"PainControl on pair {panel['source']} -> {panel['target']} of this run",
+                 fontsize=9)  # fmt: skip
+    fig.text(0.5, 0.01, prompt, ha="center", va="bottom", fontsize=7, style="italic")
+    fig.tight_layout(rect=(0, (0.15 + 0.14 * (1 + prompt.count("\n"))) / height, 1, 0.97))
+    save_figure(fig, Path(figures_dir) / "method_overview.png")
     return fig
