@@ -150,6 +150,20 @@ def train(reports_dir) -> str:
     return "\n".join(lines)
 
 
+def _tokenizer_note(reports_dir) -> list[str]:
+    """A line on the shipped checkpoint's tokenizer while it still cuts prompts (its warnings
+    show in the cells above): stage 02's model and the augmentation generator inherit it."""
+    path = Path(reports_dir) / "metrics" / "train.json"
+    text = _load(reports_dir, "train.json").get("text_conditioning", {}) if path.is_file() else {}
+    if not text.get("prompts_truncated"):
+        return []
+    return [
+        "- The warnings above about truncated prompts come from the tokenizer of the shipped "
+        f"checkpoint, which stage 02 fine-tunes: it cut {text['prompts_truncated']} of "
+        f"{text['n_prompts']} training prompts there (docs/model.md; retraining it needs a GPU)."
+    ]
+
+
 def transfer(reports_dir) -> str:
     m = _load(reports_dir, "transfer.json")
     jitter = m["sequence_jitter"]
@@ -164,6 +178,7 @@ def transfer(reports_dir) -> str:
         f"{m['source_sequence_jitter']:.2f}.\n"
         f"- PainControl took {1000 * per_image['paincontrol']:.0f} ms per image here "
         f"({m['sampler']['steps']} sampler steps from the warped target)."
+        + "".join("\n" + line for line in _tokenizer_note(reports_dir))
     )
 
 
@@ -227,6 +242,7 @@ def augment(reports_dir) -> str:
                 f"Holm {_p(gain['p_holm'])}."
             )
     scarce = m["claim"]["paincontrol_vs_real"][scarcest]
+    lines += _tokenizer_note(reports_dir)
     if len(levels) < 2:
         return "\n".join(lines)
     most = m["claim"]["paincontrol_vs_real"][levels[-1]]

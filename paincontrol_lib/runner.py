@@ -9,7 +9,8 @@ What DVC stages run (``dvc.yaml``). Compared with ``papermill NB OUT -f params.y
   (papermill warns "Passed unknown parameter" for every other one, on every stage);
 - what the kernel and native libraries write straight to the terminal is caught, and the lines
   known to appear on every healthy run (:data:`EXPECTED_STDERR`, each with why) are dropped;
-  any other line is printed after the stage, so an unexpected warning still shows;
+  any other line is printed after the stage, so an unexpected warning still shows; the same
+  lines are removed from the executed notebook's stderr outputs (:func:`drop_expected_stderr`);
 - the kernel runs with :data:`KERNEL_ENV` (OpenMP's passive wait policy, MediaPipe's C++
   logging at errors only);
 - no papermill progress bar; one line per stage: its wall time and a headline metric read back
@@ -77,6 +78,9 @@ EXPECTED_STDERR = tuple(
 )
 
 
+REPEAT_PREFIX = 60  # lines of a cell that start alike repeat one warning (its first is kept)
+
+
 def declared_parameters(notebook: Path) -> set[str]:
     """Names the notebook's cell tagged ``parameters`` assigns."""
     import papermill
@@ -129,6 +133,46 @@ def captured_stderr():
                 print(line, file=sys.stderr)
 
 
+def drop_expected_stderr(output: Path) -> int:
+    """Clean the executed notebook's stderr outputs for readers: remove the lines
+    :data:`EXPECTED_STDERR` explains (MediaPipe's start-up notes reach the cells through the
+    kernel, from worker processes too), and within a cell keep only the first of lines that
+    repeat the same warning, with a count of the rest. Any other line stays where it was printed.
+    Returns the lines removed."""
+    import nbformat
+
+    book = nbformat.read(str(output), as_version=4)
+    removed = 0
+    for cell in book.cells:
+        if cell.cell_type != "code":
+            continue
+        kept, seen, repeats = [], set(), 0
+        for out in cell.outputs:
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                wanted = []
+                for line in out["text"].splitlines(keepends=True):
+                    kind = line[:REPEAT_PREFIX]
+                    if not unexpected_lines(line) or kind in seen:
+                        repeats += kind in seen and bool(unexpected_lines(line))
+                        removed += 1
+                        continue
+                    seen.add(kind)
+                    wanted.append(line)
+                if not wanted:
+                    continue
+                out["text"] = "".join(wanted)
+            kept.append(out)
+        if repeats:
+            note = f"[runner] {repeats} more lines repeating the warnings above were left out\n"
+            kept.append(nbformat.v4.new_output("stream", name="stderr", text=note))
+        cell.outputs = kept
+    if removed:
+        tmp = output.with_name(f".{output.name}.tmp")
+        nbformat.write(book, str(tmp))
+        os.replace(tmp, output)
+    return removed
+
+
 def run(notebook, output, params_file="params.yaml") -> float:
     """Execute ``notebook`` into ``output`` with its declared sections of ``params_file``;
     returns the wall seconds."""
@@ -155,6 +199,7 @@ def run(notebook, output, params_file="params.yaml") -> float:
             progress_bar=False,
             log_output=False,
         )
+    drop_expected_stderr(output)
     return time.perf_counter() - started
 
 

@@ -66,3 +66,29 @@ def test_headline_reads_the_stage_metrics(tmp_path):
         runner.headline(runner.Path("notebooks/01_landmarks.ipynb"), tmp_path) == "mesh NME 0.034"
     )
     assert runner.headline(runner.Path("notebooks/02_train_controlnet.ipynb"), tmp_path) == ""
+
+
+def test_executed_notebook_keeps_unexpected_stderr_once_per_warning(tmp_path):
+    """What readers open: MediaPipe's start-up notes leave the cells, a repeated warning stays
+    once with a count of the rest, and anything unexpected stays where it was printed."""
+    cell = nbformat.v4.new_code_cell("run()")
+    stderr = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n" + "".join(
+        f"The following part of your input was truncated because CLIP can only ... {i}\n"
+        for i in range(5)
+    )
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text=stderr),
+        nbformat.v4.new_output("stream", name="stdout", text="a result\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: unexpected\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="INFO: \n\n"),
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(notebook, path)
+    assert runner.drop_expected_stderr(path) == 7  # 2 INFO lines, a blank one, 4 repeats
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    texts = [(o["name"], o["text"]) for o in outputs]
+    assert texts[0] == ("stderr", "The following part of your input was truncated because "
+                                  "CLIP can only ... 0\n")  # fmt: skip
+    assert texts[1:3] == [("stdout", "a result\n"), ("stderr", "UserWarning: unexpected\n")]
+    assert texts[3][1].startswith("[runner] 4 more lines repeating") and len(texts) == 4

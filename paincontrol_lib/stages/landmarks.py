@@ -91,15 +91,18 @@ def real_photos_figure(result: LandmarksResult, figures_dir):
     """Every face found in the photographs that ship inside installed packages (read in place),
     meshed with the full-range detector; returns the figure and a table of faces found."""
     import matplotlib.pyplot as plt
+    from PIL import Image
 
     photos = result.photos
-    fig, axes = plt.subplots(2, (len(photos) + 1) // 2, figsize=(16, 6))
+    fig, axes = plt.subplots(2, (len(photos) + 1) // 2, figsize=(10, 4.4))
     for ax, (photo, faces) in zip(axes.ravel(), photos, strict=False):
         image = load_image(photo.path)
         for face in faces:
             image = draw_points(image, face.landmarks, (255, 0, 0), max(1, image.shape[1] / 500))
-        ax.imshow(image)
-        ax.set_title(f"{photo.name}: {len(faces)}/{photo.faces} faces", fontsize=8)
+        shown = Image.fromarray(image)
+        shown.thumbnail((240, 240))  # about the figure's resolution: keeps committed files small
+        ax.imshow(np.asarray(shown))
+        ax.set_title(f"{photo.name}\n{len(faces)} of {photo.faces} faces meshed", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()

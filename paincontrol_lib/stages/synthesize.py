@@ -52,7 +52,8 @@ def people_per_split(result: SynthesizeResult) -> pd.DataFrame:
 
 
 def contact_sheet_figure(result: SynthesizeResult, data_dir, figures_dir):
-    fig = contact_sheet(result.table, data_dir)
+    # 4 people at 1 inch a frame: enough to see pain grow, small enough to commit (200 dpi)
+    fig = contact_sheet(result.table, data_dir, n_identities=4, cell=1.0)
     save_figure(fig, Path(figures_dir) / "synthpain_contact_sheet.png")
     return fig
 
@@ -126,6 +127,6 @@ def au_atlas_figure(result: SynthesizeResult, figures_dir, subject: str | None =
     labels = [f"{au}\n{AU_DESCRIPTIONS.get(au, '')}" for au in synthpain.SYNTHPAIN_AUS]
     columns = ["no expression", *(f"intensity {v}" for v in ATLAS_INTENSITIES)]
     title = f"AU atlas: SynthPain person {subject}, each AU alone (AU43: 0/1)"
-    fig = image_grid(rows, labels, columns, cell_inches=1.0, title=title)
+    fig = image_grid(rows, labels, columns, cell_inches=0.8, title=title)
     save_figure(fig, Path(figures_dir) / "synthpain_au_atlas.png")
     return fig

@@ -276,6 +276,13 @@ SAMPLE_COLUMNS = {  # sample runs as a reader should read them
 }
 
 
+RUN_LABELS = {  # training runs in the curves' legends
+    "ours": "ours",
+    "scratch": "our recipe, from scratch",
+    "diffusers_baseline": "diffusers example recipe, from scratch",
+}
+
+
 def heldout_grid(result: TrainResult, n: int = 8) -> tuple[list[list[np.ndarray]], list[str]]:
     """Rows of control | identity photo | ground truth | sample of each run, and the person of
     each row."""
@@ -317,8 +324,11 @@ def curves_figure(result: TrainResult, models_dir, figures_dir):
     for run_name, curve in result.curves.items():
         log = pd.read_csv(Path(models_dir) / run_name / "logs" / "loss.csv")
         smooth = log["loss"].rolling(20, min_periods=1).mean()
-        axes[0].plot(log["step"], smooth, label=run_name)
-        axes[1].plot(curve["step"], curve["nme"], "o-", label=run_name)
+        label = RUN_LABELS.get(run_name, run_name)
+        if run_name == "ours" and result.metrics.get("init_from"):
+            label += ", fine-tuned from the shipped checkpoint"
+        axes[0].plot(log["step"], smooth, label=label)
+        axes[1].plot(curve["step"], curve["nme"], "o-", label=label)
     axes[0].set(xlabel="training step", ylabel="training loss (rolling mean of 20 steps)",
                 yscale="log", title="Training loss")  # fmt: skip
     axes[1].set(xlabel="training step", ylabel="NME of the sample's mesh to the control",

@@ -278,20 +278,23 @@ def _apex(panel: dict) -> int:
 
 
 def apex_grid_figure(result: TransferResult, figures_dir):
-    """Each (source, target) pair at the source's strongest frame: source | target neutral |
-    control | each method."""
+    """Each source at its strongest frame on its first target: source | target neutral |
+    control | each method (one pair per source keeps the figure a page high)."""
     from paincontrol_lib.figures import image_grid
 
     methods = list(result.metrics["methods"])
-    rows, labels = [], []
+    rows, labels, shown = [], [], set()
     for panel in result.panels["sequences"]:
+        if panel["source"] in shown:
+            continue
+        shown.add(panel["source"])
         apex = _apex(panel)
         rows.append([panel["source_crops"][apex], panel["target_crop"], panel["controls"][apex],
                      *(panel["outputs"][m][apex] for m in methods)])  # fmt: skip
         labels.append(f"{panel['source']} -> {panel['target']}\nPSPI {panel['pspi'][apex]:.0f}")
     columns = ["source (apex)", "target (neutral)", "control",
                *(METHOD_LABELS.get(m, m).replace(" (", "\n(") for m in methods)]  # fmt: skip
-    fig = image_grid(rows, labels, columns, cell_inches=1.1)
+    fig = image_grid(rows, labels, columns, cell_inches=0.9)
     save_figure(fig, Path(figures_dir) / "transfer_grid.png")
     return fig
 
@@ -306,7 +309,7 @@ def sequence_figure(result: TransferResult, figures_dir):
     rows += [list(panel["outputs"][m]) for m in methods]
     labels = ["source", "control", *(METHOD_LABELS.get(m, m) for m in methods)]
     columns = [f"frame {i + 1}: PSPI {p:.0f}" for i, p in enumerate(panel["pspi"])]
-    fig = image_grid(rows, labels, columns, cell_inches=1.1,
+    fig = image_grid(rows, labels, columns, cell_inches=0.9,
                      title=f"Source {panel['source']} onto target {panel['target']}, in time "
                      "order")  # fmt: skip
     save_figure(fig, Path(figures_dir) / "transfer_sequence.png")
@@ -332,7 +335,7 @@ def explicit_figure(result: TransferResult, out_dir, figures_dir):
     ]  # fmt: skip
     title = f"PSPI levels asked for directly on target {target} (no source)"
     fig = image_grid(rows, [METHOD_LABELS.get(m, m) for m in methods],
-                     [f"PSPI {level:g} asked" for level in levels], cell_inches=1.1,
+                     [f"PSPI {level:g} asked" for level in levels], cell_inches=0.9,
                      title=title)  # fmt: skip
     save_figure(fig, Path(figures_dir) / "transfer_explicit.png")
     return fig

@@ -18,13 +18,15 @@ def pick_frames(rows: pd.DataFrame, n_columns: int) -> pd.DataFrame:
     return pd.concat([neutral.head(1), rest.iloc[take]])
 
 
-def contact_sheet(table: pd.DataFrame, data_dir, n_identities: int = 10, n_columns: int = 8):
+def contact_sheet(
+    table: pd.DataFrame, data_dir, n_identities: int = 10, n_columns: int = 8, cell: float = 1.3
+):
     import matplotlib.pyplot as plt
 
     subjects = sorted(table["subject"].unique())[:n_identities]
-    fig, axes = plt.subplots(
-        len(subjects), n_columns, figsize=(1.3 * n_columns, 1.45 * len(subjects)), squeeze=False
-    )
+    fig, axes = plt.subplots(len(subjects), n_columns,
+                             figsize=(cell * n_columns, (cell + 0.15) * len(subjects)),
+                             squeeze=False)  # fmt: skip
     for r, subject in enumerate(subjects):
         picked = pick_frames(table[table["subject"] == subject], n_columns)
         for c in range(n_columns):
