@@ -399,3 +399,16 @@ def test_every_vocabulary_word_is_one_token_and_no_prompt_is_cut(tiny_synthpain)
     assert report["prompts_truncated"] == 0 and report["longest_possible_prompt_fits"], report
     longest = tok(longest_prompt()).input_ids
     assert tok.decode(longest, skip_special_tokens=True).replace(" ,", ",") == longest_prompt()
+
+
+def test_training_examples_move_to_the_gpu_only_when_they_fit(monkeypatch):
+    """On CUDA the prepared examples live on the GPU only while they take at most a quarter of
+    its free memory; a real dataset at 512 px (hundreds of GB) stays on the host and each batch
+    is copied. Free memory is faked: no GPU here."""
+    import torch
+
+    from paincontrol_lib.model import train
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4_000, 8_000))
+    assert train._fits_on_device(1_000, "cuda")
+    assert not train._fits_on_device(1_001, "cuda")

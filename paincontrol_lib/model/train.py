@@ -259,6 +259,15 @@ def main(args: argparse.Namespace) -> dict:
     return _finish(run, step, spent)
 
 
+DEVICE_SHARE_FOR_EXAMPLES = 0.25  # of the free GPU memory, leaving the rest to the model
+
+
+def _fits_on_device(nbytes: int, device) -> bool:
+    """Whether ``nbytes`` of prepared examples may live on the GPU for the whole run."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= DEVICE_SHARE_FOR_EXAMPLES * free
+
+
 def _setup(args: argparse.Namespace) -> _Run:
     """Processes and seed, the model, the examples, the optimiser, the shuffled example order and
     the EMA, in this order (the seeded random streams run through them)."""
@@ -273,11 +282,15 @@ def _setup(args: argparse.Namespace) -> _Run:
     if model.config.preset == "sd15":
         _freeze_for_sd15(model, accelerator)
     examples = load_training_examples(args)
-    if accelerator.device.type == "cuda":  # the whole set fits: no per-step host copies
+    if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        examples.images, examples.controls, examples.masks = (
-            t.to(accelerator.device) for t in (examples.images, examples.controls, examples.masks)
-        )
+        tensors = (examples.images, examples.controls, examples.masks)
+        if _fits_on_device(sum(t.nbytes for t in tensors), accelerator.device):
+            # no per-step host copies; a set too large (UNBC at 512 px: hundreds of GB) stays on
+            # the host and each batch is copied (``_batch_inputs``)
+            examples.images, examples.controls, examples.masks = (
+                t.to(accelerator.device) for t in tensors
+            )
     held_out = _HeldOut(args)
     input_ids = model.tokenizer(
         examples.prompts, padding="max_length", truncation=True,
