@@ -59,7 +59,7 @@ clean: ## Remove generated data, the book and scratch runs (reports/ is committe
 deps: $(STAMP) ## Regenerate dvc.yaml's library deps from the imports (check: make deps-check)
 	$(BIN)/python scripts/dvc_deps.py
 
-deps-check: $(STAMP) ## Check that dvc.yaml's library deps match the imports (exit 1 if not)
+deps-check: $(STAMP) ## Check dvc.yaml's deps: library files the imports run, paths stages read
 	$(BIN)/python scripts/dvc_deps.py --check
 
 results: $(STAMP) ## Render the results tables of README.md and docs/ from reports/metrics (check: --check)

@@ -1,13 +1,21 @@
-"""``paincontrol check``: are the external weights a configuration needs on this machine?
+"""``paincontrol check``: are the external weights a configuration needs on this machine, and
+will the pipeline accept a dataset folder?
 
 Nothing is downloaded at run time, so the GPU path (``profiles/sd15.yaml``) needs folders the
 user fetched beforehand: Stable Diffusion 1.5 in diffusers layout, optionally a ControlNet to
 start from, ArcFace for identity, py-feat for its AU backend. Each check names every file it
 looked for and where, so a missing piece is found before an hour of GPU time, not during it.
+
+``check_data`` loads a dataset folder with the adapter stage 01 uses and splits its people as
+stage 01 does: a layout the pipeline would reject (an adapter error, a split without train, val
+or test people, no readable image) fails here, before any compute; unlabelled frames, unreadable
+images and set-aside AAM files are listed as warnings.
 """
 
 from __future__ import annotations
 
+import textwrap
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +47,8 @@ class Check:
     looked_in: str
     missing: list[str] = field(default_factory=list)
     how_to_get: str = ""
+    notes: list[str] = field(default_factory=list)  # what was found, e.g. counts
+    warnings: list[str] = field(default_factory=list)  # worth a look; blocks nothing
 
     @property
     def ok(self) -> bool:
@@ -46,10 +56,14 @@ class Check:
 
     def lines(self) -> list[str]:
         if self.ok:
-            return [f"ok       {self.name}: {self.looked_in}"]
-        out = [f"MISSING  {self.name}: looked in {self.looked_in}"]
-        out += [f"           - {m}" for m in self.missing]
-        return out + ([f"           get it: {self.how_to_get}"] if self.how_to_get else [])
+            out = [f"{'WARN' if self.warnings else 'ok':<9}{self.name}: {self.looked_in}"]
+        else:
+            out = [f"MISSING  {self.name}: looked in {self.looked_in}"]
+            out += [f"           - {m}" for m in self.missing]
+        out += [f"           {n}" for n in self.notes]
+        out += [f"           - {w}" for w in self.warnings]
+        how = [f"           get it: {self.how_to_get}"] if self.how_to_get and not self.ok else []
+        return out + how
 
 
 def _folder_missing(folder: Path, needed: tuple, one_of: tuple) -> list[str]:
@@ -121,3 +135,94 @@ def checks_for(params: dict) -> list[Check]:
     if params["evaluate"]["au_estimator"].get("compare_pyfeat"):
         found.append(check_pyfeat())
     return found
+
+
+def _wrapped(text: str) -> list[str]:
+    return textwrap.wrap(text, width=88, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def image_problem(path: Path) -> str:
+    """Why an image file would not load, "" when its header reads (no pixels are decoded)."""
+    from PIL import Image
+
+    try:
+        if path.stat().st_size == 0:
+            return f"{path}: empty file (0 bytes)"
+        with Image.open(path):
+            pass  # opening parses the header
+    except OSError as exc:  # PIL's UnidentifiedImageError included
+        return f"{path}: unreadable image ({exc})"
+    return ""
+
+
+def check_data(source: str, root, data: dict, seed: int) -> list[Check]:
+    """``root`` as the pipeline would see it with ``data.source: source``: its records (people,
+    frames, labels), the subject split stage 01 makes with ``data``'s fractions and ``seed``,
+    and the files that would not load."""
+    from paincontrol_lib.data.sources import load_records
+
+    name, where = f"data ({source} adapter)", str(root)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # set-aside AAM files are listed below instead
+            records = load_records(source, root)
+    except (OSError, ValueError) as exc:
+        return [Check(name, where, [str(exc)])]
+    per_person = records.groupby("subject").size()
+    labelled, pain = int(records["PSPI"].notna().sum()), int((records["PSPI"] > 0).sum())
+    counts = (
+        f"{_people(len(per_person))}, {len(records)} frames, {labelled} with labels (PSPI "
+        f"known), {pain} with pain (PSPI > 0)"
+    )
+    spread = ", ".join(f"{person} {n}" for person, n in per_person.items())
+    checks = [
+        Check(name, where, notes=[counts, *_wrapped(f"frames per person: {spread}")]),
+        split_check(records, data, seed, where),
+    ]
+    unlabelled = list(records.loc[records["PSPI"].isna(), "image"])
+    no_labels = [
+        f"{len(unlabelled)} of {len(records)} frames have no label (pain AUs unknown), e.g. "
+        + ", ".join(unlabelled[:3])
+    ]
+    checks.append(Check("labels (PSPI)", where, warnings=no_labels if unlabelled else []))
+    problems = [p for p in map(image_problem, map(Path, records["image"])) if p]
+    none_readable = ["no image file can be read"] if len(problems) == len(records) else []
+    checks.append(Check("image files (headers)", where, none_readable, warnings=problems))
+    if "aam_problem" in records:
+        set_aside = [p for p in records["aam_problem"] if p]
+        kept = [f"{len(set_aside)} set aside, their frames kept without AAM points:"]
+        checks.append(Check("AAM landmark files", where, notes=kept if set_aside else [],
+                            warnings=set_aside))  # fmt: skip
+    return checks
+
+
+def split_check(records, data: dict, seed: int, where: str) -> Check:
+    """The train/val/test people stage 01 would make: stages 02-05 need some of each."""
+    from paincontrol_lib.data.records import with_subject_split
+
+    test_fraction, val_fraction = data["test_fraction"], data.get("val_fraction", 0.0)
+    name = "people for the train/val/test split"
+    settings = (
+        "the dataset's own split"
+        if (records["split"] != "").any()
+        else f"data.test_fraction {test_fraction}, data.val_fraction {val_fraction}, seed {seed}"
+    )
+    try:
+        split = with_subject_split(records, test_fraction, seed, val_fraction)["split"]
+    except ValueError as exc:
+        return Check(name, where, [f"{exc} (found {_people(records['subject'].nunique())})"])
+    people = records.assign(split=split).groupby("split")["subject"].nunique()
+    counts = {part: int(people.get(part, 0)) for part in ("train", "val", "test")}
+    found = ", ".join(f"{n} {part}" for part, n in counts.items())
+    empty = [part for part, n in counts.items() if not n]
+    if empty:
+        problem = (
+            f"no {' or '.join(empty)} people ({found}; {settings}): stages 02-05 need train, "
+            "val and test people; add people or change the fractions"
+        )
+        return Check(name, where, [problem])
+    return Check(name, where, notes=[f"{found} people ({settings})"])
+
+
+def _people(n: int) -> str:
+    return f"{n} {'person' if n == 1 else 'people'}"

@@ -167,18 +167,25 @@ def _check(args) -> int:
     from paincontrol_lib.check import (
         check_arcface,
         check_controlnet,
+        check_data,
         check_pyfeat,
         check_sd15,
         checks_for,
     )
     from paincontrol_lib.config import load_params
 
+    if args.source and not args.data:
+        raise ValueError("--source names the adapter for --data DIR: give --data too")
     explicit = [
         *([check_sd15(args.sd15)] if args.sd15 else []),
         *([check_controlnet(args.controlnet)] if args.controlnet else []),
         *([check_arcface(args.arcface)] if args.arcface else []),
         *([check_pyfeat()] if args.pyfeat else []),
     ]
+    if args.data:
+        params = load_params(args.params, profile=args.profile)
+        source = args.source or params["data"]["source"]
+        explicit += check_data(source, args.data, params["data"], params["base"]["seed"])
     checks = explicit or checks_for(load_params(args.params, profile=args.profile))
     if not checks:
         print("nothing to check: this configuration needs no external weights")
@@ -186,7 +193,9 @@ def _check(args) -> int:
     for check in checks:
         print("\n".join(check.lines()))
     missing = sum(not c.ok for c in checks)
-    print(f"{len(checks) - missing} of {len(checks)} ok")
+    warned = sum(c.ok and bool(c.warnings) for c in checks)
+    with_warnings = f" ({warned} with warnings)" if warned else ""
+    print(f"{len(checks) - missing} of {len(checks)} ok{with_warnings}")
     return 1 if missing else 0
 
 
@@ -329,11 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampler_options(tr)
     tr.add_argument("--size", type=int, default=128, help="warp-only runs: output size (px)")
     tr.set_defaults(func=_transfer)
+    from paincontrol_lib.data.sources import ADAPTERS
+
     check = commands.add_parser(
         "check",
-        help="are the external weights a configuration needs here? (nothing is downloaded)",
+        help="are the external weights a configuration needs here, and will the pipeline accept "
+        "a dataset folder? (nothing is downloaded)",
         description="Without folder options: what params.yaml (with --profile) needs, e.g. "
-        "`paincontrol check --profile sd15`. Exit status 1 when anything is missing.",
+        "`paincontrol check --profile sd15`. With --data DIR: the dataset as stage 01 would "
+        "load and split it (people, frames, labels, unreadable files). Exit status 1 when "
+        "anything is missing or the pipeline would reject the data.",
     )
     check.add_argument("--params", default=None, help="params.yaml (default: the repository's)")
     check.add_argument("--profile", default=None, help="profile merged over params (e.g. sd15)")
@@ -341,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--controlnet", help="a ControlNet folder")
     check.add_argument("--arcface", help="the folder holding w600k_r50.onnx")
     check.add_argument("--pyfeat", action="store_true", help="py-feat's AU models")
+    check.add_argument("--data", metavar="DIR", help="a dataset folder (e.g. data/real)")
+    check.add_argument("--source", choices=sorted(ADAPTERS),
+                       help="the adapter for --data (default: params data.source)")  # fmt: skip
     check.set_defaults(func=_check)
     _add_study(commands)
     return parser
@@ -418,12 +435,15 @@ def _add_study(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command = " ".join(filter(None, [args.command, getattr(args, "study_command", None)]))
     try:
         return args.func(args)
     except (OSError, ValueError, KeyError) as exc:  # OSError: unreadable, missing, no access
-        command = " ".join(filter(None, [args.command, getattr(args, "study_command", None)]))
         print(f"paincontrol {command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written whole or not at all (io.py)
+        print(f"interrupted: paincontrol {command}; nothing half-written was kept", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

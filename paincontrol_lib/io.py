@@ -1,4 +1,11 @@
-"""Small, safe file helpers: atomic writes so an interrupted run never leaves half a file."""
+"""Small, safe file helpers: atomic writes so an interrupted run never leaves half a file.
+
+A write goes to a temporary sibling first, named ``.<name>.<host>-<pid>-<random>`` (a folder:
+``.<name>-<host>-<pid>-<random>``), then is renamed into place. A run killed outright (``kill
+-9``) cannot remove its own; the next write of the same path removes the temporaries of
+``<name>`` whose process is gone on this host (a live process keeps its own; a reused pid only
+keeps a stale one longer).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -28,11 +37,45 @@ def _clean(value):
     return value
 
 
+HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())  # no "-": names split on it
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _temporary_prefix(parent: Path, prefix: str) -> str:
+    """``prefix`` with this process's host and pid, after removing the temporaries under
+    ``prefix`` in ``parent`` that a process gone from this host left (module docstring)."""
+    for entry in os.scandir(parent):
+        owner = entry.name[len(prefix) :].split("-") if entry.name.startswith(prefix) else []
+        if (
+            len(owner) == 3
+            and owner[0] == HOST
+            and owner[1].isdigit()
+            and not _alive(int(owner[1]))
+        ):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+    return f"{prefix}{HOST}-{os.getpid()}-"
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=_temporary_prefix(path.parent, f".{path.name}."), dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -116,10 +159,12 @@ def save_image(path: str | Path, image: np.ndarray) -> Path:
 @contextlib.contextmanager
 def atomic_folder(path: str | Path):
     """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole, on any
-    error it is removed and ``path`` is left as it was."""
+    error it is removed and ``path`` is left as it was (a killed run's: module docstring)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    tmp = Path(
+        tempfile.mkdtemp(prefix=_temporary_prefix(path.parent, f".{path.name}-"), dir=path.parent)
+    )
     try:
         yield tmp
         if path.exists():

@@ -7,14 +7,17 @@ What DVC stages run (``dvc.yaml``). Compared with ``papermill NB OUT -f params.y
 
 - only the ``params.yaml`` sections the notebook's ``parameters`` cell declares are injected
   (papermill warns "Passed unknown parameter" for every other one, on every stage);
-- what the kernel and native libraries write straight to the terminal is caught, and the lines
-  known to appear on every healthy run (:data:`EXPECTED_STDERR`, each with why) are dropped;
-  any other line is printed after the stage, so an unexpected warning still shows; the same
-  lines are removed from the executed notebook's stderr outputs (:func:`drop_expected_stderr`);
+- what the kernel and native libraries write straight to the terminal is caught, and the
+  messages known to appear on every healthy run (:data:`EXPECTED_STDERR`, each with why) are
+  dropped, even when another process wrote into the same line; any other text is printed after
+  the stage, so an unexpected warning still shows; the same messages are removed from the
+  executed notebook's stderr outputs (:func:`drop_expected_stderr`);
 - the kernel runs with :data:`KERNEL_ENV` (OpenMP's passive wait policy, MediaPipe's C++
   logging at errors only);
 - no papermill progress bar; one line per stage: its wall time and a headline metric read back
-  from its metrics file.
+  from its metrics file;
+- the executed notebook is written once, at the end, so Ctrl-C (one line, exit code 130) or a
+  kill leaves the last complete run's as it was.
 
 Errors are not quietened: a failing cell raises papermill's error with the cell's traceback, and
 warnings the notebook's own cells raise stay in the executed notebook.
@@ -61,21 +64,43 @@ KERNEL_ENV = {
     # laptop, 2 spinning torch threads made each training step 3x slower (scripts/bench.py train).
     "OMP_WAIT_POLICY": "PASSIVE",
 }
+GLOG = r"[WI]\d{4} [\d:.]+\s+\d+ "  # an absl/glog line's head: level, date, time, thread
+# What a healthy run writes to the terminal, each message whole. Worker processes write at
+# once, so a message can share its line with another one (glued before or after it): each is
+# matched anywhere in a line and only its own span is removed (:func:`without_expected`).
 EXPECTED_STDERR = tuple(
-    re.compile(pattern)
-    for pattern in (
+    re.compile(head + re.escape(message))
+    for head, message in (
         # Jupyter's kernel talks to papermill over localhost TCP; nothing leaves the machine.
-        r"Kernel is running over TCP without encryption",
-        # MediaPipe's TensorFlow Lite runtime announces itself once per graph...
-        r"Created TensorFlow Lite XNNPACK delegate for CPU",
-        r"^\s*INFO:\s*$",  # its prefix, when another worker's line split it off
-        r"WARNING: All log messages before absl::InitializeLog\(\) is called",
+        (
+            r"(?:\[IPKernelApp\] WARNING \| )?",
+            "Kernel is running over TCP without encryption. All communication (including code "
+            "and outputs) is sent in plain text and is susceptible to eavesdropping. Use IPC "
+            "transport or launch with kernel manager-provisioned CurveZMQ keys to enable "
+            "transport encryption.",
+        ),
+        # MediaPipe's TensorFlow Lite runtime announces itself once per graph (its "INFO: " is
+        # a write of its own: another worker's line can split it off, see SPLIT_OFF)...
+        ("(?:INFO: )?", "Created TensorFlow Lite XNNPACK delegate for CPU."),
+        (
+            "",
+            "WARNING: All log messages before absl::InitializeLog() is called are written to "
+            "STDERR",
+        ),
         # ...and its face-mesh graph notes two things about its own models on every start.
-        # Unanchored: two worker processes can write into the same line.
-        r"\b[WI]\d{4} .*(inference_feedback_manager|landmark_projection_calculator)\.cc",
-        r"^\s*$",
+        (
+            GLOG + r"inference_feedback_manager\.cc:\d+\] ",
+            "Feedback manager requires a model with a single signature inference. Disabling "
+            "support for feedback tensors.",
+        ),
+        (
+            GLOG + r"landmark_projection_calculator\.cc:\d+\] ",
+            "Using NORM_RECT without IMAGE_DIMENSIONS is only supported for the square ROI. "
+            "Provide IMAGE_DIMENSIONS or use PROJECTION_MATRIX.",
+        ),
     )
 )
+SPLIT_OFF = re.compile(r"(?:\s|INFO:)*")  # what is left of a line that said nothing else
 
 
 REPEAT_PREFIX = 60  # lines of a cell that start alike repeat one warning (its first is kept)
@@ -104,18 +129,27 @@ def headline(notebook: Path, reports_dir: Path = Path("reports")) -> str:
     return f"{label} {value}"
 
 
+def without_expected(line: str) -> str:
+    """One line less the spans of :data:`EXPECTED_STDERR`; "" when nothing else is left."""
+    for pattern in EXPECTED_STDERR:
+        line = pattern.sub("", line)
+    return "" if SPLIT_OFF.fullmatch(line) else line
+
+
 def unexpected_lines(text: str) -> list[str]:
-    """The lines of captured terminal output that no :data:`EXPECTED_STDERR` pattern matches."""
-    return [line for line in text.splitlines()
-            if not any(p.search(line) for p in EXPECTED_STDERR)]  # fmt: skip
+    """The lines of captured terminal output, less what :data:`EXPECTED_STDERR` explains;
+    lines left with nothing else are dropped."""
+    return [rest for line in text.splitlines() if (rest := without_expected(line))]
 
 
 @contextlib.contextmanager
 def captured_stderr():
     """Redirect file descriptor 2 (this process and the kernel it starts) to a temporary file;
-    yields a callable returning what was written."""
+    yields a callable returning what was written. Unexpected lines are printed afterwards, but
+    not after Ctrl-C: then they are the kernel's tracebacks as it is shut down mid-cell."""
     sys.stderr.flush()
     saved = os.dup(2)
+    interrupted = False
     with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
 
@@ -125,24 +159,28 @@ def captured_stderr():
 
         try:
             yield text
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            for line in unexpected_lines(text()):
-                print(line, file=sys.stderr)
+            if not interrupted:
+                for line in unexpected_lines(text()):
+                    print(line, file=sys.stderr)
 
 
 def drop_expected_stderr(output: Path) -> int:
-    """Clean the executed notebook's stderr outputs for readers: remove the lines
+    """Clean the executed notebook's stderr outputs for readers: remove what
     :data:`EXPECTED_STDERR` explains (MediaPipe's start-up notes reach the cells through the
     kernel, from worker processes too), and within a cell keep only the first of lines that
-    repeat the same warning, with a count of the rest. Any other line stays where it was printed.
+    repeat the same warning, with a count of the rest. Any other text stays where it was printed.
     Returns the lines removed."""
     import nbformat
 
     book = nbformat.read(str(output), as_version=4)
-    removed = 0
+    removed, changed = 0, False
     for cell in book.cells:
         if cell.cell_type != "code":
             continue
@@ -151,22 +189,25 @@ def drop_expected_stderr(output: Path) -> int:
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 wanted = []
                 for line in out["text"].splitlines(keepends=True):
-                    kind = line[:REPEAT_PREFIX]
-                    if not unexpected_lines(line) or kind in seen:
-                        repeats += kind in seen and bool(unexpected_lines(line))
+                    body = line.rstrip("\r\n")
+                    rest = without_expected(body)
+                    if not rest or rest[:REPEAT_PREFIX] in seen:
+                        repeats += bool(rest)
                         removed += 1
                         continue
-                    seen.add(kind)
-                    wanted.append(line)
+                    seen.add(rest[:REPEAT_PREFIX])
+                    wanted.append(rest + line[len(body) :])
+                text = "".join(wanted)
+                changed |= text != out["text"]
                 if not wanted:
                     continue
-                out["text"] = "".join(wanted)
+                out["text"] = text
             kept.append(out)
         if repeats:
             note = f"[runner] {repeats} more lines repeating the warnings above were left out\n"
             kept.append(nbformat.v4.new_output("stream", name="stderr", text=note))
         cell.outputs = kept
-    if removed:
+    if changed:
         tmp = output.with_name(f".{output.name}.tmp")
         nbformat.write(book, str(tmp))
         os.replace(tmp, output)
@@ -198,6 +239,9 @@ def run(notebook, output, params_file="params.yaml") -> float:
             cwd=".",
             progress_bar=False,
             log_output=False,
+            # Written once, at the end (or with a failing cell's error): an interrupted run
+            # leaves the last complete run's executed notebook as it was.
+            request_save_on_cell_execute=False,
         )
     drop_expected_stderr(output)
     return time.perf_counter() - started
@@ -209,8 +253,12 @@ def main(argv=None) -> int:
     parser.add_argument("output")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    seconds = run(args.notebook, args.output, args.params)
     stem = Path(args.notebook).stem
+    try:
+        seconds = run(args.notebook, args.output, args.params)
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written whole or not at all (io.py)
+        print(f"interrupted: {stem}; nothing half-written was kept", file=sys.stderr)
+        return 130
     print(f"{stem:22s} {seconds:6.0f} s   {headline(Path(args.notebook))}", flush=True)
     return 0
 

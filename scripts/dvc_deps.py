@@ -8,7 +8,7 @@ reach, module level and lazy (inside functions) alike, plus the ``__init__.py`` 
 package (importing ``a.b.c`` executes ``a/__init__.py`` and ``a/b/__init__.py``).
 
     python scripts/dvc_deps.py          # rewrite the library deps of each papermill stage
-    python scripts/dvc_deps.py --check  # report missing and extra deps, exit 1 if any
+    python scripts/dvc_deps.py --check  # report missing and extra deps (data deps too), exit 1
 
 ``--check`` fails on missing deps (stale results) and also on extra ones (library paths listed
 that the notebook does not run): an extra dep makes DVC rerun a stage needlessly whenever that
@@ -17,6 +17,18 @@ under it; the writer always writes explicit files, the library deps after all ot
 (notebook, data, ``${data.root}``, models), which keep their order. The writer edits the text of
 ``dvc.yaml`` (comments and ``>-`` commands stay as they are) and re-parses it to check that only
 those deps changed.
+
+Data deps are checked too (``--check`` only; they are written by hand): every path a stage
+reads must be a dep of it, or a changed model or dataset can leave results stale. What a stage
+reads is derived, not listed, so it cannot drift: its notebook receives the ``params.yaml``
+sections its ``parameters`` cell names (the runner injects nothing else) and that cell's own
+defaults (``landmarks_dir``, ``tuning``...). Every path-like value among them (it has a ``/``,
+exists in the repository, or its key is named like a path: :data:`PATH_KEY`) counts as read,
+unless ``paincontrol_lib/notebook.py: OUTPUTS`` declares it written: then an out of the stage
+must lie at, inside or above it instead. ``""`` means none (``train.pretrained: ""``) and needs
+no dep. Files named by data the stage reads count as read too (:data:`NAMED_BY`). A data dep
+that no read path justifies is extra (it reruns the stage needlessly). The check reads
+``params.yaml`` as it is: after merging a profile into it, rerun ``make deps-check``.
 
 The import parser here is shared with tests/test_layering.py.
 """
@@ -27,6 +39,7 @@ import argparse
 import ast
 import copy
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -37,6 +50,15 @@ LIBRARY = "paincontrol_lib"
 PAPERMILL = re.compile(r"\b(?:papermill|paincontrol_lib\.runner)\s+(\S+\.ipynb)")
 RUNNER = "paincontrol_lib/runner.py"  # what runs each notebook: a dep of every notebook stage
 REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_SETUP = "paincontrol_lib/notebook.py"  # its OUTPUTS: the parameters a stage writes
+# A parameter whose key is named like this names a path even when its value has no "/".
+PATH_KEY = re.compile(r"(?:^|_)(?:path|root|dir|file|checkpoint|generator|pretrained|init|"
+                      r"init_from|ratings)$")  # fmt: skip
+# Data whose content names the files its readers open: path -> (parameter naming them, why).
+NAMED_BY = {
+    "data/landmarks": ("data.root", "its table names the photos under data.root, to crop"),
+}
+TEMPLATE = re.compile(r"\$\{([\w.]+)\}")
 
 
 def module_file(module: str, root: Path) -> Path | None:
@@ -250,6 +272,138 @@ def write_deps(root: Path) -> list[str]:
     return sorted(changed)
 
 
+def parameters_cell(path: Path) -> dict:
+    """Name -> default of each ``name = literal`` in the notebook's cell tagged ``parameters``."""
+    cells = json.loads(path.read_text())["cells"]
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{path}: {len(tagged)} cells tagged 'parameters', expected 1")
+    source = tagged[0]["source"]
+    defaults = {}
+    for node in ast.parse(source if isinstance(source, str) else "".join(source)).body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else None
+        if not isinstance(target, ast.Name) or len(node.targets) != 1:
+            raise ValueError(f"{path}: parameters cell line {node.lineno} is not `name = value`")
+        try:
+            defaults[target.id] = ast.literal_eval(node.value)
+        except ValueError as error:
+            raise ValueError(f"{path}: parameter {target.id} is not a literal") from error
+    return defaults
+
+
+def notebook_outputs(root: Path) -> dict[str, list[str]]:
+    """Notebook stem -> dotted names of the parameters it writes (``notebook.py: OUTPUTS``)."""
+    for node in ast.parse((root / NOTEBOOK_SETUP).read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "OUTPUTS":
+            table = ast.literal_eval(node.value)
+            return {stem: [".".join(path) for path in paths] for stem, paths in table.items()}
+    raise ValueError(f"{NOTEBOOK_SETUP}: no OUTPUTS table")
+
+
+def leaves(value, key: str):
+    """(dotted key, value) of every scalar in a nested parameter."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield from leaves(item, f"{key}.{name}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from leaves(item, f"{key}.{index}")
+    else:
+        yield key, value
+
+
+def is_path(key: str, value, root: Path) -> bool:
+    """Whether a parameter names a path; ``""`` (none) does not."""
+    if not isinstance(value, str) or not value:
+        return False
+    return "/" in value or bool(PATH_KEY.search(key.rpartition(".")[2])) or (root / value).exists()
+
+
+def resolve(entry: str, params: dict) -> str:
+    """A ``dvc.yaml`` path with its ``${section.key}`` filled in from ``params``, normalised."""
+
+    def value(match: re.Match) -> str:
+        found = params
+        for key in match.group(1).split("."):
+            if not isinstance(found, dict) or key not in found:
+                raise KeyError(f"dvc.yaml: {match.group(0)} is not in params.yaml")
+            found = found[key]
+        return str(found)
+
+    return os.path.normpath(TEMPLATE.sub(value, entry))
+
+
+def stage_paths(stage: dict, kinds: tuple[str, ...], params: dict) -> list[tuple[str, str]]:
+    """(entry as written, resolved path) of a stage's ``deps``/``outs``/... of ``kinds``."""
+    entries = [e for kind in kinds for item in stage.get(kind, [])
+               for e in ([item] if isinstance(item, str) else item)]  # fmt: skip
+    return [(entry, resolve(entry, params)) for entry in entries]
+
+
+def stage_reads(
+    root: Path, stage: dict, defaults: dict, params: dict, written: list[str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(why, path) of each path a stage whose notebook's parameters cell holds ``defaults``
+    reads (see the module docstring), and one line per parameter in ``written`` (dotted) that
+    no out of the stage covers, or per out that a parameter not in ``written`` names."""
+    outs = [path for _, path in stage_paths(stage, ("outs", "metrics", "plots"), params)]
+    reads, lines = [], []
+    for name in defaults:
+        for key, value in leaves(params.get(name, defaults[name]), name):
+            if not is_path(key, value, root):
+                continue
+            path = os.path.normpath(value)
+            own = any(covers(out, path) or covers(path, out) for out in outs)
+            if key in written and not own:
+                lines.append(f"{key} = {value} is written but no out of the stage covers it")
+            elif own and key not in written:
+                lines.append(f"{key} = {value} is an out but {NOTEBOOK_SETUP}: OUTPUTS omits it")
+            elif key not in written:
+                reads.append((f"it reads {key}", path))
+    for data, (key, why) in NAMED_BY.items():
+        named = resolve(f"${{{key}}}", params)
+        paths = [path for _, path in reads]
+        if named not in (".", *paths) and any(covers(p, data) or covers(data, p) for p in paths):
+            reads.append((f"it reads {data}: {why}", named))
+    return reads, lines
+
+
+def data_dep_problems(
+    root: Path, dvc_yaml: dict | None = None, params: dict | None = None
+) -> list[str]:
+    """One line per data dep a papermill stage lacks or lists needlessly, per parameter it
+    writes that no out of it covers, and per ``params.yaml`` section its notebook receives that
+    the stage's ``params`` do not track (or the reverse). ``dvc_yaml`` and ``params`` default to
+    the parsed ``root/dvc.yaml`` and ``root/params.yaml``."""
+    if dvc_yaml is None:
+        dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
+    if params is None:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+    written_by = notebook_outputs(root)
+    lines = []
+    for name, notebook in stage_notebooks(dvc_yaml).items():
+        stage, stem = dvc_yaml["stages"][name], Path(notebook).stem
+        if stem not in written_by:
+            raise KeyError(f"{NOTEBOOK_SETUP}: OUTPUTS has no entry for {stem}")
+        defaults = parameters_cell(root / notebook)
+        sections = {key for key in defaults if key in params}
+        tracked = {entry for entry in stage.get("params", []) if isinstance(entry, str)}
+        off = [f"params lacks {s} (its notebook receives it)" for s in sorted(sections - tracked)]
+        off += [f"params has {t} (its notebook does not receive it)" for t in sorted(tracked)
+                if t.split(".")[0] not in sections]  # fmt: skip
+        reads, written_off = stage_reads(root, stage, defaults, params, written_by[stem])
+        deps = [(entry, path) for entry, path in stage_paths(stage, ("deps",), params)
+                if not is_library(entry) and path != os.path.normpath(notebook)]  # fmt: skip
+        off += written_off
+        off += [f"missing dep {path} ({why})" for why, path in reads
+                if not any(covers(dep, path) for _, dep in deps)]  # fmt: skip
+        off += [f"warning: extra dep {entry} (the stage reads no path in it: reruns needlessly)"
+                for entry, dep in deps
+                if not any(covers(dep, p) or covers(p, dep) for _, p in reads)]  # fmt: skip
+        lines += [f"{name}: {line}" for line in off]
+    return lines
+
+
 def report_lines(report: dict[str, tuple[list[str], list[str]]]) -> list[str]:
     """One line per missing or extra dep of ``missing_and_extra``'s report."""
     lines = []
@@ -269,11 +423,15 @@ def main(argv: list[str] | None = None) -> int:
         changed = write_deps(REPO_ROOT)
         print(f"dvc.yaml: library deps rewritten for {', '.join(changed) or 'no stage'}")
         return 0
-    lines = report_lines(missing_and_extra(REPO_ROOT))
-    if lines:
-        print("\n".join(lines + ["dvc.yaml library deps are off: run `make deps`"]))
+    library = report_lines(missing_and_extra(REPO_ROOT))
+    data = data_dep_problems(REPO_ROOT)
+    if library:
+        print("\n".join(library + ["dvc.yaml library deps are off: run `make deps`"]))
+    if data:
+        print("\n".join(data + ["dvc.yaml data deps are off: edit them by hand"]))
+    if library or data:
         return 1
-    print("dvc.yaml library deps match the notebooks' imports")
+    print("dvc.yaml deps match the notebooks' imports and the paths the stages read")
     return 0
 
 

@@ -662,6 +662,39 @@ def render(text: str, where: str = "the page") -> str:
     return BLOCK.sub(block, text)
 
 
+# A number typed from a run: two or more decimals (not a version such as 0.10.21) or a percentage.
+TYPED_NUMBER = re.compile(r"(?<![\w.])(?:\d+\.\d{2,}(?![.\d])|\d+(?:\.\d+)? ?%)")
+# Phrases of the pages (whitespace as one space) whose numbers are not results, with why.
+SETTING, CI_LEVEL = "a setting, not a result", "the level of every interval"
+FRAME_BYTES = "the arrays of one 512 px training frame: sizes, not a pipeline result"
+NOT_RESULTS = {
+    "Python 3.11": "the Python version the compendium needs",
+    "95 % CI": CI_LEVEL,
+    "95 % t-interval": CI_LEVEL,
+    "95 % bootstrap CI": CI_LEVEL,
+    "+-8 % scale": SETTING,  # classic augmentation's scale jitter
+    "dropout 10 %": SETTING,  # training's conditioning dropout
+    "ICC 0.75": SETTING,  # au.RELIABLE_ICC
+    "AUC >= 0.95": "a test's pass bar",
+    "mean F1 0.54 over 12 AUs, AU04 0.71, AU06 0.59, AU09 0.83": "py-feat's published scores",
+    "+40-50 %": "the ControlNet's extra compute, estimated from parameter counts",
+    "2.62 MB": FRAME_BYTES,
+    "7.34 MB": FRAME_BYTES,
+    "1.05 MB of the 2.62": FRAME_BYTES,
+}
+
+
+def typed_numbers(text: str) -> list[str]:
+    """The numbers of a page, outside its results blocks and code blocks, that look typed from a
+    run (:data:`TYPED_NUMBER`) and stand in no :data:`NOT_RESULTS` phrase: a typed result drifts
+    from the metrics, a rendered one cannot."""
+    prose = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", " ", text, flags=re.S)
+    prose = re.sub(r"\s+", " ", re.sub(r"```.*?```", " ", prose, flags=re.S))
+    for phrase in NOT_RESULTS:
+        prose = prose.replace(phrase, " ")
+    return TYPED_NUMBER.findall(prose)
+
+
 def pages() -> list[Path]:
     """Every page that may hold results blocks: README.md and docs/*.md."""
     return [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]

@@ -98,23 +98,36 @@ def test_unbc_pspi_from_facs_when_its_file_is_missing(tmp_path, capsys):
     assert "1 of 3 frames have no PSPI file" in capsys.readouterr().out
 
 
-def test_unbc_aam_points_off_the_image_are_refused(tmp_path):
-    """Before the fix AAM files with swapped columns loaded silently, points off the image."""
+def test_unbc_aam_file_with_swapped_columns_is_set_aside_and_the_load_goes_on(tmp_path):
+    """Before the fix one AAM file with swapped columns aborted the whole load; now its frame is
+    kept without AAM points, the reason is in aam_problem and one warning names the file."""
     make_unbc(tmp_path)
     aam = sorted((tmp_path / "AAM_landmarks").rglob("*_aam.txt"))[0]
     image = tmp_path / "Images" / aam.relative_to(tmp_path / "AAM_landmarks").parent
     image = image / aam.name.replace("_aam.txt", ".png")
     Image.fromarray(np.full((40, 60, 3), 128, np.uint8)).save(image)  # 60 wide, 40 high
     xy = np.stack([42 + np.arange(66) * 0.25, 5 + np.arange(66) * 0.4], axis=1)
-    aam.write_text("".join(f"{x:.2f} {y:.2f}\n" for x, y in xy))
-    assert len(load_records("unbc", tmp_path)) == 3  # x y on the image: accepted
     aam.write_text("".join(f"{y:.2f} {x:.2f}\n" for x, y in xy))
-    with pytest.raises(ValueError, match=r"_aam.txt: 66 of 66 points lie outside the 60x40 "
-                       r"image .*columns swapped"):  # fmt: skip
-        load_records("unbc", tmp_path)
+    with pytest.warns(UserWarning, match=r"AAM files of 1 of 3 frames are set aside.*_aam.txt"):
+        rec = load_records("unbc", tmp_path)
+    assert len(rec) == 3  # the frame is kept, only its AAM points are set aside
+    flagged = rec[rec["aam_problem"] != ""]
+    assert len(flagged) == 1 and flagged["image"].item() == str(image)
+    assert flagged["aam_66"].item() is None
+    assert (
+        flagged["aam_problem"]
+        .str.contains(r"_aam.txt: 66 of 66 points lie outside the 60x40 image .*columns swapped")
+        .item()
+    )
     aam.write_text("".join(f"{x + 100:.2f} {y:.2f}\n" for x, y in xy))
-    with pytest.raises(ValueError, match=r"points lie outside the 60x40 image [^(]*$"):
+    with pytest.warns(UserWarning, match=r"points lie outside the 60x40 image [^(]*$"):
         load_records("unbc", tmp_path)
+    aam.write_text("1 2\n3 4\n")
+    with pytest.warns(UserWarning, match=r"should hold 66 'x y' rows, found 4 numbers"):
+        assert len(load_records("unbc", tmp_path)) == 3
+    aam.write_text("".join(f"{x:.2f} {y:.2f}\n" for x, y in xy))
+    rec = load_records("unbc", tmp_path)  # x y on the image: accepted
+    assert len(rec) == 3 and rec["aam_problem"].eq("").all() and rec["aam_66"].notna().all()
 
 
 def test_delaware_with_facs_codes(tmp_path):
@@ -177,6 +190,83 @@ def test_folder_adapter_with_and_without_labels(tmp_path):
     assert list(rec.subject) == ["A", "B"] and list(rec.PSPI) == [4, 0]
     with pytest.raises(LayoutError, match="no image files"):
         load_records("folder", _empty(tmp_path))
+
+
+def test_delaware_finds_its_labels_under_a_relative_root(tmp_path, monkeypatch):
+    """Before the fix ``data.root: data/real`` (the documented setting) looked for
+    data/real/data/real/labels.csv: the CSV found under the root was joined with it again."""
+    monkeypatch.chdir(tmp_path)
+    root = Path("data/real")
+    for name in ("F01_neutral.jpg", "F01_pain.jpg", "M02_pain.jpg"):
+        _img(root / "photos" / name)
+    pd.DataFrame(
+        {"image": ["photos/F01_neutral.jpg", "F01_pain.jpg", "M02_pain.jpg"], "AU4": [0, 3, 2]}
+    ).to_csv(root / "labels.csv", index=False)
+    rec = load_records("delaware", "data/real")
+    assert len(rec) == 3 and set(rec.subject) == {"F01", "M02"}
+    assert all(Path(p).is_file() for p in rec.image)
+    from paincontrol_lib.data import delaware
+
+    assert len(delaware.records(root, labels="labels.csv")) == 3  # named, relative to the root
+
+
+def test_unbc_and_folder_load_from_a_relative_root(tmp_path, monkeypatch):
+    """The other adapters with the documented relative ``data.root`` (no root joined twice)."""
+    monkeypatch.chdir(tmp_path)
+    make_unbc(Path("data/unbc"))
+    rec = load_records("unbc", "data/unbc")
+    assert len(rec) == 3 and all(Path(p).is_file() for p in rec.image)
+    _img(Path("data/folder/alice/1.png"))
+    _img(Path("data/folder/bob/1.png"))
+    pd.DataFrame({"file": ["alice/1.png", "bob/1.png"], "AU04": [3, 0]}).to_csv(
+        "data/folder/labels.csv", index=False
+    )
+    rec = load_records("folder", "data/folder")
+    assert list(rec.subject) == ["alice", "bob"] and list(rec.AU04) == [3, 0]
+    assert all(Path(p).is_file() for p in rec.image)
+
+
+def test_delaware_reads_semicolon_separated_labels(tmp_path):
+    """Before the fix a ``;``-separated export (European spreadsheets, decimal commas) was read
+    as one column and refused as having no image column."""
+    for name in ("F01_neutral.jpg", "F01_pain.jpg"):
+        _img(tmp_path / name)
+    (tmp_path / "labels.csv").write_text(
+        "Filename;Subject;AU4;AU43\nF01_neutral.jpg;F01;0;0\nF01_pain.jpg;F01;2,5;1\n"
+    )
+    rec = load_records("delaware", tmp_path)
+    pain = rec[rec.image.str.endswith("F01_pain.jpg")].iloc[0]
+    assert (pain.AU04, pain.AU43, pain.subject) == (2.5, 1, "F01")
+
+
+def test_delaware_labels_without_an_image_column_name_separator_and_columns(tmp_path):
+    """Before the fix the error said only "has no image column", not what was read."""
+    _img(tmp_path / "a.png")
+    (tmp_path / "labels.csv").write_text("picture;AU4\na.png;1\n")
+    with pytest.raises(ValueError, match=r"no image column .*separator ';'.*\['picture', 'AU4'\]"):
+        load_records("delaware", tmp_path)
+
+
+def test_folder_keeps_people_in_same_named_leaf_folders_apart(tmp_path):
+    """Before the fix site_a/2019/p01 and site_b/2019/p01 became one subject p01."""
+    for site in ("site_a", "site_b"):
+        _img(tmp_path / site / "2019" / "p01" / "1.png")
+        _img(tmp_path / site / "2019" / "p01" / "2.png")
+    _img(tmp_path / "solo.png")
+    rec = load_records("folder", tmp_path)
+    assert sorted(rec.subject.unique()) == ["site_a__2019__p01", "site_b__2019__p01", "solo"]
+    assert rec.groupby("subject").size().to_dict() == {
+        "site_a__2019__p01": 2, "site_b__2019__p01": 2, "solo": 1
+    }  # fmt: skip
+    assert not any("/" in s for s in rec.subject)  # ids are used as file names downstream
+
+
+def test_folder_refuses_two_folders_that_give_one_subject_id(tmp_path):
+    """Ids join folders with "__": a folder already named so would merge two people."""
+    _img(tmp_path / "a__b" / "1.png")
+    _img(tmp_path / "a" / "b" / "1.png")
+    with pytest.raises(ValueError, match=r"/a/b and .*/a__b both give the subject id 'a__b'"):
+        load_records("folder", tmp_path)
 
 
 def _empty(tmp_path):

@@ -258,6 +258,7 @@ def test_generator_that_saw_withheld_pain_is_refused(tmp_path):
         TrainingData,
         check_cells,
         generator_training_data,
+        people_seen,
         withheld_pain_frames_seen,
     )
 
@@ -266,24 +267,84 @@ def test_generator_that_saw_withheld_pain_is_refused(tmp_path):
     cells = plan_cells(table, train, [1, "all"], [0], 2, 2, 0)
     scarce = cells[0]
     everyone = [TrainingData("synthpain(seed=0)", frozenset(train), "training.json")]
-    seen = withheld_pain_frames_seen(everyone, table, "synthpain(seed=0)", train,
-                                     scarce.pain_people)  # fmt: skip
+    trained_on = people_seen(everyone, table, "synthpain(seed=0)", train)
+    assert trained_on == set(train)
+    seen = withheld_pain_frames_seen(trained_on, table, train, scarce.pain_people)
     pain_frames = table[table["subject"].isin(train) & (table["PSPI"] > 0)]
     own = pain_frames["subject"].isin(scarce.pain_people).sum()
     assert seen == len(pain_frames) - own > 0
     with pytest.raises(SubjectLeakageError, match="withholds"):
         check_cells(everyone, table, "synthpain(seed=0)", train, cells)
     # at full data nothing is withheld; another dataset's people are other people
-    assert withheld_pain_frames_seen(everyone, table, "synthpain(seed=0)", train,
-                                     cells[-1].pain_people) == 0  # fmt: skip
+    assert withheld_pain_frames_seen(trained_on, table, train, cells[-1].pain_people) == 0
     other = [TrainingData("synthpain(seed=1)", frozenset(train), "PROVENANCE.json")]
     assert check_cells(other, table, "synthpain(seed=0)", train, cells) == 0
     # the shipped checkpoint's record names seed 1 and its 960 training people
     (shipped,) = generator_training_data(Path(__file__).parent.parent / "pretrained/tiny-synthpain")
     assert shipped.dataset == "synthpain(seed=1)" and len(shipped.people) == 960
+    assert not shipped.frames  # rendered people are named by (seed, subject), never rendered
     # a checkpoint whose record names no training data cannot be cleared
     (tmp_path / "training.json").write_text(json.dumps({"arguments": {"examples": "x.npz"}}))
     with pytest.raises(ValueError, match="names no people"):
         generator_training_data(tmp_path)
     with pytest.raises(FileNotFoundError, match="cannot be shown"):
         generator_training_data(tmp_path / "nothing")
+
+
+def _write_frames(root: Path, table: pd.DataFrame, shade: int) -> None:
+    """One small PNG per row of ``table`` under ``root`` (its ``image`` column), all distinct."""
+    from PIL import Image
+
+    for k, image in enumerate(table["image"]):
+        path = root / image
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), (shade, k % 256, k // 256), np.uint8)).save(path)
+
+
+def _stage02_generator(checkpoint: Path, landmarks_dir: Path, data_root: Path, table) -> Path:
+    """A checkpoint whose training.json names a landmark table stored as stage 01 writes it:
+    images relative to the data root, the root relative to the table's folder."""
+    import json
+    import os
+
+    landmarks_dir.mkdir(parents=True)
+    table.assign(data_root=os.path.relpath(data_root, landmarks_dir)).to_parquet(
+        landmarks_dir / "landmarks.parquet", index=False
+    )
+    checkpoint.mkdir(parents=True)
+    arguments = {"landmarks_dir": str(landmarks_dir)}
+    (checkpoint / "training.json").write_text(json.dumps({"arguments": arguments}))
+    return checkpoint
+
+
+def test_generator_trained_on_a_copy_of_the_dataset_at_another_path_is_caught(tmp_path):
+    """Before the fix datasets were compared by resolved path, so a generator trained on a copy
+    of the data folder (here also under other subject ids) was cleared; now its people are
+    recognised by their frames' bytes. Another dataset with the same ids is other people."""
+    import shutil
+
+    from paincontrol_lib.augment.generator import (
+        check_cells,
+        dataset_id,
+        generator_training_data,
+    )
+
+    table = _table()
+    train, _, _ = subject_split(table)
+    cells = plan_cells(table, train, [1, "all"], [0], 2, 2, 0)
+    data = tmp_path / "data" / "real"
+    _write_frames(data, table, shade=0)
+    shutil.copytree(data, tmp_path / "elsewhere" / "copy")
+    renamed = table.assign(subject="copy-" + table["subject"])
+    copied = _stage02_generator(tmp_path / "gen_copy", tmp_path / "lm_copy",
+                                tmp_path / "elsewhere" / "copy", renamed)  # fmt: skip
+    training = generator_training_data(copied)
+    here = table.assign(image=[str(data / image) for image in table["image"]])
+    with pytest.raises(SubjectLeakageError, match="withholds"):
+        check_cells(training, here, dataset_id(data), train, cells)
+    assert training[0].dataset != dataset_id(data) and len(training[0].frames) == 8 * 8
+    other = tmp_path / "other"
+    _write_frames(other, table, shade=200)
+    unrelated = _stage02_generator(tmp_path / "gen_other", tmp_path / "lm_other", other, table)
+    assert check_cells(generator_training_data(unrelated), here, dataset_id(data), train,
+                       cells) == 0  # fmt: skip

@@ -1,5 +1,6 @@
 """dvc.yaml's library deps match what each notebook runs (scripts/dvc_deps.py), and the
-resolver behind that check follows lazy imports, submodules, parent packages and notebooks."""
+resolver behind that check follows lazy imports, submodules, parent packages and notebooks;
+its data deps name every path each stage reads."""
 
 from __future__ import annotations
 
@@ -178,3 +179,86 @@ def test_every_notebook_stage_depends_on_the_runner_that_runs_it():
     for stage in stages:
         assert "paincontrol_lib/runner.py" in dvc_yaml["stages"][stage]["deps"], stage
         assert "paincontrol_lib.runner" in dvc_yaml["stages"][stage]["cmd"], stage
+
+
+def repo_config():
+    """Fresh parsed copies of the repository's dvc.yaml and params.yaml."""
+    return tuple(yaml.safe_load((REPO_ROOT / f).read_text()) for f in ("dvc.yaml", "params.yaml"))
+
+
+def test_every_path_a_stage_reads_is_a_dep_of_it():
+    off = dvc_deps.data_dep_problems(REPO_ROOT)
+    assert not off, "dvc.yaml's data deps are off:\n" + "\n".join(off)
+
+
+def test_transfer_depends_on_the_checkpoint_it_loads_not_on_the_augment_generator():
+    deps = repo_config()[0]["stages"]["transfer"]["deps"]
+    assert "${transfer.checkpoint}" in deps and "${augment.generator}" not in deps
+
+
+def test_a_model_read_but_not_a_dep_is_missing_and_an_unread_dep_is_extra():
+    dvc_yaml, params = repo_config()
+    deps = dvc_yaml["stages"]["transfer"]["deps"]
+    deps[deps.index("${transfer.checkpoint}")] = "${augment.generator}"
+    assert dvc_deps.data_dep_problems(REPO_ROOT, dvc_yaml, params) == [
+        f"transfer: missing dep {params['transfer']['checkpoint']} (it reads transfer.checkpoint)",
+        "transfer: warning: extra dep ${augment.generator} (the stage reads no path in it: "
+        "reruns needlessly)",
+    ]
+
+
+def test_an_empty_path_parameter_needs_no_dep_and_a_set_one_does():
+    dvc_yaml, params = repo_config()
+    assert params["train"]["pretrained"] == ""
+    assert dvc_deps.data_dep_problems(REPO_ROOT, dvc_yaml, params) == []
+    params["train"]["pretrained"] = "weights/stable-diffusion-v1-5"
+    assert dvc_deps.data_dep_problems(REPO_ROOT, dvc_yaml, params) == [
+        "train: missing dep weights/stable-diffusion-v1-5 (it reads train.pretrained)"
+    ]
+
+
+def test_a_written_parameter_needs_an_out_of_the_stage_not_a_dep():
+    dvc_yaml, params = repo_config()
+    params["evaluate"]["au_estimator"]["path"] = "data/elsewhere.npz"
+    assert dvc_deps.data_dep_problems(REPO_ROOT, dvc_yaml, params) == [
+        "evaluate: evaluate.au_estimator.path = data/elsewhere.npz is written but no out of the "
+        "stage covers it"
+    ]
+
+
+def test_an_out_named_by_a_parameter_not_declared_written_is_reported(monkeypatch):
+    dvc_yaml, params = repo_config()
+    outputs = dvc_deps.notebook_outputs(REPO_ROOT)
+    outputs["04_au_identity"].remove("evaluate.au_estimator.path")
+    monkeypatch.setattr(dvc_deps, "notebook_outputs", lambda root: outputs)
+    path = params["evaluate"]["au_estimator"]["path"]
+    assert dvc_deps.data_dep_problems(REPO_ROOT, dvc_yaml, params) == [
+        f"evaluate: evaluate.au_estimator.path = {path} is an out but "
+        "paincontrol_lib/notebook.py: OUTPUTS omits it"
+    ]
+
+
+def test_photos_named_by_the_landmark_table_are_deps_of_its_readers():
+    dvc_yaml, params = repo_config()
+    dvc_yaml["stages"]["study"]["deps"].remove("${data.root}")
+    assert dvc_deps.data_dep_problems(REPO_ROOT, dvc_yaml, params) == [
+        f"study: missing dep {params['data']['root']} (it reads data/landmarks: its table names "
+        "the photos under data.root, to crop)"
+    ]
+
+
+def test_a_params_section_the_notebook_receives_must_be_tracked():
+    dvc_yaml, params = repo_config()
+    dvc_yaml["stages"]["transfer"]["params"].remove("sampler")
+    dvc_yaml["stages"]["transfer"]["params"].append("augment")
+    assert dvc_deps.data_dep_problems(REPO_ROOT, dvc_yaml, params) == [
+        "transfer: params lacks sampler (its notebook receives it)",
+        "transfer: params has augment (its notebook does not receive it)",
+    ]
+
+
+def test_a_parameters_cell_that_is_not_literal_is_named(tmp_path):
+    cell = {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": "x = f()\n"}
+    write(tmp_path / "nb.ipynb", json.dumps({"cells": [cell]}))
+    with pytest.raises(ValueError, match=r"nb\.ipynb: parameter x is not a literal"):
+        dvc_deps.parameters_cell(tmp_path / "nb.ipynb")

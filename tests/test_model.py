@@ -412,3 +412,123 @@ def test_training_examples_move_to_the_gpu_only_when_they_fit(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (4_000, 8_000))
     assert train._fits_on_device(1_000, "cuda")
     assert not train._fits_on_device(1_001, "cuda")
+
+
+def test_examples_are_held_as_uint8_and_batches_read_the_old_floats_exactly(landmarks_dir):
+    """A 512 px dataset cannot be held as float32 (docs/real-data.md); faces and control images
+    are held as uint8 and read per batch, bit-identical to the eager float32 conversion they
+    replace (so the default run's metrics do not move)."""
+    from paincontrol_lib.landmarks.align import aligned_crop
+    from paincontrol_lib.landmarks.control import render_control
+    from paincontrol_lib.landmarks.image import load_image
+    from paincontrol_lib.landmarks.table import load_landmark_table, row_transform
+    from paincontrol_lib.model.data import prepare_examples, region_mask
+
+    table = load_landmark_table(landmarks_dir)
+    examples = prepare_examples(table, {k: np.zeros(128) for k in table["key"]}, 32)
+    assert examples.images.pixels.dtype == examples.controls.pixels.dtype == torch.uint8
+    old_images, old_controls, old_masks = [], [], []  # the former eager conversion, row by row
+    for row in examples.table.itertuples(index=False):
+        aligned = np.asarray(row.aligned, dtype=np.float64).reshape(-1, 3)
+        crop = np.array(aligned_crop(load_image(row.image), row_transform(row), 32))
+        old_images.append(torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1)
+        control = np.array(render_control(aligned * 32, 32))
+        old_controls.append(torch.from_numpy(control).permute(2, 0, 1).float() / 255)
+        old_masks.append(torch.from_numpy(region_mask(aligned, 32))[None])
+    old_images, old_controls = torch.stack(old_images), torch.stack(old_controls)
+    batch = np.array([3, 0, len(examples) - 1, 3])  # a training batch: example indices
+    for new, old in ((examples.images[batch], old_images[batch]),
+                     (examples.controls[batch], old_controls[batch])):  # fmt: skip
+        assert new.dtype == torch.float32 and torch.equal(new, old)
+        assert new.stride() == old.stride()  # the same layout: the same convolution kernels
+    assert torch.equal(examples.images[2], old_images[2])
+    assert torch.equal(examples.masks, torch.stack(old_masks))
+
+
+def test_every_uint8_level_reads_as_its_old_float_on_the_host_and_after_a_move():
+    from paincontrol_lib.model.data import store_frames
+
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    frame = np.stack([levels, levels.T, 255 - levels], axis=-1)
+    images, controls, _ = store_frames([(frame, frame, np.zeros((16, 16), np.float32))], 1, 16)
+    as_float = torch.from_numpy(frame).permute(2, 0, 1).float()
+    assert torch.equal(images[[0]], (as_float / 127.5 - 1)[None])
+    assert torch.equal(controls[0], as_float / 255)
+    assert torch.equal(images.to("cpu")[0], images[0])
+    with pytest.raises(ValueError, match="frame 0: crop float32"):
+        store_frames([(frame.astype(np.float32), frame, np.zeros((16, 16)))], 1, 16)
+    with pytest.raises(ValueError, match="1 frames rendered, 2 expected"):
+        store_frames([(frame, frame, np.zeros((16, 16)))], 2, 16)
+
+
+def _packed(path, splits: dict[str, str], size: int = 16) -> dict[str, np.ndarray]:
+    """An ``examples.npz`` of people ``subject -> split`` (two frames each), written field by
+    field as ``save_examples`` always has: a file packed by any version. Returns its arrays."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = [(s, f"{s}/{j}", split) for s, split in splits.items() for j in range(2)]
+    faces = rng.integers(0, 256, (len(rows), size, size, 3), dtype=np.uint8)
+    jpegs = []
+    for face in faces:
+        buf = io.BytesIO()
+        Image.fromarray(face).save(buf, "JPEG", quality=95, subsampling=0)
+        jpegs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    subjects = sorted(splits)
+    meta = {"table": {"subject": [r[0] for r in rows], "key": [r[1] for r in rows],
+                      "split": [r[2] for r in rows]},
+            "prompts": ["a neutral face"] * len(rows), "subjects": subjects,
+            "reference_keys": [[f"{s}/0", f"{s}/1"] for s in subjects]}  # fmt: skip
+    arrays = dict(
+        jpeg=np.concatenate(jpegs), jpeg_offsets=np.cumsum([0] + [len(j) for j in jpegs]),
+        controls=rng.integers(0, 256, (len(rows), 3, size, size), dtype=np.uint8),
+        masks=rng.integers(0, 256, (len(rows), 1, size, size), dtype=np.uint8),
+        references=rng.random((2 * len(subjects), 128), dtype=np.float32),
+        meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+    )  # fmt: skip
+    np.savez_compressed(path, **arrays)
+    return arrays | {"faces": faces}
+
+
+def test_packed_examples_keep_their_file_format_and_load_as_uint8(tmp_path):
+    """``examples.npz`` was always JPEG + uint8: files packed before still load, to the floats
+    the loader gave before, and pack again to the same controls and masks."""
+    import io
+
+    from PIL import Image
+
+    from paincontrol_lib.model.data import load_examples, save_examples
+
+    packed = _packed(tmp_path / "examples.npz", {"A": "train", "B": "test"})
+    loaded = load_examples(tmp_path / "examples.npz")
+    assert loaded.images.pixels.dtype == loaded.controls.pixels.dtype == torch.uint8
+    assert torch.equal(loaded.controls.pixels, torch.from_numpy(packed["controls"]))
+    jpeg, offsets = packed["jpeg"], packed["jpeg_offsets"]
+    decoded = np.stack([np.asarray(Image.open(io.BytesIO(jpeg[a:b].tobytes())))
+                        for a, b in zip(offsets[:-1], offsets[1:], strict=True)])  # fmt: skip
+    old = torch.from_numpy(decoded).permute(0, 3, 1, 2).float() / 127.5 - 1  # the old loader
+    assert torch.equal(loaded.images[np.arange(len(loaded))], old)
+    assert torch.equal(loaded.controls[:], torch.from_numpy(packed["controls"]).float() / 255)
+    save_examples(loaded, tmp_path / "again.npz")
+    with np.load(tmp_path / "again.npz") as again:
+        np.testing.assert_array_equal(again["controls"], packed["controls"])
+        np.testing.assert_array_equal(again["masks"], packed["masks"])
+    error = (load_examples(tmp_path / "again.npz").images[:] - old).abs()
+    assert error.mean() < 0.05  # JPEG quality 95, twice, of random pixels
+
+
+def test_validation_grids_show_validation_people_never_test_people(tmp_path):
+    """The grids written while training are looked at: they must come from the val split."""
+    from paincontrol_lib.model.train import _HeldOut, validation_grid
+
+    _packed(tmp_path / "examples.npz", {"A": "train", "B": "val", "C": "test", "D": "val"}, 32)
+    args = parse_args(["--examples", str(tmp_path / "examples.npz"), "--output_dir",
+                       str(tmp_path / "run"), "--num_validation", "4"])  # fmt: skip
+    grid_people = _HeldOut(args)()
+    assert set(grid_people.table["subject"]) == {"B", "D"}
+    assert (grid_people.table["split"] == "val").all()
+    model = build_model(ModelConfig(**SMALL), seed=0)
+    validation_grid(model, None, [], args, grid_people, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").is_file()

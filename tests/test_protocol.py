@@ -48,25 +48,41 @@ def test_the_tuning_rule_prefers_identity_among_settings_that_keep_the_expressio
         grid_settings({"reference_strength": [0.3]})
 
 
-class _Identity:
-    """A fake identity backend: the embedding is the image's mean colour, so identical images
-    have identical embeddings."""
+class _MeanColour:
+    """A fake identity backend: the embedding is the image's mean colour."""
 
     def embed(self, image, landmarks):
         return np.asarray(image, float).reshape(-1, 3).mean(0)
 
 
-def test_a_copy_of_the_identity_photo_scores_no_better_than_the_ceiling(tmp_path):
-    """Stage 02's identity top-1: output = the identity photo is the ceiling, by construction."""
-    from paincontrol_lib.model.heldout import identity_photo_images
+def test_a_copy_of_the_identity_photo_is_scored_against_an_unseen_frame_not_the_photo():
+    """Stage 02's identity top-1: output = the identity photo (the copy stage 02 scores as the
+    ceiling) is perfect against the photo it copies, but is scored against a frame no sampler
+    saw, where it gets only what the photo itself gets."""
+    from paincontrol_lib.model.heldout import identity_photo_images, score_images
 
-    images = torch.stack([torch.full((3, 8, 8), v) for v in (-0.5, 0.0, 0.5, 0.9)])
-    table = pd.DataFrame({"key": ["a0", "a1", "b0", "b1"], "subject": ["A", "A", "B", "B"]})
-    examples = SimpleNamespace(table=table, images=images,
-                               reference_keys={"A": ["a0", "a1"], "B": ["b0", "b1"]})  # fmt: skip
-    copies = identity_photo_images(examples, np.array([1, 3]))
-    np.testing.assert_array_equal(copies[0], np.full((8, 8, 3), 64, np.uint8))
-    np.testing.assert_array_equal(copies[1], np.full((8, 8, 3), 191, np.uint8))
+    red, green, blue = (1.0, -1.0, -1.0), (-1.0, 1.0, -1.0), (-1.0, -1.0, 1.0)
+    colours = [red, red, green, green, blue, blue]  # each person's identity photo, then a frame
+    images = torch.stack([torch.tensor(c).view(3, 1, 1).expand(3, 8, 8) for c in colours])
+    meshes = np.random.default_rng(0).uniform(0.2, 0.8, (6, 478, 3))
+    table = pd.DataFrame({"key": ["a0", "a1", "b0", "b1", "c0", "c1"],
+                          "subject": ["A", "A", "B", "B", "C", "C"],
+                          "aligned": list(meshes.reshape(6, -1))})  # fmt: skip
+    # Embeddings: [identity photo, unseen frame]; B's unseen frame looks like C's photo.
+    references = {"A": [(255, 0, 0), (255, 0, 30)], "B": [(0, 255, 0), (0, 30, 255)],
+                  "C": [(0, 0, 255), (40, 0, 255)]}  # fmt: skip
+    examples = SimpleNamespace(
+        table=table, images=images, references=references,
+        reference_keys={s: [f"{s.lower()}0", f"{s.lower()}1"] for s in "ABC"},
+    )  # fmt: skip
+    rows = np.array([1, 3, 5])
+    copies = identity_photo_images(examples, rows)
+    np.testing.assert_array_equal(copies[2], np.full((8, 8, 3), (0, 0, 255), np.uint8))
+    found = iter(meshes[rows] * 16)  # the mesher finds each row's control mesh
+    mesher = lambda image: SimpleNamespace(detected=True, landmarks=next(found))  # noqa: E731
+    scores = score_images(copies, examples, rows, 16, mesher, _MeanColour())
+    assert scores["identity_top1_identity_photo"] == 1.0  # scoring the photo rewards copying
+    assert scores["identity_top1"] == pytest.approx(2 / 3)  # C's copy is nearest B's frame
 
 
 def test_scoring_frames_are_frames_no_method_receives(tiny_synthpain):
@@ -160,6 +176,7 @@ def test_the_transfer_design_balances_targets_and_never_transfers_onto_oneself()
     design = plan_design(table, n_sources=10, n_targets=10, targets_per_source=3, seed=0)
     assert len(design.sources) == 10 and len(design.targets) == 10 and len(design.pairs) == 30
     assert all(s != t for s, t in design.pairs)
+    assert len(set(design.sources) & set(design.targets)) >= 8  # 10 + 10 of 12: some are both
     received = pd.Series([t for _, t in design.pairs]).value_counts()
     assert received.max() - received.min() <= 1 and set(received.index) <= set(design.targets)
     with pytest.raises(ValueError, match="cannot give"):

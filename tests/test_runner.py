@@ -1,33 +1,64 @@
 """The stage runner: only declared parameters are injected, expected terminal chatter is dropped
-and anything else still shows, one line per stage."""
+(even mid-line) and anything else still shows, one line per stage, and one line on Ctrl-C."""
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import nbformat
 import pytest
 
 from paincontrol_lib import runner
 
+TCP = (
+    "[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication "
+    "(including code and outputs) is sent in plain text and is susceptible to eavesdropping. Use "
+    "IPC transport or launch with kernel manager-provisioned CurveZMQ keys to enable transport "
+    "encryption."
+)
+XNNPACK = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+FEEDBACK = (
+    "W0000 00:00:1796.1 9941 inference_feedback_manager.cc:114] Feedback manager requires a "
+    "model with a single signature inference. Disabling support for feedback tensors."
+)
+NORM_RECT = (
+    "W0000 00:00:1796.2 9943 landmark_projection_calculator.cc:186] Using NORM_RECT without "
+    "IMAGE_DIMENSIONS is only supported for the square ROI. Provide IMAGE_DIMENSIONS or use "
+    "PROJECTION_MATRIX."
+)
+ABSL = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+
 
 def test_expected_chatter_is_dropped_and_the_rest_kept():
-    text = "\n".join([
-        "[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All ...",
-        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",
-        "W0000 00:00:1796.1 9941 inference_feedback_manager.cc:114] Feedback manager requires",
-        "W0000 00:00:1796.2 9943 landmark_projection_calculator.cc:186] Using NORM_RECT",
-        "UserWarning: something nobody expected",
-        "E0000 00:00:1796.3 9943 graph.cc:1] a real MediaPipe error",
-        # Two worker processes writing at once: a line split, another merged (seen in a run).
-        "INFO: ",
-        "Created TensorFlow Lite XNNPACK delegate for CPU.",
-        "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.W0000 00:00:1796.4 9945 "
-        "inference_feedback_manager.cc:114] Feedback manager requires",
-    ])  # fmt: skip
+    text = "\n".join([TCP, XNNPACK, FEEDBACK, NORM_RECT, ABSL, "",
+                      "UserWarning: something nobody expected",
+                      "E0000 00:00:1796.3 9943 graph.cc:1] a real MediaPipe error"])  # fmt: skip
     assert runner.unexpected_lines(text) == [
         "UserWarning: something nobody expected",
         "E0000 00:00:1796.3 9943 graph.cc:1] a real MediaPipe error",
+    ]
+
+
+def test_interleaved_worker_lines_lose_the_expected_messages_and_keep_the_rest():
+    """Worker processes write at once (seen in runs): TensorFlow Lite's "INFO: " is a write of
+    its own, so another line can split it from its message or glue onto either end."""
+    text = "\n".join([
+        "INFO: ",  # a line cut in two
+        XNNPACK.removeprefix("INFO: "),
+        XNNPACK + FEEDBACK,  # two expected messages glued
+        "INFO: " + NORM_RECT,  # a split-off prefix glued to another worker's line
+        "UserWarning: unexpected" + XNNPACK,  # unexpected text glued to expected messages
+        FEEDBACK + "E0000 00:00:1796.5 9946 graph.cc:1] a real error",
+        "a warning cut by " + NORM_RECT + " in its middle",
+    ])  # fmt: skip
+    assert runner.unexpected_lines(text) == [
+        "UserWarning: unexpected",
+        "E0000 00:00:1796.5 9946 graph.cc:1] a real error",
+        "a warning cut by  in its middle",
     ]
 
 
@@ -92,3 +123,41 @@ def test_executed_notebook_keeps_unexpected_stderr_once_per_warning(tmp_path):
                                   "CLIP can only ... 0\n")  # fmt: skip
     assert texts[1:3] == [("stdout", "a result\n"), ("stderr", "UserWarning: unexpected\n")]
     assert texts[3][1].startswith("[runner] 4 more lines repeating") and len(texts) == 4
+
+
+def test_expected_messages_glued_to_unexpected_text_leave_the_executed_notebook(tmp_path):
+    cell = nbformat.v4.new_code_cell("run()")
+    cell.outputs = [nbformat.v4.new_output(
+        "stream", name="stderr", text=f"{XNNPACK}UserWarning: unexpected\n{FEEDBACK}\n"
+    )]  # fmt: skip
+    path = tmp_path / "executed.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    assert runner.drop_expected_stderr(path) == 1
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [o["text"] for o in outputs] == ["UserWarning: unexpected\n"]
+
+
+# A notebook that says it is busy (a file) and then waits: a stage in the middle of its work.
+BUSY = "import pathlib, time\npathlib.Path(marker).write_text('busy')\ntime.sleep(120)"
+
+
+def test_ctrl_c_ends_the_runner_with_one_line_exit_code_130_and_no_notebook(tmp_path):
+    params = nbformat.v4.new_code_cell(f"marker = {str(tmp_path / 'busy')!r}")
+    params.metadata["tags"] = ["parameters"]
+    notebook = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(BUSY)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}  # fmt: skip
+    nbformat.write(notebook, tmp_path / "busy.ipynb")
+    (tmp_path / "p.yaml").write_text("base: {seed: 0}\n")
+    command = [sys.executable, "-m", "paincontrol_lib.runner", "busy.ipynb", "executed.ipynb",
+               "--params", "p.yaml"]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "busy").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "the notebook never got busy"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err == "interrupted: busy; nothing half-written was kept\n"
+    assert not (tmp_path / "executed.ipynb").exists()

@@ -1,5 +1,6 @@
 """One sampler: its settings live in one params section, and the library and CLI defaults are it."""
 
+import re
 from dataclasses import fields
 
 import numpy as np
@@ -60,3 +61,31 @@ def test_start_images_warp_the_photo_onto_the_requested_mesh():
     moved = start_images("warped_target", [photo], [mesh], [mesh + [2.0, 0.0, 0.0]])[0]
     assert np.abs(same.astype(int) - photo).mean() < 1  # the identity warp keeps the photo
     assert not np.array_equal(moved, same)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), "3", True])
+@pytest.mark.parametrize(
+    "name", ["guidance_scale", "identity_scale", "control_scale", "start_strength"]
+)
+def test_non_finite_or_non_numeric_sampler_values_are_refused_by_name(name, value):
+    with pytest.raises(ValueError, match=re.escape(f"sampler {name} {value!r}: expected a finite")):
+        SamplerConfig(**{name: value})
+
+
+@pytest.mark.parametrize("steps", [True, 2.0, "6"])
+def test_steps_that_are_not_a_whole_number_are_refused(steps):
+    with pytest.raises(ValueError, match=re.escape(f"sampler steps {steps!r}: expected a whole")):
+        SamplerConfig(steps=steps)
+
+
+def test_cli_transfer_with_an_infinite_identity_scale_exits_with_one_line(tmp_path, capsys):
+    """It used to run and write an all-black image: now it stops before loading anything."""
+    from paincontrol_lib.cli import main
+
+    out = tmp_path / "out"
+    argv = ["transfer", "--source", str(tmp_path / "s.png"), "--target", str(tmp_path / "t.png"),
+            "--out", str(out), "--identity-scale", "inf"]  # fmt: skip
+    assert main(argv) == 2
+    error = "paincontrol transfer: error: sampler identity_scale inf: expected a finite number"
+    assert capsys.readouterr().err == error + "\n"
+    assert not out.exists()

@@ -3,7 +3,8 @@
 Layout under the dataset root::
 
     <any sub-folders>/<image files>
-    <one .csv file> (or pass labels=...) with
+    <one .csv file> (or pass labels=..., relative to the root) separated by "," or, as European
+    spreadsheets export it, ";" (then "," is the decimal mark; tab works too), with
       an image column   (image | filename | file | image_name), relative to the root or a bare name,
       optionally a subject column (subject | id | participant | identity | person),
       AUs as columns (AU4, AU04, au_04 ...: intensities 0-5 or 0/1)
@@ -33,6 +34,7 @@ LAYOUT = __doc__.split("::", 1)[1].split("\n\nAUs not")[0]
 IMAGE_KEYS = ("image", "filename", "file", "image_name", "imagename", "photo")
 SUBJECT_KEYS = ("subject", "id", "participant", "identity", "person", "personid", "subject_id")
 CODE_KEYS = ("aus", "facs", "au_codes", "aucodes", "au_code", "facs_code")
+SEPARATORS = (",", ";", "\t")
 
 
 def _find(frame: pd.DataFrame, keys) -> str | None:
@@ -40,15 +42,27 @@ def _find(frame: pd.DataFrame, keys) -> str | None:
     return next((lower[k] for k in keys if k in lower), None)
 
 
+def csv_separator(path: Path) -> str:
+    """The separator the header line uses most: spreadsheets in comma-decimal locales export
+    ``;`` and a ``,``-only reader would see one column named after the whole header."""
+    with open(path, encoding="utf-8-sig", errors="replace") as file:
+        header = next((line for line in file if line.strip()), "")
+    return max(SEPARATORS, key=header.count)  # a tie (e.g. a one-column header) gives ","
+
+
 def read_label_table(path: Path, root: Path, dataset: str) -> pd.DataFrame:
     """A label CSV -> rows with ``image`` (resolved path), optional ``subject``, AU columns."""
+    sep = csv_separator(path)
     try:
-        labels = pd.read_csv(path)
+        labels = pd.read_csv(path, sep=sep, decimal="," if sep == ";" else ".")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise ValueError(f"{dataset}: cannot read {path} as CSV ({exc})") from exc
     image_col = _find(labels, IMAGE_KEYS)
     if image_col is None:
-        raise ValueError(f"{dataset}: {path} has no image column (one of {IMAGE_KEYS})")
+        raise ValueError(
+            f"{dataset}: {path} has no image column (one of {IMAGE_KEYS}): read with "
+            f"separator {sep!r}, it has the columns {[str(c) for c in labels.columns]}"
+        )
     by_name = {p.name: p for p in list_images(root)}
     resolved, missing = [], []
     for name in labels[image_col].astype(str):
@@ -92,13 +106,14 @@ def records(root: Path, labels: str | Path | None = None) -> pd.DataFrame:
         if len(csvs) != 1:
             what = "no .csv file" if not csvs else f"{len(csvs)} .csv files (pass labels=...)"
             raise LayoutError("delaware", f"{root}/<labels>.csv ({what})", LAYOUT)
-        labels = csvs[0]
-    labels = Path(labels) if Path(labels).is_absolute() else root / labels
-    if not labels.is_file():
-        raise LayoutError("delaware", labels, LAYOUT)
-    table = read_label_table(labels, root, "delaware")
+        label_path = csvs[0]  # found under the root, so already joined with it
+    else:
+        label_path = Path(labels) if Path(labels).is_absolute() else root / labels
+    if not label_path.is_file():
+        raise LayoutError("delaware", label_path, LAYOUT)
+    table = read_label_table(label_path, root, "delaware")
     if not au_columns_of(table):
-        raise ValueError(f"delaware: {labels} has neither AU columns nor a FACS-code column")
+        raise ValueError(f"delaware: {label_path} has neither AU columns nor a FACS-code column")
     for name in AU_COLUMNS:
         if name not in table:
             table[name] = 0.0

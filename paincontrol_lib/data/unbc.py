@@ -16,14 +16,18 @@ Tolerances (what real mirrors contain):
 - a frame whose PSPI file is missing gets PSPI computed from its FACS file (PSPI is defined by
   those AUs, :func:`paincontrol_lib.facs.pspi`); such rows are marked ``pspi_from_facs`` and
   counted in the landmark stage's metrics. A frame without a FACS file is an error.
-- AAM points are checked against their image: a file with more than :data:`AAM_OUTSIDE_MAX`
-  of its 66 points over :data:`AAM_MARGIN_PX` outside the image is refused, named, and
-  diagnosed as swapped columns when "y x" would fit.
+- AAM points are checked against their image. A file with more than :data:`AAM_OUTSIDE_MAX`
+  of its 66 points over :data:`AAM_MARGIN_PX` outside the image (diagnosed as swapped columns
+  when "y x" would fit), without 66 "x y" rows, or beside an image that does not open is set
+  aside, not guessed at: its frame is kept without AAM points (``aam_66`` None), the reason is
+  in the frame's ``aam_problem`` column (empty for good files), and one warning gives their
+  count and names the first (``paincontrol check --data`` lists them all).
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ CODED_AUS = ("AU04", "AU06", "AU07", "AU09", "AU10", "AU12", "AU20", "AU25", "AU
 LAYOUT = __doc__.split("::", 1)[1].split("\n\n")[1]
 AAM_OUTSIDE_MAX = 5  # points of 66 that may lie outside the image (faces cut by its edge)
 AAM_MARGIN_PX = 2.0  # how far outside a point may lie before it counts
+AAM_PROBLEMS_SHOWN = 3  # set-aside AAM files the warning names (the column has them all)
 
 
 def _labels_dir(root: Path) -> Path:
@@ -76,12 +81,15 @@ def read_aam(path: Path) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def check_aam(points: np.ndarray, aam_file: Path, image_file: Path) -> None:
-    """Refuse AAM points that do not lie on their image (e.g. columns swapped)."""
+def aam_problem(points: np.ndarray, aam_file: Path, image_file: Path) -> str:
+    """Why AAM points cannot be used with their image (e.g. columns swapped); "" when they can."""
     from PIL import Image
 
-    with Image.open(image_file) as image:
-        width, height = image.size
+    try:
+        with Image.open(image_file) as image:
+            width, height = image.size
+    except OSError as exc:  # stage 01 reports the image itself as unreadable
+        return f"unbc: {aam_file}: cannot be checked, its image {image_file} does not open ({exc})"
 
     def outside(xy: np.ndarray) -> int:
         x, y, m = xy[:, 0], xy[:, 1], AAM_MARGIN_PX
@@ -89,12 +97,23 @@ def check_aam(points: np.ndarray, aam_file: Path, image_file: Path) -> None:
 
     xy = points.reshape(-1, 2)
     n = outside(xy)
-    if n > AAM_OUTSIDE_MAX:
-        hint = " (as 'y x' they would fit: columns swapped?)" if not outside(xy[:, ::-1]) else ""
-        raise ValueError(
-            f"unbc: {aam_file}: {n} of {len(xy)} points lie outside the {width}x{height} image "
-            f"{image_file}{hint}"
-        )
+    if n <= AAM_OUTSIDE_MAX:
+        return ""
+    hint = " (as 'y x' they would fit: columns swapped?)" if not outside(xy[:, ::-1]) else ""
+    return (
+        f"unbc: {aam_file}: {n} of {len(xy)} points lie outside the {width}x{height} image "
+        f"{image_file}{hint}"
+    )
+
+
+def read_checked_aam(aam_file: Path, image_file: Path) -> tuple[np.ndarray | None, str]:
+    """A frame's AAM points and "", or None and why the file was set aside."""
+    try:
+        points = read_aam(aam_file)
+    except ValueError as exc:
+        return None, str(exc)
+    problem = aam_problem(points, aam_file, image_file)
+    return (None if problem else points), problem
 
 
 def records(root: Path, require_aam: bool = True) -> pd.DataFrame:
@@ -137,11 +156,12 @@ def records(root: Path, require_aam: bool = True) -> pd.DataFrame:
             "pspi_from_facs": not pspi_file.is_file(),
         }
         aam_file = aam_dir / rel / f"{stem}_aam.txt"
-        row["aam_66"] = read_aam(aam_file) if aam_file.is_file() else None
-        if row["aam_66"] is not None:
-            check_aam(row["aam_66"], aam_file, path)
-        if require_aam and row["aam_66"] is None:
+        if aam_file.is_file():
+            row["aam_66"], row["aam_problem"] = read_checked_aam(aam_file, path)
+        elif require_aam:
             raise LayoutError("unbc", aam_file, LAYOUT)
+        else:
+            row["aam_66"], row["aam_problem"] = None, ""
         rows.append(row)
     table = pd.DataFrame(rows)
     if table["pspi_from_facs"].any():
@@ -149,11 +169,27 @@ def records(root: Path, require_aam: bool = True) -> pd.DataFrame:
             f"unbc: {int(table['pspi_from_facs'].sum())} of {len(table)} frames have no PSPI "
             "file; their PSPI is computed from their FACS file"
         )
+    set_aside = table.loc[table["aam_problem"] != "", "aam_problem"]
+    if len(set_aside):
+        _warn_set_aside(list(set_aside), len(table))
     for label in ("AFF", "OPR", "SEN", "VAS"):
         folder = root / "Sequence_Labels" / label
         if folder.is_dir():
             table[label.lower()] = [_sequence_label(folder, seq) for seq in table["sequence"]]
     return finish_records(table, "unbc")
+
+
+def _warn_set_aside(problems: list[str], n_frames: int) -> None:
+    """One warning with the count and the first few set-aside AAM files (the column has all)."""
+    more = len(problems) - AAM_PROBLEMS_SHOWN
+    warnings.warn(
+        f"unbc: the AAM files of {len(problems)} of {n_frames} frames are set aside, the frames "
+        "kept without AAM points (records' aam_problem column; `paincontrol check --data` lists "
+        "them all): "
+        + "; ".join(problems[:AAM_PROBLEMS_SHOWN])
+        + (f"; and {more} more" if more > 0 else ""),
+        stacklevel=3,
+    )
 
 
 def _sequence_label(folder: Path, sequence: str) -> float:

@@ -4,11 +4,13 @@ Each example is a target face (aligned crop at the model's resolution), the cont
 *its* aligned mesh, the prompt made from its AUs, and an identity embedding taken from a
 *different* image of the same person (the neutral reference or another frame), so the model
 must carry identity from a reference onto a new expression: exactly what transfer asks of it.
-Everything is prepared once and held in memory as tensors (SynthPain's default fits in ~100 MB).
+Everything is prepared once and held in memory: faces and control images as uint8, read as
+float a batch at a time (:class:`Frames`), so a real dataset at 512 px fits (docs/real-data.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +44,45 @@ def region_mask(aligned: np.ndarray, size: int, sigma: float = 0.025) -> np.ndar
     return np.exp(-0.5 * d2 / sigma**2).astype(np.float32)
 
 
+# The float each uint8 level is read as, made by the float32 ops that once converted every
+# example eagerly (``x / 127.5 - 1``, ``x / 255``): batches read from uint8 are bit-identical.
+IMAGE_LEVELS = torch.arange(256, dtype=torch.float32) / 127.5 - 1
+CONTROL_LEVELS = torch.arange(256, dtype=torch.float32) / 255
+
+
+class Frames:
+    """(n, 3, H, W) uint8 frames held as they are and read as float by rows: ``frames[rows]``
+    is ``levels`` looked up per pixel. A quarter of float32's memory (UNBC's training people at
+    512 px: about 200 GB as float32), and the same floats on any device."""
+
+    def __init__(self, pixels: torch.Tensor, levels: torch.Tensor):
+        if pixels.dtype != torch.uint8 or pixels.ndim != 4:
+            raise ValueError(f"frames: expected (n, 3, H, W) uint8, got {pixels.dtype} "
+                             f"{tuple(pixels.shape)}")  # fmt: skip
+        self.pixels, self.levels = pixels, levels
+
+    def __getitem__(self, rows) -> torch.Tensor:
+        return self.levels.to(self.pixels.device)[self.pixels[rows].long()]
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.pixels.shape
+
+    def to(self, device) -> Frames:
+        return Frames(self.pixels.to(device), self.levels)
+
+
 @dataclass
 class Examples:
-    """Prepared examples (tensors in memory) and their table rows."""
+    """Prepared examples (in memory) and their table rows."""
 
     table: pd.DataFrame
-    images: torch.Tensor  # (n, 3, H, W) in [-1, 1]
-    controls: torch.Tensor  # (n, 3, H, W) in [0, 1]
-    masks: torch.Tensor  # (n, 1, H, W) region masks
+    images: Frames  # (n, 3, H, W) read in [-1, 1]
+    controls: Frames  # (n, 3, H, W) read in [0, 1]
+    masks: torch.Tensor  # (n, 1, H, W) region masks, float32
     prompts: list[str]
     references: dict[str, np.ndarray]  # subject -> (k, d) embeddings of its reference images
     reference_keys: dict[str, list[str]]  # subject -> keys of those images
@@ -78,24 +111,49 @@ def prepare_examples(
     table = table[table["subject"].isin(refs)].reset_index(drop=True)
     if table.empty:
         raise ValueError("no detected faces with identity references to train or evaluate on")
-    images, controls, masks, prompts = [], [], [], []
-    for row in table.itertuples(index=False):
-        aligned = np.asarray(row.aligned, dtype=np.float64).reshape(-1, 3)
-        crop = np.array(aligned_crop(load_image(row.image), row_transform(row), resolution))
-        images.append(torch.from_numpy(crop).permute(2, 0, 1).float() / 127.5 - 1)
-        control = np.array(render_control(aligned * resolution, resolution))  # writable copy
-        controls.append(torch.from_numpy(control).permute(2, 0, 1).float() / 255)
-        masks.append(torch.from_numpy(region_mask(aligned, resolution))[None])
-        prompts.append(prompt_from_aus(aus_of(row._asdict(), AU_COLUMNS)))
+
+    def rendered():
+        for row in table.itertuples(index=False):
+            aligned = np.asarray(row.aligned, dtype=np.float64).reshape(-1, 3)
+            crop = aligned_crop(load_image(row.image), row_transform(row), resolution)
+            control = render_control(aligned * resolution, resolution)
+            yield crop, control, region_mask(aligned, resolution)
+
+    images, controls, masks = store_frames(rendered(), len(table), resolution)
     return Examples(
         table=table,
-        images=torch.stack(images),
-        controls=torch.stack(controls),
-        masks=torch.stack(masks),
-        prompts=prompts,
+        images=images,
+        controls=controls,
+        masks=masks,
+        prompts=[
+            prompt_from_aus(aus_of(row._asdict(), AU_COLUMNS))
+            for row in table.itertuples(index=False)
+        ],
         references={s: np.stack([embeddings[k] for k in keys]) for s, keys in refs.items()},
         reference_keys=refs,
     )
+
+
+def store_frames(
+    rendered: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n: int, size: int
+) -> tuple[Frames, Frames, torch.Tensor]:
+    """``(images, controls, masks)`` of ``n`` rendered ``(crop, control, mask)``: crops and control
+    images (size, size, 3) uint8, masks (size, size) float32. Each is written into storage
+    allocated once, so the peak is the set itself, not a list of frames beside its stack."""
+    images = torch.empty((n, 3, size, size), dtype=torch.uint8)
+    controls = torch.empty_like(images)
+    masks = torch.empty((n, 1, size, size), dtype=torch.float32)
+    stored = 0
+    for i, (crop, control, mask) in enumerate(rendered):
+        if crop.dtype != np.uint8 or control.dtype != np.uint8:
+            raise ValueError(f"frame {i}: crop {crop.dtype}, control {control.dtype}: need uint8")
+        images.numpy()[i] = np.moveaxis(crop, -1, 0)
+        controls.numpy()[i] = np.moveaxis(control, -1, 0)
+        masks.numpy()[i, 0] = mask
+        stored = i + 1
+    if stored != n:
+        raise ValueError(f"{stored} frames rendered, {n} expected")
+    return Frames(images, IMAGE_LEVELS), Frames(controls, CONTROL_LEVELS), masks
 
 
 def reference_rows(table: pd.DataFrame, per_subject: int, seed: int) -> pd.DataFrame:
@@ -144,10 +202,9 @@ def save_examples(examples: Examples, path: str | Path, quality: int = 95) -> Pa
     from paincontrol_lib.io import atomic_write_bytes
 
     jpegs = []
-    for image in examples.images:
-        pixels = ((image.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255)
+    for pixels in examples.images.pixels.permute(0, 2, 3, 1).numpy():
         buf = io.BytesIO()
-        Image.fromarray(pixels.astype(np.uint8)).save(buf, "JPEG", quality=quality, subsampling=0)
+        Image.fromarray(pixels).save(buf, "JPEG", quality=quality, subsampling=0)
         jpegs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
     subjects = sorted(examples.references)
     meta = {
@@ -161,7 +218,7 @@ def save_examples(examples: Examples, path: str | Path, quality: int = 95) -> Pa
         buf,
         jpeg=np.concatenate(jpegs),
         jpeg_offsets=np.cumsum([0] + [len(j) for j in jpegs]),
-        controls=(examples.controls * 255).round().to(torch.uint8).numpy(),
+        controls=examples.controls.pixels.numpy(),
         masks=(examples.masks * 255).round().to(torch.uint8).numpy(),
         references=np.concatenate([examples.references[s] for s in subjects]).astype(np.float32),
         meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
@@ -200,8 +257,10 @@ def load_examples(path: str | Path, split: str | None = None) -> Examples:
     wanted = set(table["subject"])
     return Examples(
         table=table,
-        images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1,
-        controls=torch.from_numpy(controls[keep]).float() / 255,
+        images=Frames(
+            torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), IMAGE_LEVELS
+        ),
+        controls=Frames(torch.from_numpy(controls[keep]), CONTROL_LEVELS),
         masks=torch.from_numpy(masks[keep]).float() / 255,
         prompts=[meta["prompts"][i] for i in keep],
         references={s: r for s, r in references.items() if s in wanted},

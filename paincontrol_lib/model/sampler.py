@@ -6,7 +6,9 @@ defaults equal it (tests/test_sampler.py). Drawing samples is :mod:`paincontrol_
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
+from numbers import Real
 
 import numpy as np
 
@@ -27,8 +29,14 @@ class SamplerConfig:
     def __post_init__(self):
         if self.start not in STARTS:
             raise ValueError(f"sampler start {self.start!r}: expected one of {STARTS}")
-        if not isinstance(self.steps, int) or self.steps < 1:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"sampler steps {self.steps!r}: expected a whole number >= 1")
+        # Checked first and by name: NaN fails every comparison (``nan < 0`` lets it through) and
+        # an infinite scale samples an all-black image without an error.
+        for name in ("guidance_scale", "identity_scale", "control_scale", "start_strength"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+                raise ValueError(f"sampler {name} {value!r}: expected a finite number")
         if not 0 < self.start_strength <= 1:
             raise ValueError(
                 f"sampler start_strength {self.start_strength}: expected a value in (0, 1]"

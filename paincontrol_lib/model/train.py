@@ -229,7 +229,7 @@ class _Run:
     accelerator: object
     model: object  # PainControlModel
     examples: object  # model.data.Examples of the training split
-    held_out: _HeldOut
+    held_out: _HeldOut  # validation people, for the grids
     input_ids: torch.Tensor  # tokenised prompt per example
     empty_ids: torch.Tensor  # the empty prompt (dropped text)
     subjects: list[str]  # subject per example
@@ -284,13 +284,13 @@ def _setup(args: argparse.Namespace) -> _Run:
     examples = load_training_examples(args)
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        tensors = (examples.images, examples.controls, examples.masks)
-        if _fits_on_device(sum(t.nbytes for t in tensors), accelerator.device):
-            # no per-step host copies; a set too large (UNBC at 512 px: hundreds of GB) stays on
+        held = (examples.images.pixels, examples.controls.pixels, examples.masks)
+        if _fits_on_device(sum(t.nbytes for t in held), accelerator.device):
+            # no per-step host copies; a set too large (UNBC at 512 px: about 70 GB) stays on
             # the host and each batch is copied (``_batch_inputs``)
-            examples.images, examples.controls, examples.masks = (
-                t.to(accelerator.device) for t in tensors
-            )
+            examples.images = examples.images.to(accelerator.device)
+            examples.controls = examples.controls.to(accelerator.device)
+            examples.masks = examples.masks.to(accelerator.device)
     held_out = _HeldOut(args)
     input_ids = model.tokenizer(
         examples.prompts, padding="max_length", truncation=True,
@@ -510,6 +510,7 @@ def _batch_inputs(run: _Run, batch, rng: np.random.Generator):
     args, accelerator, model, examples = run.args, run.accelerator, run.model, run.examples
     subjects = run.subjects
     b = batch.cpu().numpy()
+    # Faces and control images are held as uint8 and read as float here, one batch at a time.
     x0 = examples.images[b].to(accelerator.device)
     mask = examples.masks[b].to(accelerator.device)
     with torch.no_grad():  # pixel patches (tiny) or SD's VAE latents (sd15)
@@ -553,7 +554,7 @@ def _weighted_loss(run: _Run, pred, target, mask, t) -> torch.Tensor:
 
 
 def _checkpoint_and_validate(run: _Run, step: int, spent: float, done: bool) -> None:
-    """A checkpoint every ``--checkpointing_steps`` and at the end; a held-out validation grid
+    """A checkpoint every ``--checkpointing_steps`` and at the end; a grid of validation people
     every ``--validation_steps`` (main process)."""
     args, accelerator, output_dir = run.args, run.accelerator, run.output_dir
     if step % args.checkpointing_steps == 0 or done:
@@ -699,7 +700,8 @@ def save_checkpoint(accelerator, model, ema, params, output_dir: Path, step, sec
 
 
 class _HeldOut:
-    """The held-out examples for validation grids, prepared on first use and then kept."""
+    """The validation people's examples for validation grids, prepared on first use and then
+    kept. Never the test people: what is looked at while training must not be what is scored."""
 
     def __init__(self, args):
         self.args, self.examples, self.tried = args, None, False
@@ -708,14 +710,14 @@ class _HeldOut:
         if not self.tried:
             self.tried = True
             try:
-                self.examples = load_training_examples(self.args, split="test")
-            except ValueError:  # no held-out split in this data: no grids
+                self.examples = load_training_examples(self.args, split="val")
+            except ValueError:  # no validation split in this data: no grids
                 pass
         return self.examples
 
 
 def validation_grid(model, ema, params, args, held_out, path: Path) -> None:
-    """Held-out identities: control | identity reference | sample, one row each."""
+    """Validation identities: control | identity reference | sample, one row each."""
     from PIL import Image
 
     from paincontrol_lib.io import atomic_write_bytes

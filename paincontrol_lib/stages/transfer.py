@@ -1,8 +1,9 @@
 """Stage 03 (notebook ``03_transfer``): held-out source sequences x held-out target
 identities, every method.
 
-Sources and targets are test-split people only (never seen in training), and no person is both
-a source and a target. Each source pain sequence (neutral -> apex -> neutral) is retargeted
+Sources and targets are test-split people only (never seen in training). A person can be both
+(the default's 10 sources and 10 targets among 15 test people share at least 5), but nobody is
+transferred onto themself. Each source pain sequence (neutral -> apex -> neutral) is retargeted
 frame by frame onto each target's neutral face and generated with every method, one shared
 seed per sequence; ``explicit`` PSPI levels are rendered on every target too. Everything lands
 in one folder (written atomically) with a manifest of what was asked for.
