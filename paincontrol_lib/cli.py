@@ -15,9 +15,8 @@ def _synthesize(args) -> int:
     settings = dict(params["synthesize"])
     if args.identities is not None:
         settings["n_identities"] = args.identities
-    config = SynthPainConfig(
-        seed=args.seed if args.seed is not None else params["base"]["seed"], **settings
-    )
+    seed = args.seed if args.seed is not None else params["base"]["seed"]
+    config = SynthPainConfig.from_params(settings, seed)
     table = generate(config, args.out, workers=args.workers)
     print(
         f"wrote {len(table)} images of {table.subject.nunique()} people to {args.out} "

@@ -29,7 +29,7 @@ import pandas as pd
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.facs import PAIN_AUS, pspi
-from paincontrol_lib.landmarks.align import align, aligned_crop
+from paincontrol_lib.landmarks.align import aligned_crop
 from paincontrol_lib.landmarks.image import UPSCALE, load_image, upscale
 from paincontrol_lib.landmarks.table import scoring_rows
 from paincontrol_lib.stats import cluster_bootstrap_ci, crossed_mixed_model, holm
@@ -46,14 +46,20 @@ def ssim_psnr(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 class ExactAnswers:
-    """SynthPain's exact answers, aligned like the outputs: ``(subject, aus, size) -> (crop,
-    canonical mesh)``. Each (person, AUs, size) is rendered once, though every method asks."""
+    """SynthPain's exact answers, drawn where the outputs are: ``(subject, aus, size) -> (crop,
+    mesh)``. The truth is rendered at the pose and framing of the target's identity photo and
+    cropped with the photo's own alignment (the transform every method's output is made in), so
+    a pixel comparison measures expression and identity, not a shifted crop; ``mesh`` is the
+    true mesh in that crop's unit coordinates. Each (person, AUs, size) is rendered once."""
 
-    def __init__(self, synthpain_dir):
+    def __init__(self, synthpain_dir, table: pd.DataFrame):
         from paincontrol_lib.data.synthpain.generate import load_config
+        from paincontrol_lib.landmarks.table import row_transform
 
         self.synthpain_dir = Path(synthpain_dir)
         self.config = load_config(synthpain_dir)
+        photos = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
+        self._photo_transform = {str(r.subject): row_transform(r) for r in photos.itertuples()}
         self._done: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
     def __call__(self, subject: str, aus: dict[str, float], size: int):
@@ -61,10 +67,30 @@ class ExactAnswers:
 
         key = (subject, tuple(sorted((a, round(float(v), 6)) for a, v in aus.items())), size)
         if key not in self._done:
+            if subject not in self._photo_transform:
+                raise ValueError(f"{subject} has no detected identity photo to align its truth to")
+            transform = self._photo_transform[subject]
             truth = render_exact(self.config, subject, aus)
             points = np.column_stack([truth.landmarks_2d, truth.landmarks_3d[:, 2]])
-            aligned, transform = align(points)
-            self._done[key] = aligned_crop(truth.image, transform, size), aligned
+            self._done[key] = aligned_crop(truth.image, transform, size), transform.apply(points)
+        return self._done[key]
+
+    def appearance_region(self, subject: str, aus: dict[str, float], size: int) -> np.ndarray:
+        """(size, size) bool: where the active pain AUs change the skin's appearance in the
+        exact answer (their regions, seen at the requested expression, cropped like the
+        outputs); empty when no pain AU with an appearance is active."""
+        from paincontrol_lib.data.synthpain.appearance import APPEARANCE_AUS
+        from paincontrol_lib.data.synthpain.generate import exact_au_region
+
+        key = ("region", subject, tuple(sorted((a, round(float(v), 6)) for a, v in aus.items())),
+               size)  # fmt: skip
+        if key not in self._done:
+            region = np.zeros((size, size), bool)
+            for au in sorted(set(APPEARANCE_AUS) & {a for a, v in aus.items() if v > 0}):
+                mask = exact_au_region(self.config, subject, au, aus).astype(np.uint8) * 255
+                region |= aligned_crop(np.stack([mask] * 3, -1), self._photo_transform[subject],
+                                       size)[..., 0] > 127  # fmt: skip
+            self._done[key] = region
         return self._done[key]
 
 
@@ -211,7 +237,7 @@ def _measure_outputs(job, exact=None):
 
     manifest, asked, out_dir, table, synthpain_dir, seed = job
     if exact is None and synthpain_dir is not None:
-        exact = ExactAnswers(synthpain_dir)
+        exact = ExactAnswers(synthpain_dir, table)
     neutral = table[table["neutral_reference"] & table["detected"]].drop_duplicates("subject")
     neutral = neutral.set_index("subject")
     identity = make_identity("dlib")
@@ -262,6 +288,10 @@ def _measure_outputs(job, exact=None):
                 wanted = dict(zip(PAIN_AUS, asked.iloc[i][list(PAIN_AUS)], strict=True))
                 crop, aligned = exact(row.target, wanted, size)
                 rec["ssim_to_exact"], rec["psnr_to_exact"] = ssim_psnr(image, crop)
+                region = exact.appearance_region(row.target, wanted, size)
+                if region.any():  # what a warp cannot reach: furrows, wrinkles, bulges
+                    difference = np.abs(image.astype(float) - crop.astype(float))
+                    rec["appearance_error"] = float(difference[region].mean())
                 if found.detected:
                     rec["nme_to_exact"] = float(
                         facemesh.nme(mesh[None, :, :2], aligned[None, :, :2] * size)[0]
@@ -284,6 +314,7 @@ METRICS = (
     "ssim_to_exact",
     "psnr_to_exact",
     "nme_to_exact",
+    "appearance_error",
     *(f"error_{a}" for a in PAIN_AUS),
     *(f"error_vs_exact_{a}" for a in (*PAIN_AUS, "PSPI")),
     *(f"estimator_error_{a}" for a in (*PAIN_AUS, "PSPI")),

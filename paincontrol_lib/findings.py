@@ -97,7 +97,34 @@ def synthpain(reports_dir) -> str:
         f"lie at NME {m['mediapipe_nme']:.3f} from the renderer's ground truth; a fixed "
         f"template face scores {m['template_nme']:.3f}.\n"
         f"- MediaPipe follows the expression: {corr}. The template gets {template}. So the "
-        "meshes the model is conditioned on carry the expression, not just a face shape."
+        "meshes the model is conditioned on carry the expression, not just a face shape.\n"
+        + _synthpain_appearance(m)
+    )
+
+
+def _synthpain_appearance(m) -> str:
+    """The appearance evidence of stage 00 (``appearance``, ``warp_deficit*``), if measured."""
+    if "appearance" not in m:
+        return ""
+    strongest = {au: s.get("signal_5", s.get("signal_1")) for au, s in m["appearance"].items()}
+    signal = ", ".join(f"{au} {v:.1f}" for au, v in strongest.items())
+    excess = m["warp_deficit_excess"]
+    positive = [au for au, d in excess.items() if d["ci_low"] is not None and d["ci_low"] > 0]
+    deficit = ", ".join(
+        f"{au} {d['slope']:.2f} [{d['ci_low']:.2f}, {d['ci_high']:.2f}]" for au, d in excess.items()
+    )
+    geometry = ", ".join(
+        f"{au} {d['slope']:.2f}" for au, d in m["warp_deficit_geometry_only"].items()
+    )
+    state = "on" if m["appearance_switch"] else "off (geometry only)"
+    return (
+        f"- **AU appearance** (`synthesize.appearance` {state}): at the strongest intensity each "
+        f"pain AU changes its region by {signal} grey levels against the geometry-only render "
+        f"(`appearance.<AU>.signal_5`; AU43 `signal_1`), over {m['evidence_people']} people.\n"
+        f"- What appearance adds to a warp's error, per intensity unit (`warp_deficit_excess`, "
+        f"95 % CI over people): {deficit}; above zero for {', '.join(positive) or 'no AU'}. "
+        "The piecewise-affine warp misses some geometry too (`warp_deficit_geometry_only` "
+        f"slopes {geometry}): it cannot close a lid over the eye or re-shade a moved surface."
     )
 
 

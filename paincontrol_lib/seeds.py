@@ -26,6 +26,7 @@ PURPOSES = {
     "scoring_frames": 0x5C0F,  # which unseen frame each person's identity is scored against
     "realism_features": 0xFEA7,  # the realism feature network's weights and batches
     "au_degradation": 0xA0DE,  # the degradations of the learned AU estimator's crops
+    "synthpain_wrinkles": 0x3B1,  # where a SynthPain person's AU furrows and wrinkles sit
 }
 
 

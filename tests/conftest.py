@@ -21,7 +21,7 @@ def tiny_params():
 def tiny_config(tiny_params):
     from paincontrol_lib.data.synthpain.generate import SynthPainConfig
 
-    return SynthPainConfig(seed=tiny_params["base"]["seed"], **tiny_params["synthesize"])
+    return SynthPainConfig.from_params(tiny_params["synthesize"], tiny_params["base"]["seed"])
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
 import hashlib
+import json
 from itertools import product
 
 import numpy as np
@@ -188,3 +189,96 @@ def test_au_model_is_read_from_installed_pyfeat():
     assert model.neutral.shape == (478, 3) and model.facs_basis.shape == (20, 478, 3)
     with pytest.raises(KeyError, match="AU99"):
         model.facs_vector({"AU99": 1})
+
+
+# -- SynthPain v2: the appearance of AUs ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def geometry_only():
+    return default_renderer(128, 0.6, 2, appearance=False)
+
+
+@pytest.mark.parametrize("aus", [{"AU04": 5.0}, {"AU06": 3.0}, {"AU07": 5.0}, {"AU09": 4.0},
+                                 {"AU10": 5.0}, {"AU12": 5.0}, {"AU43": 1.0}])  # fmt: skip
+def test_appearance_switch_changes_pixels_only_inside_the_active_aus_region(
+    renderer, geometry_only, person, aus
+):
+    """The AU's furrows and bulges change the skin inside its region and nowhere else."""
+    (au,) = aus
+    full = renderer.render(person, aus).image.astype(int)
+    geometry = geometry_only.render(person, aus).image.astype(int)
+    changed = np.abs(full - geometry).max(-1) > 0
+    region = renderer.au_region(person, au, aus)
+    assert changed.sum() > 30, f"{au} changed only {changed.sum()} pixels"
+    assert not (changed & ~region).any(), f"{au} changed {(changed & ~region).sum()} px outside"
+    assert region.mean() < 0.1  # a region, not the whole image
+
+
+@pytest.mark.parametrize("aus", [{}, {"AU01": 3.0, "AU02": 2.0}, {"AU25": 2.0, "AU26": 4.0}])
+def test_appearance_switch_changes_nothing_without_an_active_appearance_au(
+    renderer, geometry_only, person, aus
+):
+    """A neutral frame (and AUs the renderer draws as geometry only) is the same image, bit for
+    bit, with the switch on or off: the geometry-only SynthPain stays reproducible."""
+    np.testing.assert_array_equal(
+        renderer.render(person, aus).image, geometry_only.render(person, aus).image
+    )
+
+
+def test_appearance_grows_with_intensity_and_differs_between_people(renderer, geometry_only):
+    """Stronger AUs draw deeper folds; the same AU looks different on two people (depth and
+    furrow placement are the person's own)."""
+    a, b = (sample_identity(renderer.model, seed=0, index=i) for i in (1, 2))
+    signal = []
+    for level in (1.0, 3.0, 5.0):
+        full = renderer.render(a, {"AU04": level}).image.astype(int)
+        signal.append(np.abs(full - geometry_only.render(a, {"AU04": level}).image).mean())
+    assert signal[0] < signal[1] < signal[2]
+    assert a.wrinkle_depth != b.wrinkle_depth
+    maps_a, maps_b = renderer.skin_maps(a)["AU04"], renderer.skin_maps(b)["AU04"]
+    assert not np.array_equal(maps_a.crease, maps_b.crease)
+
+
+def test_config_switch_renders_geometry_only_and_old_folders_read_as_geometry_only(tmp_path):
+    config = sp.SynthPainConfig(n_identities=2, n_sequences=1, frames_per_sequence=3,
+                                test_fraction=0.5, appearance=False)  # fmt: skip
+    sp.generate(config, tmp_path / "geo", workers=1)
+    assert sp.load_config(tmp_path / "geo").appearance is False
+    strong = {"AU04": 5.0, "AU43": 1.0}
+    geometry = sp.render_exact(config, "S000", strong).image
+    full = sp.render_exact(sp.SynthPainConfig(**{**config.__dict__, "appearance": True}), "S000",
+                           strong).image  # fmt: skip
+    assert not np.array_equal(geometry, full)
+    path = tmp_path / "geo" / "config.json"
+    raw = json.loads(path.read_text())
+    del raw["appearance"]  # a folder written before the switch existed
+    path.write_text(json.dumps(raw))
+    assert sp.load_config(tmp_path / "geo").appearance is False
+
+
+def test_exact_answers_are_drawn_at_the_identity_photos_pose_and_crop(tiny_synthpain, tmp_path):
+    """The exact answer of a transfer is cropped with the target's identity-photo alignment,
+    the frame every output is made in: with no expression it is the photo crop (up to sensor
+    noise; cropped by its own landmarks, as before, it was 4.7-9.6 grey levels off), and a
+    strong expression changes the face, not the framing (the backdrop beside the face stays
+    where the photo has it)."""
+    from paincontrol_lib.data.sources import load_records
+    from paincontrol_lib.evaluate import ExactAnswers, identity_photo_crop
+    from paincontrol_lib.landmarks.batch import build_landmark_table
+    from paincontrol_lib.landmarks.table import load_landmark_table
+
+    data_dir, _ = tiny_synthpain
+    build_landmark_table(load_records("synthpain", data_dir), data_dir, tmp_path / "lm", 64,
+                         workers=1, progress=False)  # fmt: skip
+    table = load_landmark_table(tmp_path / "lm")
+    exact = ExactAnswers(data_dir, table)
+    subject = sorted(table["subject"].unique())[0]
+    photo = identity_photo_crop(table, subject, 64).astype(float)
+    neutral, _ = exact(subject, {}, 64)
+    assert np.abs(neutral - photo).mean() < 2.5
+    strong, mesh = exact(subject, {"AU04": 5.0, "AU07": 5.0, "AU43": 1.0}, 64)
+    beside = (slice(None), slice(0, 6))  # backdrop left of the face
+    assert np.abs(strong[beside].astype(float) - photo[beside]).mean() < 2.5
+    assert mesh.shape == (478, 3) and 0 < mesh[:, :2].min() and mesh[:, :2].max() < 1
+    region = exact.appearance_region(subject, {"AU04": 5.0, "AU07": 5.0, "AU43": 1.0}, 64)
+    assert 0.01 < region.mean() < 0.3  # brows, lids: part of the face, not the crop
+    assert not exact.appearance_region(subject, {"AU01": 5.0}, 64).any()

@@ -109,7 +109,7 @@ def run(
     synthpain_dir = Path(data["root"]) if data["source"] == "synthpain" else None
     exact = None
     if synthpain_dir is not None and (synthpain_dir / "config.json").is_file():
-        exact = ExactAnswers(synthpain_dir)
+        exact = ExactAnswers(synthpain_dir, table)
     with clock("au_estimator"):
         estimator, report = train_au_estimator(
             table, evaluate["au_estimator"], seed, reports_dir, base["workers"]
@@ -167,6 +167,7 @@ _METHOD_METRICS = {
     "ssim_to_exact": "ssim_to_exact",
     "psnr_to_exact": "psnr_to_exact",
     "nme_to_exact": "nme_to_exact",
+    "appearance_error": "appearance_error",
 }
 
 

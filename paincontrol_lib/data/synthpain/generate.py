@@ -26,6 +26,7 @@ from paincontrol_lib.io import atomic_folder
 from paincontrol_lib.seeds import stream
 
 TABLE = "synthpain.parquet"
+STAGE_ONLY_KEYS = ("evidence_people",)  # params.yaml: synthesize keys that are not the dataset's
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class SynthPainConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.0  # people held out for choosing settings (sampler, thresholds)
     max_pose_jitter: float = 2.0  # degrees of head motion within a sequence
+    appearance: bool = True  # AU furrows, wrinkles and bulges (False: geometry-only SynthPain)
 
     def __post_init__(self):
         if self.n_identities < 2:
@@ -58,6 +60,12 @@ class SynthPainConfig:
             raise ValueError("n_sequences must be >= 1")
         if self.supersample not in (1, 2, 3, 4):
             raise ValueError(f"supersample={self.supersample} must be 1, 2, 3 or 4")
+
+    @classmethod
+    def from_params(cls, synthesize: dict, seed: int) -> SynthPainConfig:
+        """The dataset's configuration from ``params.yaml: synthesize`` (less the keys that
+        size stage 00's measurements, not the dataset)."""
+        return cls(seed=seed, **{k: v for k, v in synthesize.items() if k not in STAGE_ONLY_KEYS})
 
     @property
     def n_frames(self) -> int:
@@ -86,7 +94,8 @@ def test_subjects(config: SynthPainConfig) -> list[str]:
 
 def _render_identity(args) -> list[dict]:
     index, config, out_dir = args
-    renderer = default_renderer(config.image_size, config.face_fraction, config.supersample)
+    renderer = default_renderer(config.image_size, config.face_fraction, config.supersample,
+                                config.appearance)  # fmt: skip
     identity = sample_identity(renderer.model, config.seed, index)
     rng = stream("synthpain_frames", config.seed, index)
     split = subject_splits(config)[identity.subject]
@@ -186,26 +195,47 @@ def load_config(data_dir: str | Path) -> SynthPainConfig:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a SynthPain folder (no config.json)")
     raw = json.loads(path.read_text())
+    raw.setdefault("appearance", False)  # folders from before the switch are geometry only
     fields = SynthPainConfig.__dataclass_fields__
     # config.json stores every number as a float (pandas); the integer fields go back to int.
     return SynthPainConfig(
-        **{k: int(v) if fields[k].type == "int" else v for k, v in raw.items() if k in fields}
+        **{
+            k: int(v) if fields[k].type == "int" else bool(v) if fields[k].type == "bool" else v
+            for k, v in raw.items()
+            if k in fields
+        }  # fmt: skip
     )
 
 
 def render_exact(config: SynthPainConfig, subject: str, aus: dict[str, float]):
-    """The true image of ``subject`` wearing ``aus`` at the pose and lighting of its neutral
-    reference frame, without sensor noise: the exact answer of any transfer onto this person."""
+    """The true image of ``subject`` wearing ``aus`` at the pose, framing and lighting of its
+    neutral reference frame (the identity photo every method receives), without sensor noise:
+    the exact answer of any transfer onto this person, drawn where the outputs are."""
     index = int(subject.lstrip("S"))
     if not 0 <= index < config.n_identities:
         raise ValueError(f"{subject} is not a person of this SynthPain dataset")
-    renderer = _renderer(config.image_size, config.face_fraction, config.supersample)
+    renderer = _renderer(config.image_size, config.face_fraction, config.supersample,
+                         config.appearance)  # fmt: skip
     identity = sample_identity(renderer.model, config.seed, index)
-    # The reference frame (sequence 0, frame 0) of _render_identity: its first draw is the phase.
+    return renderer.render(identity, aus, pose_jitter=reference_pose_jitter(config, index))
+
+
+def exact_au_region(config: SynthPainConfig, subject: str, au: str, aus: dict[str, float]):
+    """The pixels of :func:`render_exact`'s image whose skin ``au``'s appearance may change."""
+    index = int(subject.lstrip("S"))
+    renderer = _renderer(config.image_size, config.face_fraction, config.supersample,
+                         config.appearance)  # fmt: skip
+    identity = sample_identity(renderer.model, config.seed, index)
+    return renderer.au_region(identity, au, aus, pose_jitter=reference_pose_jitter(config, index))
+
+
+def reference_pose_jitter(config: SynthPainConfig, index: int) -> np.ndarray:
+    """The head-pose jitter (degrees) of person ``index``'s reference frame (sequence 0, frame
+    0 of :func:`_render_identity`, whose first draw is the phase): the identity photo's pose."""
     phase = stream("synthpain_frames", config.seed, index).uniform(0, 2 * np.pi, 3)
-    return renderer.render(identity, aus, pose_jitter=config.max_pose_jitter * np.sin(phase))
+    return config.max_pose_jitter * np.sin(phase)
 
 
 @functools.cache
-def _renderer(size: int, face_fraction: float, supersample: int):
-    return default_renderer(size, face_fraction, supersample)
+def _renderer(size: int, face_fraction: float, supersample: int, appearance: bool):
+    return default_renderer(size, face_fraction, supersample, appearance)

@@ -61,6 +61,7 @@ class Identity:
     pose: np.ndarray  # (yaw, pitch, roll) in degrees
     offset: np.ndarray  # face-centre offset in the frame, fraction of the image size
     texture_seed: int
+    wrinkle_depth: float = 1.0  # how deep this person's AU furrows and bulges are (like age)
 
 
 def _bump(points: np.ndarray, centre: np.ndarray, sigma: float) -> np.ndarray:
@@ -144,4 +145,5 @@ def sample_identity(model: AUMeshModel, seed: int, index: int) -> Identity:
         pose=rng.uniform([-10, -8, -6], [10, 8, 6]),
         offset=rng.uniform(-0.03, 0.03, 2),
         texture_seed=int(rng.integers(2**31)),
+        wrinkle_depth=float(rng.uniform(0.6, 1.4)),  # drawn last: earlier draws keep their values
     )

@@ -3,8 +3,12 @@
 Pipeline per image: identity mesh + AU displacement (``aumesh``) -> head pose -> orthographic
 projection -> supersampled numpy rasterisation of the 852 mesh triangles with a z-buffer ->
 per-pixel texture lookup (texture painted in the neutral mesh's frontal plane, so brows, lips
-and lash lines move with the vertices that carry them) and Lambertian + specular shading ->
-area downsampling. Eyeballs and the mouth interior are drawn *behind* the mesh, so they are only
+and lash lines move with the vertices that carry them, sampled bilinearly) and Lambertian +
+specular shading with normals interpolated across each triangle -> area downsampling. With
+``appearance`` on (the default), each active AU also changes the skin in the same texture frame
+(:mod:`.appearance`: furrows, wrinkles and bulges as crease darkening and bumped normals), so
+what a warp of the neutral photo cannot create is in the exact answer; off, the renders are
+geometry only. Eyeballs and the mouth interior are drawn *behind* the mesh, so they are only
 seen through the eye and inner-lip holes of the tessellation: when AU43 or AU7 bring the lids
 together, the lids really cover the eyes.
 """
@@ -19,9 +23,12 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.aumesh import AUMeshModel
+from paincontrol_lib.data.synthpain import appearance as skin
 from paincontrol_lib.data.synthpain.identity import Identity
 
 TEXTURE_SIZE = 256
+CREASE_DARKNESS = 0.6  # albedo lost at the floor of a full-strength fold
+LID_TINT = np.array([0.22, 0.3, 0.26])  # albedo lost per unit tint: thin lid skin, darker, bluish
 # Outer lip contour (MediaPipe), in order around the mouth.
 OUTER_LIPS = (
     61,
@@ -157,7 +164,12 @@ class Renderer:
     """Renders identities with given FACS intensities and pose; caches textures per identity."""
 
     def __init__(
-        self, model: AUMeshModel, size: int = 128, face_fraction: float = 0.6, supersample: int = 2
+        self,
+        model: AUMeshModel,
+        size: int = 128,
+        face_fraction: float = 0.6,
+        supersample: int = 2,
+        appearance: bool = True,
     ):
         if size < 32:
             raise ValueError(f"image size {size} is too small to draw a face (need >= 32 px)")
@@ -167,11 +179,13 @@ class Renderer:
         self.size = size
         self.face_fraction = face_fraction
         self.supersample = supersample
+        self.appearance = appearance
         self.tris = facemesh.orient_front_facing(facemesh.triangles(), model.neutral)
         lo, hi = model.neutral[:, :2].min(0), model.neutral[:, :2].max(0)
         pad = 0.03 * (hi - lo)
         self._uv_lo, self._uv_span = lo - pad, (hi - lo) + 2 * pad
         self._textures: dict[str, np.ndarray] = {}
+        self._skin_maps: dict[str, dict[str, skin.AUMaps]] = {}
 
     # -- texture ------------------------------------------------------------------------------
     def _uv(self, points: np.ndarray) -> np.ndarray:
@@ -183,6 +197,14 @@ class Renderer:
         if identity.subject not in self._textures:
             self._textures[identity.subject] = self._paint_texture(identity)
         return self._textures[identity.subject]
+
+    def skin_maps(self, identity: Identity) -> dict[str, skin.AUMaps]:
+        """The person's AU appearance maps at unit depth (texture frame), cached."""
+        if identity.subject not in self._skin_maps:
+            uv = self._uv(self.model.neutral)
+            self._skin_maps[identity.subject] = skin.person_maps(uv, TEXTURE_SIZE,
+                                                                 identity.texture_seed)  # fmt: skip
+        return self._skin_maps[identity.subject]
 
     def _paint_texture(self, identity: Identity) -> np.ndarray:
         rng = np.random.default_rng(identity.texture_seed)
@@ -261,17 +283,20 @@ class Renderer:
         big = verts * s
         canvas = self._backdrop(identity, big, n)
         self._eyes_and_mouth(identity, big, canvas)
-        tri_id, bary = rasterize(big, self.tris, n, n)
-        face = tri_id >= 0
-        tris = self.tris[tri_id[face]]
-        w = bary[face][..., None]
-        uv = (self._uv(self.model.neutral)[tris] * w).sum(1)
-        tex = self.texture(identity)
-        iu = np.clip(np.rint(uv[:, 0]).astype(int), 0, TEXTURE_SIZE - 1)
-        iv = np.clip(np.rint(uv[:, 1]).astype(int), 0, TEXTURE_SIZE - 1)
-        albedo = tex[iv, iu]
-        normals = (vertex_normals(big, self.tris)[tris] * w).sum(1)
-        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
+        face, uv, normals = self._surface(big)
+        albedo = _bilinear(self.texture(identity), uv)
+        change = self._skin_change(identity, facs)
+        if change is not None:
+            height, crease, tint = change
+            slope_v, slope_u = np.gradient(height)
+            slope = _bilinear(np.stack([slope_u, slope_v], -1), uv)
+            # Texture u runs along image x, v down the image; normals have y up.
+            normals = normals + skin.BUMP_STRENGTH * np.column_stack(
+                [-slope[:, 0], slope[:, 1], np.zeros(len(slope))]
+            )
+            normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
+            albedo = albedo * (1 - CREASE_DARKNESS * _bilinear(crease, uv))[:, None]
+            albedo = albedo * (1 - _bilinear(tint, uv)[:, None] * LID_TINT)
         diffuse = np.clip(normals @ identity.light, 0, 1)
         half = identity.light + np.array([0, 0, 1.0])
         half /= np.linalg.norm(half)
@@ -283,6 +308,43 @@ class Renderer:
             img = img + rng.normal(0, 0.01, img.shape)
         image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
         return Rendered(image=image, landmarks_2d=verts[:, :2].copy(), landmarks_3d=verts.copy())
+
+    def _surface(self, big: np.ndarray):
+        """Rasterised skin at the supersampled size: face mask, texture coordinates and
+        interpolated unit normals of every face pixel."""
+        n = self.size * self.supersample
+        tri_id, bary = rasterize(big, self.tris, n, n)
+        face = tri_id >= 0
+        tris = self.tris[tri_id[face]]
+        w = bary[face][..., None]
+        uv = (self._uv(self.model.neutral)[tris] * w).sum(1)
+        normals = (vertex_normals(big, self.tris)[tris] * w).sum(1)
+        normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
+        return face, uv, normals
+
+    def _skin_change(self, identity: Identity, facs: np.ndarray):
+        """(height, crease, tint) maps of the active AUs, or None (appearance off, or no
+        appearance AU active: the geometry-only render, exactly)."""
+        if not self.appearance:
+            return None
+        named = dict(zip(self.model.au_columns, facs, strict=True))
+        return skin.combined(self.skin_maps(identity), named, identity.wrinkle_depth)
+
+    def au_region(self, identity: Identity, au: str, facs, pose_jitter=(0.0, 0.0, 0.0)):
+        """(size, size) bool: the output pixels whose skin ``au``'s appearance may change when
+        the face wears ``facs`` at this pose (its support in the texture frame, seen through
+        the rasterised mesh, one pixel added for the area downsampling)."""
+        facs = self.model.facs_vector(facs) if isinstance(facs, dict) else np.asarray(facs, float)
+        pose = identity.pose + np.asarray(pose_jitter, float)
+        verts = project(self.mesh(identity, facs), identity, pose, self.size, self.face_fraction)
+        s = self.supersample
+        face, uv, _ = self._surface(verts * s)
+        inside = _bilinear(self.skin_maps(identity)[au].support.astype(float), uv) > 0
+        big = np.zeros((self.size * s, self.size * s), bool)
+        big[face] = inside
+        small = big.reshape(self.size, s, self.size, s).any((1, 3))
+        grown = Image.fromarray(small.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
+        return np.asarray(grown) > 0
 
     def _backdrop(self, identity: Identity, v: np.ndarray, n: int) -> np.ndarray:
         """Background, clothes, neck, hair, ears and skull: everything behind the face mesh."""
@@ -383,6 +445,21 @@ class Renderer:
             canvas[hole & teeth] = np.array([0.88, 0.86, 0.78])
 
 
+def _bilinear(grid: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """``grid`` (T, T[, C]) sampled at texture coordinates ``uv`` (N, 2), bilinearly."""
+    size = grid.shape[0]
+    u = np.clip(uv[:, 0], 0, size - 1)
+    v = np.clip(uv[:, 1], 0, size - 1)
+    u0 = np.minimum(np.floor(u).astype(int), size - 2)
+    v0 = np.minimum(np.floor(v).astype(int), size - 2)
+    fu, fv = u - u0, v - v0
+    if grid.ndim == 3:
+        fu, fv = fu[:, None], fv[:, None]
+    top = grid[v0, u0] * (1 - fu) + grid[v0, u0 + 1] * fu
+    bottom = grid[v0 + 1, u0] * (1 - fu) + grid[v0 + 1, u0 + 1] * fu
+    return top * (1 - fv) + bottom * fv
+
+
 def _polygon_mask(points: np.ndarray, n: int, grow: float = 0.0) -> np.ndarray:
     img = Image.new("L", (n, n), 0)
     draw = ImageDraw.Draw(img)
@@ -394,7 +471,9 @@ def _polygon_mask(points: np.ndarray, n: int, grow: float = 0.0) -> np.ndarray:
 
 
 @functools.cache
-def default_renderer(size: int = 128, face_fraction: float = 0.6, supersample: int = 2) -> Renderer:
+def default_renderer(
+    size: int = 128, face_fraction: float = 0.6, supersample: int = 2, appearance: bool = True
+) -> Renderer:
     from paincontrol_lib.aumesh import default_model
 
-    return Renderer(default_model(), size, face_fraction, supersample)
+    return Renderer(default_model(), size, face_fraction, supersample, appearance)
