@@ -25,10 +25,12 @@ region it may change: nothing outside it, and nothing at all at intensity 0.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy.ndimage import maximum_filter
 
 from paincontrol_lib.seeds import stream
 
@@ -37,6 +39,7 @@ FULL_INTENSITY = {"AU43": 1.0}  # the intensity at which an AU's maps reach full
 BUMP_STRENGTH = 2.2  # normal tilt per unit slope of the height field (texture pixels)
 SUPPORT_LEVEL = 0.02  # a map changes the skin only where |height| + crease + tint exceeds this
 SUPPORT_GROW = 3  # texture pixels added around the support (bilinear lookup reaches one further)
+MAX_CREASE, MAX_TINT = 0.85, 0.6  # where folds and lid tint of several AUs add up, they saturate
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,12 @@ class AUMaps:
     crease: np.ndarray  # (T, T) darkening of fold floors, 0-1
     tint: np.ndarray  # (T, T) darkening of thin lid skin, 0-1
     support: np.ndarray  # (T, T) bool: where these maps may change the skin
+
+    @functools.cached_property
+    def channels(self) -> np.ndarray:
+        """(T, T, 4): the height's slope along u and v, crease, tint: what shading reads."""
+        slope_v, slope_u = np.gradient(self.height)
+        return np.stack([slope_u, slope_v, self.crease, self.tint], -1)
 
 
 def strength(au: str, intensity: float) -> float:
@@ -198,23 +207,13 @@ def person_maps(uv: np.ndarray, size: int, texture_seed: int) -> dict[str, AUMap
         height = _normalised(m["height"])
         crease, tint = np.clip(m["crease"], 0, 1), np.clip(m["tint"], 0, 1)
         reach = np.abs(height) + crease + tint > SUPPORT_LEVEL
-        grown = Image.fromarray(reach.astype(np.uint8) * 255).filter(
-            ImageFilter.MaxFilter(2 * SUPPORT_GROW + 1)
-        )
-        support = np.asarray(grown) > 0
+        support = maximum_filter(reach, size=2 * SUPPORT_GROW + 1)
         out[au] = AUMaps(np.where(support, height, 0.0), np.where(support, crease, 0.0),
                          np.where(support, tint, 0.0), support)  # fmt: skip
     return out
 
 
-def combined(maps: dict[str, AUMaps], facs: dict[str, float], depth: float):
-    """The skin change of these AU intensities on one person: (height, crease, tint) maps, or
-    None when no appearance AU is active (the render is then the geometry-only one, exactly)."""
-    active = {au: strength(au, facs.get(au, 0.0)) for au in APPEARANCE_AUS}
-    active = {au: s for au, s in active.items() if s > 0}
-    if not active:
-        return None
-    height = sum(s * maps[au].height for au, s in active.items()) * depth
-    crease = sum(s * maps[au].crease for au, s in active.items()) * depth
-    tint = sum(s * maps[au].tint for au, s in active.items())
-    return height, np.clip(crease, 0, 0.85), np.clip(tint, 0, 0.6)
+def active(facs: dict[str, float]) -> dict[str, float]:
+    """The appearance AUs these intensities activate, with their 0-1 strengths."""
+    strengths = {au: strength(au, facs.get(au, 0.0)) for au in APPEARANCE_AUS}
+    return {au: s for au, s in strengths.items() if s > 0}

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from scipy.ndimage import maximum_filter
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.aumesh import AUMeshModel
@@ -284,19 +285,20 @@ class Renderer:
         canvas = self._backdrop(identity, big, n)
         self._eyes_and_mouth(identity, big, canvas)
         face, uv, normals = self._surface(big)
-        albedo = _bilinear(self.texture(identity), uv)
-        change = self._skin_change(identity, facs)
-        if change is not None:
-            height, crease, tint = change
-            slope_v, slope_u = np.gradient(height)
-            slope = _bilinear(np.stack([slope_u, slope_v], -1), uv)
+        lookup = _Bilinear(uv, TEXTURE_SIZE)
+        albedo = lookup(self.texture(identity))
+        change = self._skin_change(identity, facs, lookup)
+        if change is not None:  # only the pixels inside an active AU's region change
+            inside, slope, crease, tint = change
             # Texture u runs along image x, v down the image; normals have y up.
-            normals = normals + skin.BUMP_STRENGTH * np.column_stack(
+            bumped = normals[inside] + skin.BUMP_STRENGTH * np.column_stack(
                 [-slope[:, 0], slope[:, 1], np.zeros(len(slope))]
             )
-            normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
-            albedo = albedo * (1 - CREASE_DARKNESS * _bilinear(crease, uv))[:, None]
-            albedo = albedo * (1 - _bilinear(tint, uv)[:, None] * LID_TINT)
+            normals[inside] = bumped / np.maximum(
+                np.linalg.norm(bumped, axis=1, keepdims=True), 1e-9
+            )
+            albedo[inside] *= (1 - CREASE_DARKNESS * crease)[:, None]
+            albedo[inside] *= 1 - tint[:, None] * LID_TINT
         diffuse = np.clip(normals @ identity.light, 0, 1)
         half = identity.light + np.array([0, 0, 1.0])
         half /= np.linalg.norm(half)
@@ -322,13 +324,26 @@ class Renderer:
         normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-9)
         return face, uv, normals
 
-    def _skin_change(self, identity: Identity, facs: np.ndarray):
-        """(height, crease, tint) maps of the active AUs, or None (appearance off, or no
-        appearance AU active: the geometry-only render, exactly)."""
+    def _skin_change(self, identity: Identity, facs: np.ndarray, lookup: _Bilinear):
+        """The skin change of the active appearance AUs at the rasterised face pixels:
+        ``(inside, slope (M, 2), crease (M,), tint (M,))`` for the M pixels ``inside`` their
+        regions, or None (appearance off, or no appearance AU active: the geometry-only
+        render, exactly)."""
         if not self.appearance:
             return None
         named = dict(zip(self.model.au_columns, facs, strict=True))
-        return skin.combined(self.skin_maps(identity), named, identity.wrinkle_depth)
+        maps = self.skin_maps(identity)
+        active = skin.active(named)
+        if not active:
+            return None
+        support = np.logical_or.reduce([maps[au].support for au in active]).ravel()
+        inside = support[lookup.corners].any(1)
+        near = lookup.subset(inside)
+        scale = np.array([1.0, 1.0, 1.0, 0.0]) * identity.wrinkle_depth + [0, 0, 0, 1.0]
+        sampled = sum(strength * near(maps[au].channels) for au, strength in active.items())
+        sampled = sampled * scale  # folds scale with the person's depth, lid tint does not
+        crease = np.clip(sampled[:, 2], 0, skin.MAX_CREASE)
+        return inside, sampled[:, :2], crease, np.clip(sampled[:, 3], 0, skin.MAX_TINT)
 
     def au_region(self, identity: Identity, au: str, facs, pose_jitter=(0.0, 0.0, 0.0)):
         """(size, size) bool: the output pixels whose skin ``au``'s appearance may change when
@@ -339,12 +354,12 @@ class Renderer:
         verts = project(self.mesh(identity, facs), identity, pose, self.size, self.face_fraction)
         s = self.supersample
         face, uv, _ = self._surface(verts * s)
-        inside = _bilinear(self.skin_maps(identity)[au].support.astype(float), uv) > 0
+        support = self.skin_maps(identity)[au].support.astype(float)[..., None]
+        inside = _Bilinear(uv, TEXTURE_SIZE)(support)[:, 0] > 0
         big = np.zeros((self.size * s, self.size * s), bool)
         big[face] = inside
         small = big.reshape(self.size, s, self.size, s).any((1, 3))
-        grown = Image.fromarray(small.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(3))
-        return np.asarray(grown) > 0
+        return maximum_filter(small, size=3)
 
     def _backdrop(self, identity: Identity, v: np.ndarray, n: int) -> np.ndarray:
         """Background, clothes, neck, hair, ears and skull: everything behind the face mesh."""
@@ -445,19 +460,35 @@ class Renderer:
             canvas[hole & teeth] = np.array([0.88, 0.86, 0.78])
 
 
-def _bilinear(grid: np.ndarray, uv: np.ndarray) -> np.ndarray:
-    """``grid`` (T, T[, C]) sampled at texture coordinates ``uv`` (N, 2), bilinearly."""
-    size = grid.shape[0]
-    u = np.clip(uv[:, 0], 0, size - 1)
-    v = np.clip(uv[:, 1], 0, size - 1)
-    u0 = np.minimum(np.floor(u).astype(int), size - 2)
-    v0 = np.minimum(np.floor(v).astype(int), size - 2)
-    fu, fv = u - u0, v - v0
-    if grid.ndim == 3:
-        fu, fv = fu[:, None], fv[:, None]
-    top = grid[v0, u0] * (1 - fu) + grid[v0, u0 + 1] * fu
-    bottom = grid[v0 + 1, u0] * (1 - fu) + grid[v0 + 1, u0 + 1] * fu
-    return top * (1 - fv) + bottom * fv
+class _Bilinear:
+    """Bilinear sampling of (T, T, C) texture-frame grids at texture coordinates ``uv`` (N, 2):
+    the corners and weights are found once and serve every grid sampled at the same points."""
+
+    def __init__(self, uv: np.ndarray, size: int):
+        u = np.clip(uv[:, 0], 0, size - 1)
+        v = np.clip(uv[:, 1], 0, size - 1)
+        u0 = np.minimum(np.floor(u).astype(int), size - 2)
+        v0 = np.minimum(np.floor(v).astype(int), size - 2)
+        fu, fv = (u - u0)[:, None], (v - v0)[:, None]
+        first = v0 * size + u0
+        self.corners = np.stack([first, first + 1, first + size, first + size + 1], 1)
+        self.weights = ((1 - fu) * (1 - fv), fu * (1 - fv), (1 - fu) * fv, fu * fv)
+
+    def subset(self, keep: np.ndarray) -> _Bilinear:
+        """The same sampler at the points ``keep`` selects."""
+        out = object.__new__(_Bilinear)
+        out.corners, out.weights = self.corners[keep], tuple(w[keep] for w in self.weights)
+        return out
+
+    def __call__(self, grid: np.ndarray) -> np.ndarray:
+        flat = grid.reshape(-1, grid.shape[-1])
+        c, w = self.corners, self.weights
+        return (
+            flat[c[:, 0]] * w[0]
+            + flat[c[:, 1]] * w[1]
+            + flat[c[:, 2]] * w[2]
+            + (flat[c[:, 3]] * w[3])
+        )
 
 
 def _polygon_mask(points: np.ndarray, n: int, grow: float = 0.0) -> np.ndarray:
