@@ -36,6 +36,13 @@ browser: ## Install Debian's chromium + chromium-driver (the study's browser tes
 test: $(STAMP) browser ## Run the test suite (tiny profile, no GPU, offline)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
+identity-encoder: $(STAMP) ## Retrain SynthPain's identity encoder by steps into pretrained/identity-encoder/ (CPU, ~1 h)
+	$(BIN)/python -m paincontrol_lib.model.identity_encoder --out pretrained/identity-encoder --work build/identity-encoder
+
+au-readers: $(STAMP) ## Retrain the shipped pixel AU readers (scoring, guide) by steps into pretrained/au-readers/ (CPU, ~1 h)
+	$(BIN)/python -m paincontrol_lib.au_reading.pixels --role scoring --out pretrained/au-readers/scoring --threads 1
+	$(BIN)/python -m paincontrol_lib.au_reading.pixels --role guide --out pretrained/au-readers/guide --threads 1
+
 bench: $(STAMP) ## Print speed benchmarks (landmarks, SynthPain rendering)
 	$(BIN)/python scripts/bench.py
 
@@ -65,4 +72,8 @@ deps-check: $(STAMP) ## Check dvc.yaml's deps: library files the imports run, pa
 results: $(STAMP) ## Render the results tables of README.md and docs/ from reports/metrics (check: --check)
 	$(BIN)/python scripts/results.py
 
-.PHONY: help env repro browser test bench book lab lint format clean deps deps-check results
+inference-check: $(STAMP) ## Simulate stage 04's design: each inference's error rates (reports/metrics/inference_check.json; ~30 CPU min)
+	$(BIN)/python scripts/inference_check.py
+
+.PHONY: help env repro browser test identity-encoder au-readers bench book lab lint format clean deps deps-check results \
+	inference-check

@@ -108,7 +108,7 @@ def check_arcface(model_dir=None) -> Check:
 
 
 def check_pyfeat() -> Check:
-    from paincontrol_lib.au import PyFeatAU
+    from paincontrol_lib.au_reading.backends import PyFeatAU
 
     try:
         PyFeatAU()

@@ -1,19 +1,27 @@
-"""Realism of generated faces, measured in a feature space made for faces like these.
+"""Realism of generated faces, measured in a feature space made for faces like these, against
+a reference where the answer is known: the exact answers of the same requests.
 
 Inception FID needs weights this compendium cannot download, and dlib's identity embedding
 measures *who* is in the picture, not whether it looks real. So the features are those of a
 small network trained here, on training-split people only (:class:`FaceFeatures`): a CNN on the
 aligned 64 px crops every method produces, taught to read AU intensities and nothing about who
-the person is (a network taught identities puts every new person far from every other, and
-realism against other people would again measure identity). Generated images are compared with
-ground-truth renders of *test* people that are not the transfer targets (so a method cannot
-score well by copying its target):
+the person is.
 
-- Fréchet distance (FD) between Gaussians fitted to the two feature sets;
-- kernel inception distance (KID): the unbiased MMD² with the cubic polynomial kernel, averaged
-  over random subsets, with a percentile interval over the subsets (Bińkowski et al. 2018);
-- precision and recall of the k-NN manifolds (Kynkäänniemi et al. 2019): the share of generated
-  images inside the real data's k-NN balls, and of real images inside the generated data's.
+Every metric is computed so that a perfect method, one that returns the exact answers, scores
+its floor (a test feeds the exact answers as a method and requires it). So the reference is the
+exact answers themselves, output ``i`` paired with the truth of the request it answers: against
+other people's frames (the earlier design) the exact answers scored FD 2.0 and precision 0.00,
+that is, a perfect method failed.
+
+- Fréchet distance (FD) between Gaussians fitted to the two feature sets (0 for the truth);
+- kernel inception distance (KID): MMD² with the cubic polynomial kernel over random subsets,
+  with a percentile interval over the subsets (Bińkowski et al. 2018); paired, the subsets take
+  the same requests on both sides and the U-statistic leaves out each pair's own cross term
+  (Gretton et al. 2012), so the truth scores exactly 0;
+- precision and recall of the k-NN manifolds (Kynkäänniemi et al. 2019), each ball's radius
+  measured to other people only: a person's near-duplicate frames would otherwise shrink the
+  radii to nothing (1 for the truth);
+- the paired classifier two-sample test (:func:`paired_two_sample_auc`; 0.5 for the truth).
 
 The network's input path and training are fixed by seed; its description is recorded beside the
 numbers (``realism.features``).
@@ -106,7 +114,9 @@ class FaceFeatures:
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets ``a`` (n, d) and ``b`` (m, d)."""
+    """Fréchet distance between Gaussians fitted to feature sets ``a`` (n, d) and ``b`` (m, d):
+    0 (to rounding) for identical sets; ``eps`` on the diagonals only where the product of the
+    covariances has no finite square root (as pytorch-fid)."""
     from scipy import linalg
 
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -114,11 +124,13 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
         raise ValueError("the Fréchet distance needs at least 2 samples on each side")
     mu, nu = a.mean(0), b.mean(0)
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    offset = eps * np.eye(len(mu))
-    covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
+    covmean = linalg.sqrtm(s1 @ s2)
+    if not np.isfinite(covmean).all():
+        offset = eps * np.eye(len(mu))
+        covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     if np.iscomplexobj(covmean):
         covmean = covmean.real
-    return float(((mu - nu) ** 2).sum() + np.trace(s1 + s2 - 2 * covmean))
+    return float(((mu - nu) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
@@ -132,52 +144,92 @@ def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     )
 
 
-def kid(generated, real, n_subsets: int = 100, subset_size: int = 100, seed: int = 0):
+def _mmd2_paired(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² of paired samples (x_i answers the request of y_i): the U-statistic over
+    i != j of k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i); exactly 0 when x == y."""
+    d = x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+    h = kxx + kyy - kxy - kxy.T
+    m = len(x)
+    return float((h.sum() - np.trace(h)) / (m * (m - 1)))
+
+
+def kid(generated, real, n_subsets: int = 100, subset_size: int = 100, seed: int = 0,
+        paired: bool = False):  # fmt: skip
     """KID: mean unbiased MMD² over ``n_subsets`` random subsets (without replacement), with the
-    2.5 / 97.5 percentiles over subsets as its interval; ``(kid, low, high)``."""
+    2.5 / 97.5 percentiles over subsets as its interval; ``(kid, low, high)``. ``paired``: row
+    ``i`` of ``generated`` answers row ``i`` of ``real``; each subset takes the same rows on both
+    sides (:func:`_mmd2_paired`)."""
     generated, real = np.asarray(generated, float), np.asarray(real, float)
+    if paired and generated.shape != real.shape:
+        raise ValueError(f"paired KID: {generated.shape} and {real.shape} must match")
     size = min(subset_size, len(generated), len(real))
     if size < 2:
         raise ValueError("KID needs at least 2 samples on each side")
     rng = np.random.default_rng(seed)
-    values = np.array(
-        [
-            _mmd2_unbiased(
-                generated[rng.choice(len(generated), size, replace=False)],
-                real[rng.choice(len(real), size, replace=False)],
-            )
-            for _ in range(n_subsets)
-        ]
-    )
+    values = []
+    for _ in range(n_subsets):
+        if paired:
+            rows = rng.choice(len(generated), size, replace=False)
+            values.append(_mmd2_paired(generated[rows], real[rows]))
+        else:
+            mine = generated[rng.choice(len(generated), size, replace=False)]
+            values.append(_mmd2_unbiased(mine, real[rng.choice(len(real), size, replace=False)]))
+    values = np.array(values)
     low, high = np.percentile(values, [2.5, 97.5])
     return float(values.mean()), float(low), float(high)
 
 
-def _knn_radii(x: np.ndarray, k: int) -> np.ndarray:
+def _knn_radii(x: np.ndarray, k: int, groups=None) -> np.ndarray:
+    """Distance of each point to its ``k``-th nearest neighbour, among points of other
+    ``groups`` only where groups are given (a person's near-duplicates do not count)."""
     distances = np.linalg.norm(x[:, None] - x[None], axis=-1)
-    return np.sort(distances, axis=1)[:, k]  # column 0 is the point itself
+    if groups is None:
+        return np.sort(distances, axis=1)[:, k]  # column 0 is the point itself
+    groups = np.asarray(groups)
+    distances[groups[:, None] == groups[None]] = np.inf
+    return np.sort(distances, axis=1)[:, k - 1]
 
 
-def precision_recall(generated, real, k: int = 3) -> tuple[float, float]:
+def precision_recall(generated, real, k: int = 3, groups=None,
+                     generated_groups=None) -> tuple[float, float]:  # fmt: skip
     """Improved precision (generated inside real k-NN balls) and recall (real inside
-    generated k-NN balls)."""
+    generated k-NN balls). With ``groups`` (the person of each real row) and
+    ``generated_groups`` (of each generated row), a ball's radius is the distance to the
+    ``k``-th nearest point of another person."""
     generated, real = np.asarray(generated, float), np.asarray(real, float)
-    k = min(k, len(generated) - 1, len(real) - 1)
+    if (groups is None) != (generated_groups is None):
+        raise ValueError("give the people of both sides, or of neither")
+    if groups is None:
+        k = min(k, len(generated) - 1, len(real) - 1)
+    else:
+        others = min(_fewest_others(groups), _fewest_others(generated_groups))
+        k = min(k, others)
     if k < 1:
-        raise ValueError("precision / recall need at least 2 samples on each side")
+        raise ValueError("precision / recall need at least 2 samples (people) on each side")
 
-    def covered(points, manifold):
-        radii = _knn_radii(manifold, k)
+    def covered(points, manifold, manifold_groups):
+        radii = _knn_radii(manifold, k, manifold_groups)
         distances = np.linalg.norm(points[:, None] - manifold[None], axis=-1)
         return float((distances <= radii[None]).any(1).mean())
 
-    return covered(generated, real), covered(real, generated)
+    return covered(generated, real, groups), covered(real, generated, generated_groups)
 
 
-def realism_scores(generated: np.ndarray, real: np.ndarray, seed: int) -> dict:
-    """FD, KID with its interval, precision and recall of one method's features."""
-    value, low, high = kid(generated, real, seed=seed)
-    precision, recall = precision_recall(generated, real)
+def _fewest_others(groups) -> int:
+    """The fewest rows of other groups any row has."""
+    _, counts = np.unique(np.asarray(groups), return_counts=True)
+    return int(len(groups) - counts.max())
+
+
+def realism_scores(generated: np.ndarray, real: np.ndarray, seed: int, groups=None) -> dict:
+    """FD, KID with its interval, precision and recall of one method's features. With
+    ``groups`` (the target person of each row) the design is paired: row ``i`` of ``generated``
+    answers the request whose exact answer is row ``i`` of ``real`` (paired KID, radii to other
+    people)."""
+    paired = groups is not None
+    value, low, high = kid(generated, real, seed=seed, paired=paired)
+    precision, recall = precision_recall(generated, real, groups=groups, generated_groups=groups)
     return {
         "fd": frechet_distance(generated, real),
         "kid": value,

@@ -5,7 +5,7 @@ normalised for position, size and in-plane rotation), where control images are d
 
 - ``delta``: the source's expression displacement (expression mesh - neutral mesh), scaled by
   the ratio of the two faces' inter-ocular distances, added to the target's neutral mesh;
-- ``au``: the source's AUs estimated from that displacement (``au_geometry.estimate_aus``:
+- ``au``: the source's AUs estimated from that displacement (``au_basis.estimate_aus``:
   bounded least squares on the AU->mesh model's FACS basis, offline, no AU-detector weights),
   then the target's expression synthesised as target neutral + the AU displacements;
 - ``explicit``: AU intensities (``"AU4=3,AU43=1"``) or a PSPI level asked for directly.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from paincontrol_lib.au_geometry import (
+from paincontrol_lib.au_basis import (
     FLIP_Y,
     canonical_basis,
     canonical_mesh,
@@ -53,7 +53,7 @@ class Retargeted:
 
 def _close(aligned: np.ndarray) -> np.ndarray:
     """Collapse crossed lid and lip pairs (done in the AU model's y-up frame and units)."""
-    from paincontrol_lib.aumesh import close_crossed_pairs
+    from paincontrol_lib.au_to_mesh import close_crossed_pairs
 
     scale = canonical_scale()
     return close_crossed_pairs(aligned * FLIP_Y / scale) * FLIP_Y * scale

@@ -27,6 +27,11 @@ PURPOSES = {
     "realism_features": 0xFEA7,  # the realism feature network's weights and batches
     "au_degradation": 0xA0DE,  # the degradations of the learned AU estimator's crops
     "synthpain_wrinkles": 0x3B1,  # where a SynthPain person's AU furrows and wrinkles sit
+    "au_reader_renders": 0xA0F5,  # the fresh identities' expressions a pixel AU reader learns
+    "au_reader_fit": 0xA0F1,  # a pixel AU reader's batches and their augmentation
+    "au_answer_degradation": 0xA0D1,  # degraded copies of exact answers (the AU readers' noise)
+    "identity_encoder_frames": 0x1DE0,  # pose, light, backdrop, AUs of the encoder's renders
+    "identity_encoder_training": 0x1DE1,  # the identity encoder's batches and augmentation
 }
 
 

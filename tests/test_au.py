@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from paincontrol_lib import au
 from paincontrol_lib import retarget as rt
+from paincontrol_lib.au_reading import backends as au
 from paincontrol_lib.data.records import AU_COLUMNS
 from paincontrol_lib.facs import PAIN_AUS
 from paincontrol_lib.landmarks.align import canonical_landmarks
@@ -38,9 +38,11 @@ def test_mesh_backend_recovers_known_expressions():
 
 
 def test_backends_validated_on_test_people_chosen_on_val(tiny_synthpain, tmp_path):
-    """au_estimator.json's contract on a tiny table: the learned backend chosen on val people,
-    both backends reported on test people, clean and degraded, one backend per AU."""
-    from paincontrol_lib.au_model import read_table
+    """au_estimator.json's contract on a tiny table: every reader chosen on val people and
+    reported on test people, clean and degraded, with absolute-agreement ICCs and intervals
+    over people; one scoring reader per AU, never the guide."""
+    from paincontrol_lib.au_reading.learned import read_table
+    from paincontrol_lib.au_reading.pixels import PixelAU, network
     from paincontrol_lib.data.sources import load_records
     from paincontrol_lib.landmarks.batch import build_landmark_table
     from paincontrol_lib.landmarks.table import load_landmark_table
@@ -50,19 +52,32 @@ def test_backends_validated_on_test_people_chosen_on_val(tiny_synthpain, tmp_pat
                          workers=1, progress=False)  # fmt: skip
     table = load_landmark_table(tmp_path / "lm")
     reads = read_table(table, seed=0, copies=2)
-    model, report = au.validate_backends(reads, alphas=[1.0, 10.0], copies_grid=[0, 1])
+    weights = PixelAU(network(3), {"trained_on": "nothing (a test)"}).save(tmp_path / "pixels")
+    settings = {"alphas": [1.0, 10.0], "degraded_copies": [0, 1], "path": tmp_path / "est.npz",
+                "pixels": {"weights": weights, "guide": weights, "fine_tune_steps": 2,
+                           "eval_every": 1, "learning_rate": 1e-3, "batch_size": 4}}  # fmt: skip
+    readers, report = au.validate_backends(reads, settings, seed=0, n_boot=20)
     test_people = set(table.loc[table["split"] == "test", "subject"])
     assert report["n_test_people"] == len(test_people) > 0
-    assert not set(model.record["people"]) & (
+    assert (tmp_path / "est.npz").is_file()
+    pixels = report["readers"]["pixels"]
+    assert [c["step"] for c in pixels["selection"]["curve"]] == [0, 1, 2]
+    assert set(pixels["training"]["fine_tune_people"]).isdisjoint(
         test_people | set(table.loc[table["split"] == "val", "subject"])
     )
-    assert len(report["selection"]["grid"]) == 4
+    assert len(report["readers"]["learned"]["selection"]["grid"]) == 4
     for condition in ("clean", "degraded"):
-        for entry in (report[condition], report["mesh_backend"][condition]):
+        for entry in (
+            report[condition],
+            *(r["test"][condition] for r in report["readers"].values()),
+        ):
             assert set(entry) == {*PAIN_AUS, "PSPI"}
-            assert {"mae", "icc", "icc_ci_low", "icc_ci_high", "f1"} <= set(entry["AU04"])
+            assert {"mae", "icc_a1", "icc_a1_ci_low", "icc_c1", "icc_c1_ci_high", "f1",
+                    "n_people"} <= set(entry["AU04"])  # fmt: skip
+    assert set(report["readers"]) == {"pixels", "learned", "mesh", "guide"}
     assert set(report["backend_per_au"]) == set(PAIN_AUS)
-    assert set(report["backend_per_au"].values()) <= {"learned", "mesh"}
+    assert set(report["backend_per_au"].values()) <= {"learned", "mesh", "pixels"}
+    assert set(readers.read_all(reads.faces())) == {"pixels", "learned", "mesh", "guide"}
     assert set(report["unreliable_aus"]) <= set(PAIN_AUS)
 
 
@@ -155,7 +170,7 @@ def test_frechet_distance_and_image_similarity_known_answers():
 
 
 def test_clustered_summary_and_crossed_tests_against_the_warp():
-    from paincontrol_lib.evaluate import summarise, versus_warp
+    from paincontrol_lib.evaluate import compare_methods, summarise
     from paincontrol_lib.stats import bootstrap_ci
 
     mean, lo, hi = bootstrap_ci(np.r_[np.ones(50), np.zeros(50), np.nan], n_boot=500)
@@ -171,18 +186,23 @@ def test_clustered_summary_and_crossed_tests_against_the_warp():
                 for method, shift in (("warp", 0.0), ("paincontrol", -1.0), ("no_text", 0.0)):
                     rows.append({"method": method, "mode": "delta", "source": source,
                                  "target": target, "frame": frame, "detected": True,
+                                 "path": f"{method}/{source}_to_{target}_f{frame}.png",
                                  "error_PSPI": base + shift + rng.normal(0, 0.1),
                                  "nme": 0.02 + rng.normal(0, 0.001),
                                  "identity_similarity": 0.9 + rng.normal(0, 0.01)})  # fmt: skip
     scores = pd.DataFrame(rows)
-    summary = summarise(scores, n_boot=200)
+    summary = summarise(scores)
     pspi_err = summary[summary["metric"] == "error_PSPI"].set_index("method")
     assert pspi_err.loc["warp", "mean"] - pspi_err.loc["paincontrol", "mean"] == pytest.approx(
         1.0, abs=0.05
     )
-    # the CI is over target people: as wide as their spread, not the images' noise
+    # the CI is over people (two-way): as wide as the targets' spread, not the images' noise
     assert pspi_err.loc["warp", "hi"] - pspi_err.loc["warp", "lo"] > 0.3
-    tests = versus_warp(scores)
+    endpoints = {"pspi_mae": "error_PSPI", "identity_similarity": "identity_similarity",
+                 "nme": "nme", "ssim_to_exact": "ssim_to_exact"}  # fmt: skip
+    family = {"vs_warp": {"baseline": "warp", "methods": ["paincontrol", "no_text"]}}
+    tests, failures = compare_methods(scores, endpoints, family)
+    assert failures == []
     ours = tests["pspi_mae"]["paincontrol_vs_warp"]
     assert ours["estimate"] == pytest.approx(-1.0, abs=0.05) and ours["ci_high"] < 0
     assert ours["p_holm"] < 0.001 < tests["pspi_mae"]["no_text_vs_warp"]["p_holm"]
@@ -211,7 +231,7 @@ def test_requested_aus_use_the_source_ground_truth(tiny_synthpain):
 def test_backend_agreement_between_two_readers():
     a = pd.DataFrame({"AU04": [0, 1, 2, 3, 4, 5.0], "AU43": [0, 1] * 3})
     report = au.backend_agreement(a, a + 0.0)
-    assert set(report) == {"AU04", "AU43"} and report["AU04"]["icc"] == pytest.approx(1)
+    assert set(report) == {"AU04", "AU43"} and report["AU04"]["icc_a1"] == pytest.approx(1)
     with pytest.raises(ValueError, match="same images"):
         au.backend_agreement(a, a.iloc[:3])
     with pytest.raises(ValueError, match="no AU in common"):

@@ -19,11 +19,13 @@ from paincontrol_lib.augment.cells import (
 )
 from paincontrol_lib.augment.detectors import detection_scores
 from paincontrol_lib.augment.statistics import (
-    arm_tests,
-    claim,
+    Predictions,
+    inference,
     metrics_json,
     mixed_model,
+    people_auc,
     summarise,
+    verdict,
 )
 from paincontrol_lib.augment.sweep import run_sweep
 
@@ -160,6 +162,28 @@ def test_sweep_fits_and_scores_and_refuses_test_people_in_synthetic_data():
                       test_people, arms, ["mesh"], params)  # fmt: skip
 
 
+def test_sweep_keeps_every_fits_test_predictions_for_the_people_bootstrap():
+    rng = np.random.default_rng(0)
+    table = _table()
+    train, val_people, test_people = subject_split(table)
+    rows = table[table["split"] == "train"].reset_index(drop=True)
+    real = _images(rows["subject"], rows["PSPI"], 100, rng)
+    test_rows, val_rows = table[table["split"] == "test"], table[table["split"] == "val"]
+    test = _images(test_rows["subject"], test_rows["PSPI"], 100, rng)
+    val = _images(val_rows["subject"], val_rows["PSPI"], 100, rng)
+    cells = plan_cells(table, train, [1], [0], 2, 2, 0)
+    clean = _images(["new000"] * 2, [0, 3], 100, rng)
+    results = run_sweep(real, rows, val, test, _bank(cells, clean), cells, train, val_people,
+                        test_people, ["real", "paincontrol"], ["mesh"],
+                        {"mesh_components": [3]})  # fmt: skip
+    prob = np.stack(results["test_prob"].to_numpy())
+    assert prob.shape == (2, len(test))
+    _, person = np.unique(test.identity, return_inverse=True)
+    ones = np.ones(person.max() + 1)
+    for p, auc in zip(prob, results["auc"], strict=True):  # the AUC the sweep reported
+        assert people_auc(p, test.pspi > 0, person, ones)[0] == pytest.approx(auc)
+
+
 def test_detection_scores_known_answers():
     truth = np.array([0, 0, 4, 8, 0, 12])
     perfect = detection_scores(truth, (truth > 0) * 0.5 + truth / 48, truth)
@@ -170,59 +194,152 @@ def test_detection_scores_known_answers():
     assert detection_scores([0, 0], [0.1, 0.2], [0, 0])["auc"] is None
 
 
-def _planted(gain_scarce, gain_full, n_seeds=6, noise=0.01, seed=0):
+def _planted(gain_scarce, gain_full, n_seeds=6, n_people=15, per_person=30, person_sd=0.0,
+             seed=0):  # fmt: skip
+    """A sweep's results and test predictions with planted gains in the pain signal (levels 1,
+    4 and 20; the warp gains half as much). ``person_sd``: how much the gain differs from one
+    test person to another (arm-by-person heterogeneity, which seeds cannot see)."""
     rng = np.random.default_rng(seed)
-    rows = []
+    person = np.repeat([f"T{i:02d}" for i in range(n_people)], per_person)
+    pain = np.tile(np.arange(per_person) % 3 == 0, n_people)
+    by_person = rng.normal(0, person_sd, n_people)[np.repeat(np.arange(n_people), per_person)]
+    rows, prob = [], []
     for s in range(n_seeds):
         for level, gain in ((1, gain_scarce), (4, gain_scarce / 2), (20, gain_full)):
-            base = 0.6 + 0.01 * level + rng.normal(0, 0.05)
             for arm, g in (("real", 0.0), ("paincontrol", gain), ("warp", gain / 2)):
-                auc = base + g + rng.normal(0, noise)
+                signal = pain * (1.0 + g + (by_person if arm != "real" else 0.0))
+                p = 1 / (1 + np.exp(-(signal + rng.normal(0, 1, len(pain)))))
+                prob.append(p)
                 rows.append({"detector": "cnn", "level": level, "arm": arm, "seed": s,
-                             "auc": auc, "f1": 0.5, "pcc": 0.5})  # fmt: skip
-    return pd.DataFrame(rows)
+                             "auc": roc_auc(pain, p), "f1": 0.5, "pcc": 0.5})  # fmt: skip
+    return pd.DataFrame(rows), Predictions(np.stack(prob), pain, person)
+
+
+def roc_auc(y, p):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(y, p)
+
+
+SETTINGS = {"n_bootstrap": 1000, "alpha": 0.05, "equivalence_margin": 0.02,
+            "claims": {"paincontrol_vs_real": [1, "all"], "paincontrol_vs_warp": [1]},
+            "allow_failed_fits": False}  # fmt: skip
+
+
+def test_people_auc_is_sklearns_with_people_counted_as_drawn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    person = np.repeat(np.arange(6), 10)
+    pain = rng.random(60) < 0.4
+    prob = np.round(rng.random(60) + 0.3 * pain, 1)  # ties count half
+    counts = np.array([[1, 1, 1, 1, 1, 1], [2, 0, 1, 3, 0, 0], [0, 0, 6, 0, 0, 0]], float)
+    aucs = people_auc(prob, pain, person, counts)
+    for auc, c in zip(aucs[:2], counts[:2], strict=True):
+        assert auc == pytest.approx(roc_auc_score(pain, prob, sample_weight=c[person]))
+    one = pain[person == 2]
+    assert np.isnan(aucs[2]) == (one.all() or not one.any())  # one person: maybe one class
 
 
 def test_claim_recovers_a_planted_effect_and_no_effect():
-    results = _planted(0.15, 0.0)
-    tests = arm_tests(results)
-    assert (tests["p_holm"] >= tests["p"] - 1e-12).all()
-    found = claim(results, "cnn")
-    vs_real, vs_warp = found["paincontrol_vs_real"], found["paincontrol_vs_warp"]
+    results, predictions = _planted(0.8, 0.0)
+    found = inference(results, predictions, "cnn", SETTINGS, seed=0)
+    assert found["failures"] == []
+    vs_real, vs_warp = found["claim"]["paincontrol_vs_real"], found["claim"]["paincontrol_vs_warp"]
     assert set(vs_real) == {"1", "4", "20"}
-    assert vs_real["1"]["estimate"] == pytest.approx(0.15, abs=0.02)
-    assert vs_real["1"]["ci_low"] > 0.1 and vs_real["1"]["p_holm"] < 0.01
-    assert abs(vs_real["20"]["estimate"]) < 0.02 and vs_real["20"]["p_holm"] > 0.05
-    # planted: the warp gains half as much, so PainControl beats it by 0.075 at level 1
-    assert vs_warp["1"]["estimate"] == pytest.approx(0.075, abs=0.02)
-    assert vs_warp["1"]["p_holm"] < 0.05 and vs_warp["1"]["n_seeds"] == 6
-    for levels in (vs_real, vs_warp):
-        assert all(row["p_holm"] >= row["p"] - 1e-12 for row in levels.values())
-    assert "classic_vs_real" not in found  # no classic arm in these results
-    null = claim(_planted(0.0, 0.0, seed=1), "cnn")
-    assert null["paincontrol_vs_real"]["1"]["p_holm"] > 0.05
-    assert (
-        null["paincontrol_vs_real"]["1"]["ci_low"] < 0 < null["paincontrol_vs_real"]["1"]["ci_high"]
+    observed = results.pivot_table(index=["level", "seed"], columns="arm", values="auc")
+    gain = (observed["paincontrol"] - observed["real"]).groupby("level").mean()
+    assert vs_real["1"]["estimate"] == pytest.approx(gain[1], rel=1e-9)  # the paired mean
+    assert vs_real["1"]["ci_low"] > 0 and vs_real["1"]["verdict"] == "gain"
+    assert vs_real["1"]["family"] == vs_real["20"]["family"] == "claims"
+    assert vs_real["4"]["family"] == "exploratory" and vs_warp["1"]["family"] == "claims"
+    assert vs_real["1"]["family_size"] == 2 * 3  # 3 declared claims, difference + TOST each
+    for levels in found["claim"].values():
+        for row in levels.values():
+            assert row["p"] <= row["p_holm"] and row["p_tost"] <= row["p_tost_holm"] <= 1
+            assert row["n_seeds"] == 6 and row["n_test_people"] == 15
+    assert "classic_vs_real" not in found["claim"]  # no classic arm in these results
+    assert found["cells"]["1"]["real"]["auc_ci_low"] < found["cells"]["1"]["real"]["auc"]
+    null = inference(*_planted(0.0, 0.0, seed=1), "cnn", SETTINGS, seed=0)
+    assert null["claim"]["paincontrol_vs_real"]["1"]["p_holm"] > 0.05
+
+
+def test_intervals_resample_test_people_not_only_seeds():
+    """The gain differs by test person and hardly by seed: a t-interval over seeds (the old
+    claim) is far too narrow; the bootstrap over people and seeds is not."""
+    from paincontrol_lib import stats
+
+    results, predictions = _planted(0.3, 0.3, n_seeds=6, person_sd=1.5, seed=2)
+    block = inference(results, predictions, "cnn", SETTINGS, seed=0)
+    test = block["claim"]["paincontrol_vs_real"]["20"]
+    wide = results.pivot_table(index=["level", "seed"], columns="arm", values="auc").loc[20]
+    _, low, high = stats.t_interval(wide["paincontrol"] - wide["real"])
+    assert test["ci_high"] - test["ci_low"] > 1.5 * (high - low)
+
+
+def test_no_gain_is_claimed_only_by_an_equivalence_test():
+    """Verdicts: an equal detector is "equivalent" only when the bootstrap puts the difference
+    inside the margin; a wide, non-significant difference is "inconclusive", never "no gain"."""
+    same, predictions = _planted(0.0, 0.0, n_people=40, per_person=60, seed=3)
+    copy = predictions.prob.copy()
+    real = same.index[same["arm"] == "real"]
+    for arm in ("paincontrol", "warp"):  # each synthetic arm predicts what real-only predicts
+        copy[same.index[same["arm"] == arm]] = copy[real] + 1e-4
+    block = inference(same, Predictions(copy, predictions.pain, predictions.person), "cnn",
+                      SETTINGS, seed=0)  # fmt: skip
+    assert block["equivalence"]["paincontrol_vs_real"]["20"]["verdict"] == "equivalent"
+    assert block["equivalence"]["paincontrol_vs_real"]["20"]["margin"] == 0.02
+    noisy = inference(*_planted(0.0, 0.0, n_seeds=2, n_people=4, seed=4), "cnn", SETTINGS, 0)
+    entry = noisy["equivalence"]["paincontrol_vs_real"]["20"]
+    assert entry["p_tost"] > 0.05 and entry["verdict"] == "inconclusive"
+    assert verdict({"estimate": 0.01, "p_holm": 0.01, "p_tost_holm": 0.01}) == (
+        "gain within the margin"
     )
-    summary = summarise(results)
-    cell = summary[(summary["level"] == 1) & (summary["arm"] == "paincontrol")].iloc[0]
-    assert cell["n_seeds"] == 6 and cell["auc_ci_low"] < cell["auc_mean"] < cell["auc_ci_high"]
-    fit = mixed_model(results, "cnn")
-    assert fit is not None
-    term = "C(arm, Treatment('real'))[T.paincontrol]"
-    assert fit.params[term] == pytest.approx(0.15, abs=0.03)
+    assert verdict({"estimate": -0.1, "p_holm": 0.01, "p_tost_holm": 0.9}) == "loss"
+
+
+def test_untestable_cells_and_failed_fits_are_named():
+    from paincontrol_lib.stages.augment import _check_failures
+    from paincontrol_lib.stats import FitError
+
+    results, predictions = _planted(0.5, 0.0)
+    gone = results[~((results["level"] == 4) & (results["arm"] == "warp"))]
+    block = inference(gone, predictions, "cnn", SETTINGS, seed=0)
+    reason = "an arm has no fits at this level"
+    assert block["failures"] == [{"comparison": c, "level": 4, "reason": reason}
+                                 for c in ("paincontrol_vs_warp", "warp_vs_real")]  # fmt: skip
+    assert "4" not in block["claim"]["warp_vs_real"]
+    with pytest.raises(RuntimeError, match="comparison=paincontrol_vs_warp level=4"):
+        _check_failures(block["failures"], SETTINGS)
+    _check_failures(block["failures"], SETTINGS | {"allow_failed_fits": True})
+    with pytest.raises(ValueError, match="level 8, which the sweep did not run"):
+        inference(results, predictions, "cnn", SETTINGS | {"claims": {"warp_vs_real": [8]}}, 0)
+    with pytest.raises(FitError, match="two seeds"):
+        mixed_model(results[results["seed"] == 0], "cnn")
+    with pytest.raises(FitError, match="did not converge"):  # no seed effect to estimate
+        mixed_model(results, "cnn")
+    shift = np.random.default_rng(5).normal(0, 0.05, 6)  # seeds that differ: it converges
+    fit = mixed_model(results.assign(auc=results["auc"] + shift[results["seed"]]), "cnn")
+    assert fit.params["C(arm, Treatment('real'))[T.paincontrol]"] > 0
 
 
 def test_metrics_follow_the_contract():
-    results = _planted(0.15, 0.0)
-    tests, summary = arm_tests(results), summarise(results)
-    metrics = metrics_json(summary, tests, results, "cnn", {"n_test_people": 3})
+    results, predictions = _planted(0.5, 0.0)
+    blocks = {"cnn": inference(results, predictions, "cnn", SETTINGS, seed=0)}
+    summary = summarise(results, blocks)
+    metrics = metrics_json(summary, blocks, "cnn", SETTINGS, {"n_test_people": 15})
     cell = metrics["levels"]["1"]["paincontrol"]
     assert {"auc_mean", "auc_ci_low", "auc_ci_high", "n_seeds"} <= set(cell)
-    assert set(metrics["claim"]) >= {"paincontrol_vs_real", "paincontrol_vs_warp"}
+    assert cell["auc_ci_low"] == blocks["cnn"]["cells"]["1"]["paincontrol"]["auc_ci_low"]
+    assert set(metrics["claim"]) >= {"paincontrol_vs_real", "paincontrol_vs_warp", "method"}
     for test in metrics["claim"]["paincontrol_vs_warp"].values():
-        assert {"estimate", "ci_low", "ci_high", "p_holm"} <= set(test)
-    assert metrics["n_test_people"] == 3 and "cnn" in metrics["detectors"]
+        assert {"estimate", "ci_low", "ci_high", "p_holm", "family", "verdict"} <= set(test)
+    for levels in metrics["equivalence"].values():
+        for entry in levels.values():
+            assert {"margin", "p_tost", "verdict"} <= set(entry)
+    assert metrics["inference"]["claims_family"] == {"paincontrol_vs_real": ["1", "all"],
+                                                     "paincontrol_vs_warp": ["1"]}  # fmt: skip
+    assert metrics["n_test_people"] == 15 and "cnn" in metrics["detectors"]
 
 
 def test_classic_augmentation_is_seeded_and_changes_the_image():

@@ -58,7 +58,7 @@ def test_similarity_fit_recovers_transform():
 
 
 def test_measures_are_scale_and_rotation_free():
-    from paincontrol_lib.aumesh import default_model
+    from paincontrol_lib.au_to_mesh import default_model
 
     lm = default_model().neutral[:, :2] * [1, -1]
     angle = 0.4

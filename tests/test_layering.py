@@ -33,15 +33,14 @@ LAYERS = [
     (f"{LIBRARY}.parallel", 0),  # spawned worker pools that fail fast
     (f"{LIBRARY}.figures", 0),  # the one figure theme and labelled image grids
     (f"{LIBRARY}.facemesh", 1),
-    (f"{LIBRARY}.aumesh", 2),
-    (f"{LIBRARY}.au_geometry", 2),  # the AU->mesh model in the canonical frame, and its inverse
-    (f"{LIBRARY}.landmarks.align", 2),  # the canonical frame: geometry on aumesh's neutral face
+    (f"{LIBRARY}.au_to_mesh", 2),
+    (f"{LIBRARY}.au_basis", 2),  # the AU->mesh model in the canonical frame, and its inverse
+    (f"{LIBRARY}.landmarks.align", 2),  # the canonical frame: geometry on au_to_mesh's face
     (f"{LIBRARY}.data", 3),
     (f"{LIBRARY}.landmarks", 3),
     (f"{LIBRARY}.identity", 4),
     (f"{LIBRARY}.warp", 4),
-    (f"{LIBRARY}.au", 4),
-    (f"{LIBRARY}.au_model", 4),
+    (f"{LIBRARY}.au_reading", 4),  # the AU readers: mesh, learned ridge, pixel CNN, py-feat
     (f"{LIBRARY}.realism", 4),  # realism metrics and the feature network they use
     (f"{LIBRARY}.model", 5),
     (f"{LIBRARY}.retarget", 6),

@@ -164,10 +164,13 @@ def test_evaluate_stage(tiny_repo):
         for key in ("identity_similarity", "source_leakage", "nme", "pspi_mae", "ssim_to_exact"):
             assert key in method and f"{key}_ci_low" in method and f"{key}_ci_high" in method
         assert set(method["au_mae"]) == {"AU04", "AU06", "AU07", "AU09", "AU10", "AU43"}
+    # tiny: one source person, so no declared comparison can be tested; each is named
+    failed = m["fits_failed"]
+    assert m["tests"] == {} and failed["count"] == len(failed["failures"]) > 0
+    named = {(f["comparison"], f["endpoint"]) for f in failed["failures"]}
     for metric in ("pspi_mae", "identity_similarity", "nme", "ssim_to_exact"):
-        assert set(m["tests"][metric]) == {f"{x}_vs_warp" for x in METHODS - {"warp"}}
-        for test in m["tests"][metric].values():
-            assert {"estimate", "ci_low", "ci_high", "p_holm"} <= set(test)
+        assert {(f"{x}_vs_warp", metric) for x in METHODS - {"warp"}} <= named
+        assert ("no_text_vs_paincontrol", metric) in named
     assert set(m["realism"]) == METHODS | {"features", "reference", "exact_answer"}
     for method in METHODS:
         assert {"c2st_auc_face_features", "c2st_auc_au_estimator"} <= set(m["realism"][method])

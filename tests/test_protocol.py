@@ -59,7 +59,7 @@ def test_a_copy_of_the_identity_photo_is_scored_against_an_unseen_frame_not_the_
     """Stage 02's identity top-1: output = the identity photo (the copy stage 02 scores as the
     ceiling) is perfect against the photo it copies, but is scored against a frame no sampler
     saw, where it gets only what the photo itself gets."""
-    from paincontrol_lib.model.heldout import identity_photo_images, score_images
+    from paincontrol_lib.model.heldout import IdentityScorer, identity_photo_images, score_images
 
     red, green, blue = (1.0, -1.0, -1.0), (-1.0, 1.0, -1.0), (-1.0, -1.0, 1.0)
     colours = [red, red, green, green, blue, blue]  # each person's identity photo, then a frame
@@ -80,7 +80,8 @@ def test_a_copy_of_the_identity_photo_is_scored_against_an_unseen_frame_not_the_
     np.testing.assert_array_equal(copies[2], np.full((8, 8, 3), (0, 0, 255), np.uint8))
     found = iter(meshes[rows] * 16)  # the mesher finds each row's control mesh
     mesher = lambda image: SimpleNamespace(detected=True, landmarks=next(found))  # noqa: E731
-    scores = score_images(copies, examples, rows, 16, mesher, _MeanColour())
+    scorer = IdentityScorer(_MeanColour(), references, "mean colour")
+    scores = score_images(copies, examples, rows, 16, mesher, scorer)
     assert scores["identity_top1_identity_photo"] == 1.0  # scoring the photo rewards copying
     assert scores["identity_top1"] == pytest.approx(2 / 3)  # C's copy is nearest B's frame
 

@@ -538,22 +538,94 @@ SIMULATOR = {"thresholds": [-3.0, -1.8, -0.6, 0.8], "rater_sd": 0.7, "item_sd": 
 
 
 def test_instrument_validation_null_panels_and_power():
-    """Null panels: few false positives, CIs cover 0. Panels with the effects: power is high and
-    the CIs still cover the truth. Panels are independent (each its own stream)."""
+    """Null panels: few false positives. Panels with the effects: power is high and the CIs
+    cover the truth. Panels are independent (each its own stream), numbered from ``first``."""
     from paincontrol_lib.study.validation import replicate, summarise
 
     trials, key = _synthetic_design()
-    null = replicate(trials, key, SIMULATOR, dict.fromkeys(EFFECTS, 0.0), 6, seed=0,
-                     max_attention_failures=0)  # fmt: skip
-    assert len(null) == 6 * 3 and null["replication"].nunique() == 6
+    null, failures = replicate(trials, key, SIMULATOR, dict.fromkeys(EFFECTS, 0.0), 6, seed=0,
+                               max_attention_failures=0)  # fmt: skip
+    assert failures == [] and len(null) == 6 * 3 and null["replication"].nunique() == 6
     assert null.groupby("replication")["estimate"].first().nunique() == 6  # not one panel 6x
     report = summarise(null)
-    assert report["false_positive_rate"] <= 0.2 and report["ci_coverage"] >= 0.8
-    assert report["power"] is None
-    effect = replicate(trials, key, SIMULATOR, EFFECTS, 4, seed=0, max_attention_failures=0)
+    assert report["false_positive_rate"] <= 0.2 and report["power"] is None
+    fpr = report["false_positive_rate_mc"]
+    assert fpr["mc_ci_low"] <= fpr["rate"] <= fpr["mc_ci_high"] and fpr["n_panels"] == 6
+    effect, _ = replicate(trials, key, SIMULATOR, EFFECTS, 4, seed=0, max_attention_failures=0,
+                          first=6)  # fmt: skip
+    assert set(effect["replication"]) == {6, 7, 8, 9}
     report = summarise(effect)
     assert report["false_positive_rate"] is None and report["power"] >= 0.9
-    assert report["ci_coverage"] >= 0.75
+    assert report["ci_coverage"] >= 0.75 and report["ci_coverage_mc"]["n"] == 4 * 3
+
+
+def test_monte_carlo_interval_counts_panels_not_comparisons():
+    """Comparisons of one panel share its raters: when they reject together the interval must
+    be as wide as the panels' count allows, not the comparisons'."""
+    from paincontrol_lib.study.validation import panel_rate
+
+    panels = np.repeat(np.arange(40), 6)
+    together = np.repeat(np.arange(40) < 2, 6)  # 2 of 40 panels reject all 6 comparisons
+    apart = np.zeros(240, bool)
+    apart[[0, 7, 14, 21, 28, 35, 42, 49, 56, 63, 70, 77]] = True  # 12 of 240, spread out
+    joint, spread = panel_rate(together, panels), panel_rate(apart, panels)
+    assert joint["rate"] == spread["rate"] == 0.05
+    assert joint["design_effect"] > 4 and spread["design_effect"] == 1.0
+    assert joint["mc_half_width"] > 1.8 * spread["mc_half_width"]
+    from paincontrol_lib.stats import wilson_interval
+
+    assert (spread["mc_ci_low"], spread["mc_ci_high"]) == pytest.approx(
+        wilson_interval(12, 240)[1:]
+    )
+
+
+def test_unconverged_ordinal_fits_are_refused_and_failed_panels_named(monkeypatch):
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    from paincontrol_lib.stats import FitError
+    from paincontrol_lib.study import validation
+    from paincontrol_lib.study.analysis import ordinal_model
+
+    ratings = _simulated(EFFECTS, seed=2)
+    items = ratings[(ratings["kind"] == "item") & (ratings["showing"] == 1)]
+    fit = OrderedModel.fit
+
+    def one_step(self, *args, **kwargs):
+        return fit(self, *args, **(kwargs | {"maxiter": 1}))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(OrderedModel, "fit", one_step)
+        with pytest.raises(FitError, match="BFGS did not converge"):
+            ordinal_model(items)
+    real_model, calls = validation.ordinal_model, []
+
+    def fails_on_panel_1(first, reference):  # the second panel's fit does not converge
+        calls.append(1)
+        if len(calls) == 2:
+            raise FitError("ordinal model: BFGS did not converge (test)")
+        return real_model(first, reference)
+
+    monkeypatch.setattr(validation, "ordinal_model", fails_on_panel_1)
+    trials, key = _synthetic_design()
+    rows, failures = validation.replicate(trials, key, SIMULATOR, EFFECTS, 3, seed=0,
+                                          max_attention_failures=0)  # fmt: skip
+    assert failures == [{"replication": 1, "reason": "ordinal model: BFGS did not converge "
+                         "(test)"}] and set(rows["replication"]) == {0, 2}  # fmt: skip
+
+
+def test_power_table_runs_larger_panels_from_the_same_trials():
+    from paincontrol_lib.study.validation import larger_panel, power_table
+
+    trials, key = _synthetic_design(n_raters=4)
+    bigger = larger_panel(trials, 8)
+    assert bigger["slot"].nunique() == 8 and len(bigger) == 2 * len(trials)
+    with pytest.raises(ValueError, match="not a multiple"):
+        larger_panel(trials, 6)
+    rows, failures = power_table(trials, key, SIMULATOR, list(EFFECTS),
+                                 {"n_panels": 2, "effect_sizes": [-2.0], "panel_sizes": [4, 8]},
+                                 seed=0, max_attention_failures=0)  # fmt: skip
+    assert failures == [] and [r["panel_size"] for r in rows] == [4, 8]
+    assert all(r["power"]["n"] == 2 * 3 and r["n_panels"] == 2 for r in rows)
 
 
 def test_bad_ratings_files_are_clear_errors(tmp_path):

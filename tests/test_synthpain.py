@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from paincontrol_lib import facemesh
-from paincontrol_lib.aumesh import default_model
+from paincontrol_lib.au_to_mesh import default_model
 from paincontrol_lib.data.synthpain import generate as sp
 from paincontrol_lib.data.synthpain.expressions import SYNTHPAIN_AUS, sample_apex, sequence_frames
 from paincontrol_lib.data.synthpain.identity import sample_identity

@@ -9,7 +9,7 @@ from PIL import Image
 
 from paincontrol_lib import facemesh
 from paincontrol_lib import retarget as rt
-from paincontrol_lib.au_geometry import estimate_aus
+from paincontrol_lib.au_basis import estimate_aus
 from paincontrol_lib.cli import main as cli
 from paincontrol_lib.landmarks.align import align, canonical_landmarks
 from paincontrol_lib.landmarks.face import Face

@@ -4,6 +4,7 @@ live at module level so they pickle by name)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from paincontrol_lib.augment.bank import Images, synthetic_images
@@ -34,13 +35,14 @@ def _fit_cell(cell: Cell) -> list[dict]:
         for name in job["detectors"]:
             fit_seed = int(stream("detector_fit", cell.seed, cell.level).integers(2**31))
             detector = make_detector(name, job["params"]).fit(data, fit_seed, val=job["val"])
-            scores = detection_scores(job["test"].pspi, *detector.predict(job["test"]),
-                                      threshold=detector.threshold)  # fmt: skip
+            prob, pspi = detector.predict(job["test"])
+            scores = detection_scores(job["test"].pspi, prob, pspi, threshold=detector.threshold)
             rows.append({
                 "detector": name, "level": cell.level, "arm": arm, "seed": cell.seed,
                 **scores, "n_real": len(real), "n_real_pain": int((real.pspi > 0).sum()),
                 "n_synthetic": len(extra), "n_synthetic_pain": int((extra.pspi > 0).sum()),
                 "threshold": detector.threshold, **detector.chosen,
+                "test_prob": np.nan_to_num(np.asarray(prob, float), nan=0.0),  # a miss scores 0
             })  # fmt: skip
     return rows
 
@@ -49,7 +51,9 @@ def run_sweep(real_train: Images, table_train: pd.DataFrame, val: Images, test: 
               synthetic: dict, cells, train_people, val_people, test_people, arms, detectors,
               params, workers: int = 1) -> pd.DataFrame:  # fmt: skip
     """Fit every (detector, cell, arm), choose its settings on the validation people (``val``)
-    and score it on the test people: one row per fit, with the settings chosen.
+    and score it on the test people: one row per fit, with the settings chosen and
+    ``test_prob``, its pain probability for every test image (in ``test``'s order), from which
+    the statistics resample test people.
 
     ``synthetic`` maps (method, pair) to :class:`Images` (a bank's ``images``). Cells run in
     ``workers`` spawned processes (MediaPipe-safe); every fit is seeded and single-threaded,

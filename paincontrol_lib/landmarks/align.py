@@ -51,7 +51,7 @@ def canonical_landmarks() -> np.ndarray:
     Framed like SynthPain (forehead-to-chin spans 0.6 of the height, face centred), so aligned
     landmarks times an image size are control-image coordinates.
     """
-    from paincontrol_lib.aumesh import default_model
+    from paincontrol_lib.au_to_mesh import default_model
 
     neutral = default_model().neutral * np.array([1.0, -1.0, 1.0])  # y down
     top, chin = neutral[facemesh.FOREHEAD_TOP], neutral[facemesh.CHIN]

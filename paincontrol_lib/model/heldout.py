@@ -9,28 +9,58 @@ sample is upscaled and meshed by MediaPipe, then scored:
   NME whatever its expression;
 - tracking: correlation of eye opening, mouth opening and inner-brow height between the control
   and the detected mesh, and the slope of detected on requested (the amplitude);
-- identity top-1: the sample's dlib embedding is nearest to its own person's *unseen frame*
-  (``references[s][1]``, a frame no sampler receives) among all held-out people. The sampler
-  is given the person's identity photo (``references[s][0]``: its embedding, and by default
-  the start image), so scoring against that photo would reward copying it; that score is
-  reported beside, as ``identity_top1_identity_photo``. The ceiling is the identity photo itself
-  scored the same way (:func:`identity_photo_images`): what a perfect copy gets.
+- identity top-1: the sample's embedding by the identity *instrument* (:class:`IdentityScorer`,
+  SynthPain's in-domain encoder by default, not the dlib embedding the model is conditioned on:
+  the instrument that guides a method never scores it) is nearest to its own person's *unseen
+  frame* (the second reference frame, one no sampler receives) among all held-out people. The
+  sampler is given the person's identity photo (the first reference frame: its dlib embedding,
+  and by default the start image), so scoring against that photo would reward copying it; that
+  score is reported beside, as ``identity_top1_identity_photo``. The ceiling is the identity
+  photo itself scored the same way (:func:`identity_photo_images`): what a perfect copy gets.
+  A second judge (``judge``: dlib) may score the same samples beside (``identity_top1_dlib``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from paincontrol_lib import facemesh
 from paincontrol_lib.identity import make_identity, top1_accuracy
-from paincontrol_lib.landmarks.image import UPSCALE, upscale
+from paincontrol_lib.landmarks.image import UPSCALE, load_image, upscale
 from paincontrol_lib.landmarks.mesher import FaceMesher
 from paincontrol_lib.seeds import stream
 
 if TYPE_CHECKING:
     import torch
+
+
+@dataclass(frozen=True)
+class IdentityScorer:
+    """An identity backend and the reference embeddings *it* made, so a sample and the frames it
+    is compared with are always read by one instrument: ``gallery[s]`` is (2, d), person ``s``'s
+    identity photo and unseen frame (their first two reference frames)."""
+
+    backend: object
+    gallery: dict
+    label: str
+
+    @classmethod
+    def of(cls, examples, backend: str = "synthface", **options) -> IdentityScorer:
+        """Embed each person's identity photo and unseen frame from their image files and
+        MediaPipe meshes (the rows of ``examples.table`` named by ``reference_keys``);
+        ``options`` go to the backend (``model_dir`` of the encoder)."""
+        model = make_identity(backend, **options)
+        rows = examples.table.set_index("key")
+        gallery = {}
+        for subject, keys in examples.reference_keys.items():
+            refs = rows.loc[list(keys[:2])]
+            images = [load_image(path) for path in refs["image"]]
+            meshes = [np.asarray(m, dtype=np.float64).reshape(-1, 3) for m in refs["landmarks"]]
+            gallery[subject] = model.embed_many(images, meshes)
+        return cls(model, gallery, backend)
 
 
 def pick_rows(examples, n: int, seed: int) -> np.ndarray:
@@ -47,12 +77,14 @@ def score_images(
     rows: np.ndarray,
     upscale_to: int = UPSCALE,
     mesher: FaceMesher | None = None,
-    identity=None,
+    identity: IdentityScorer | None = None,
+    judge: IdentityScorer | None = None,
 ) -> dict:
-    """Landmark-following and identity scores of ``images`` generated for ``examples[rows]``."""
+    """Landmark-following and identity scores of ``images`` generated for ``examples[rows]``;
+    identity by ``identity`` (default: the in-domain encoder), and by ``judge`` beside."""
     own_mesher = mesher is None
     mesher = mesher or FaceMesher()
-    identity = identity or make_identity("dlib")
+    identity = identity or IdentityScorer.of(examples)
     big = [upscale(im, upscale_to) for im in images]
     found = [mesher(im) for im in big]
     if own_mesher:
@@ -73,19 +105,28 @@ def score_images(
     out["tracking_corr"] = {k: _corr(fp[k], fc[k]) for k in fc}
     out["tracking_slope"] = {k: _slope(fc[k], fp[k]) for k in fc}
     subjects = np.array(table["subject"])[detected]
-    queries = np.stack(
-        [identity.embed(im, f.landmarks) for im, f in zip(big, found, strict=True) if f.detected]
-    )
-    labels = sorted(examples.references)
-    photos = np.stack([examples.references[s][0] for s in labels])
-    out["identity_top1_identity_photo"] = top1_accuracy(queries, photos, labels, subjects)
-    out["identity_top1"] = None  # against a frame no method saw: needs a second frame per person
-    if all(len(examples.references[s]) > 1 for s in labels):
-        unseen = np.stack([examples.references[s][1] for s in labels])
-        out["identity_top1"] = top1_accuracy(queries, unseen, labels, subjects)
+    faces = [(im, f.landmarks) for im, f in zip(big, found, strict=True) if f.detected]
+    out |= _identity_top1(identity, faces, subjects)
     out["identity_top1_other_reference"] = out["identity_top1"]  # the historical key
-    out["n_identities"] = len(labels)
+    out["identity_scorer"] = identity.label
+    if judge is not None:
+        out[f"identity_top1_{judge.label}"] = _identity_top1(judge, faces, subjects)[
+            "identity_top1"
+        ]
     return out
+
+
+def _identity_top1(scorer: IdentityScorer, faces, subjects) -> dict:
+    """Top-1 of each face among all held-out people's unseen frames (and identity photos)."""
+    queries = np.stack([scorer.backend.embed(image, mesh) for image, mesh in faces])
+    labels = sorted(scorer.gallery)
+    photos = np.stack([scorer.gallery[s][0] for s in labels])
+    out = {"identity_top1_identity_photo": top1_accuracy(queries, photos, labels, subjects)}
+    out["identity_top1"] = None  # against a frame no method saw: needs a second frame per person
+    if all(len(scorer.gallery[s]) > 1 for s in labels):
+        unseen = np.stack([scorer.gallery[s][1] for s in labels])
+        out["identity_top1"] = top1_accuracy(queries, unseen, labels, subjects)
+    return out | {"n_identities": len(labels)}
 
 
 def identity_photo_images(examples, rows: np.ndarray) -> np.ndarray:

@@ -2,10 +2,11 @@
 
 Every sampler setting that is tried (``params.yaml: tune.grid`` over the ``sampler`` section) is
 scored on the same seeded rows of the *validation* people, with stage 02's held-out scorer. The
-rule: the highest identity top-1 against an unseen frame among the settings whose expression
-amplitude keeps at least ``min_amplitude_ratio`` of the ground truth's (the mean over eye
-opening, mouth opening and brow height of the slope of detected on requested, each divided by the
-same slope measured on the ground-truth frames); ties go to the lower NME. Amplitude is in the
+rule: the highest identity top-1 (read by the in-domain identity encoder) against an unseen
+frame among the settings whose expression amplitude keeps at least ``min_amplitude_ratio`` of the
+ground truth's (the mean over eye opening, mouth opening and brow height of the slope of detected
+on requested, each divided by the same slope measured on the ground-truth frames); ties go to the
+lower NME. Amplitude is in the
 rule because a sampler that copies the start photo keeps identity perfectly and moves nothing.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from paincontrol_lib.model.heldout import (
+    IdentityScorer,
     evaluate_model,
     ground_truth_images,
     pick_rows,
@@ -75,9 +77,12 @@ def select(grid_rows: list[dict], min_ratio: float) -> tuple[dict, bool]:
 def tune_sampler(
     model, examples, base: SamplerConfig, tune: dict, seed: int, mesher=None, identity=None
 ) -> dict:
-    """Score every grid setting on validation ``examples``; returns ``tuning.json``."""
+    """Score every grid setting on validation ``examples``; returns ``tuning.json``. Identity is
+    read by ``identity`` (default: the in-domain encoder, never the dlib embedding the model is
+    conditioned on)."""
     require_split(examples, "val")
     rows = pick_rows(examples, tune["n_samples"], seed)
+    identity = identity or IdentityScorer.of(examples)
     scorer = {"mesher": mesher, "identity": identity}
     ceiling = score_images(ground_truth_images(examples, rows), examples, rows, **scorer)
     grid_rows = []
@@ -104,6 +109,7 @@ def tune_sampler(
         "n_samples": int(len(rows)),
         "rule": RULE.format(min=tune["min_amplitude_ratio"]),
         "rule_met": met,
+        "identity_scorer": identity.label,
         "ground_truth_slopes": ceiling.get("tracking_slope"),
         "grid": grid_rows,
         "selected": replace(base, **best["settings"]).as_dict(),

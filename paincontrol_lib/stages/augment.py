@@ -1,7 +1,9 @@
 """Stage 05 (notebook ``05_augmentation``): pain detectors trained on real data only vs real +
-synthetic across a sweep of how many training people keep their real pain frames; paired tests
-per level, a mixed model, and the claim block: PainControl against real-only *and* against the
-warp, classic augmentation as a control.
+synthetic across a sweep of how many training people keep their real pain frames; a bootstrap
+over test people and seeds together (paired by both), the declared claims (Holm over them) with an
+equivalence test wherever a verdict could say "no gain", a mixed model as a description, and
+the claim block: PainControl against real-only *and* against the warp, classic augmentation as
+a control.
 
 Leak-free by construction: the generator (``augment.generator``) must be shown, from its own
 training records, never to have seen a pain frame any cell withholds
@@ -35,13 +37,21 @@ from paincontrol_lib.augment.cells import (
 )
 from paincontrol_lib.augment.detectors import DETECTORS
 from paincontrol_lib.augment.generator import check_cells, dataset_id, generator_training_data
-from paincontrol_lib.augment.statistics import arm_tests, metrics_json, mixed_model, summarise
+from paincontrol_lib.augment.statistics import (
+    Predictions,
+    inference,
+    metrics_json,
+    mixed_model,
+    summarise,
+    tests_table,
+)
 from paincontrol_lib.augment.sweep import run_sweep
 from paincontrol_lib.io import atomic_write_bytes, save_figure, write_json
 from paincontrol_lib.landmarks.mesher import FaceMesher
 from paincontrol_lib.landmarks.table import load_landmark_table
 from paincontrol_lib.model.presets import PainControlModel
 from paincontrol_lib.model.sampler import tuned_sampler
+from paincontrol_lib.stats import FitError
 from paincontrol_lib.transfer import Transfer
 
 METRICS = "augment.json"
@@ -52,9 +62,9 @@ RESULTS_PLOT = "augment_results.csv"
 class AugmentResult:
     table: pd.DataFrame  # the landmark table
     results: pd.DataFrame  # one row per fit (detector, level, arm, seed)
-    summary: pd.DataFrame  # mean and CI over seeds per (detector, level, arm)
-    tests: pd.DataFrame  # paired gains over real-only
-    mixed: dict  # detector -> fitted mixed model (or None)
+    summary: pd.DataFrame  # mean and CI per (detector, level, arm); AUC: people and seeds
+    tests: pd.DataFrame  # every comparison x level: estimate [CI], p, Holm family, TOST, verdict
+    mixed: dict  # detector -> fitted mixed model, or why it failed (str)
     cells: list  # the planned cells
     bank: SyntheticBank  # the synthetic images
     metrics: dict  # reports/metrics/augment.json
@@ -173,8 +183,23 @@ def run(
         workers,
     )
     timing["fit_seconds"] = time.perf_counter() - fit_start
+    predictions = Predictions(np.stack(results.pop("test_prob").to_numpy()), test.pspi > 0,
+                                  np.asarray(test.identity))  # fmt: skip
+    statistics_start = time.perf_counter()
+    settings = augment["inference"]
+    blocks = {d: inference(results, predictions, d, settings, seed) for d in detectors}
+    summary = summarise(results, blocks)
+    mixed, failures = {}, []
+    for d in detectors:
+        failures += [{"detector": d, **f} for f in blocks[d].pop("failures")]
+        try:
+            mixed[d] = mixed_model(results, d)
+        except FitError as error:
+            mixed[d] = str(error)
+            failures.append({"detector": d, "fit": "mixed model", "reason": str(error)})
+    _check_failures(failures, settings)
+    timing["statistics_seconds"] = time.perf_counter() - statistics_start
     timing["seconds"] = time.perf_counter() - start
-    summary, tests = summarise(results), arm_tests(results)
     config = {
         "generator": generator_block(generator, training, seen),
         "design": {
@@ -199,13 +224,25 @@ def run(
         "synthetic_mesh_detection_rate": _synthetic_detection(bank, arms, detectors),
         **timing,
     }
-    metrics = metrics_json(summary, tests, results, augment["primary_detector"], config)
+    metrics = metrics_json(summary, blocks, augment["primary_detector"], settings, config)
+    metrics["fits_failed"] = {"count": len(failures), "failures": failures}
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     atomic_write_bytes(
         Path(reports_dir) / "plots" / RESULTS_PLOT, results.to_csv(index=False).encode()
     )
-    mixed = {d: mixed_model(results, d) for d in detectors}
+    tests = tests_table(blocks)
     return AugmentResult(table, results, summary, tests, mixed, cells, bank, metrics)
+
+
+def _check_failures(failures: list, settings: dict) -> None:
+    """A comparison that could not be tested or a model that did not fit stops the stage,
+    unless ``augment.inference.allow_failed_fits`` lets ``augment.json: fits_failed`` name it."""
+    if failures and not settings["allow_failed_fits"]:
+        named = "; ".join(" ".join(f"{k}={v}" for k, v in f.items()) for f in failures)
+        raise RuntimeError(
+            f"stage 05: {len(failures)} fit(s) or comparison(s) failed: {named} "
+            "(augment.inference.allow_failed_fits: true reports them in augment.json instead)"
+        )
 
 
 def _synthetic_detection(bank, arms, detectors) -> dict:
@@ -225,7 +262,8 @@ def _synthetic_detection(bank, arms, detectors) -> dict:
 
 def claim_table(result: AugmentResult) -> pd.DataFrame:
     """The claim block (primary detector): each comparison at each level, AUC difference
-    [95 % CI], Holm-corrected p."""
+    [95 % CI], its Holm family and Holm-adjusted p, the equivalence test's Holm-adjusted p and
+    the verdict."""
     rows = []
     for name, levels in result.metrics["claim"].items():
         if not isinstance(levels, dict):
@@ -233,9 +271,11 @@ def claim_table(result: AugmentResult) -> pd.DataFrame:
         for level, test in levels.items():
             rows.append({"comparison": name, "people with real pain": int(level),
                          "AUC difference": test["estimate"], "ci_low": test["ci_low"],
-                         "ci_high": test["ci_high"], "p_holm": test["p_holm"],
-                         "n_seeds": test["n_seeds"]})  # fmt: skip
-    return pd.DataFrame(rows).set_index(["comparison", "people with real pain"])
+                         "ci_high": test["ci_high"], "family": test["family"],
+                         "p_holm": test["p_holm"], "p_tost_holm": test["p_tost_holm"],
+                         "verdict": test["verdict"], "n_seeds": test["n_seeds"]})  # fmt: skip
+    index = ["comparison", "people with real pain"]
+    return pd.DataFrame(rows, columns=None if rows else index).set_index(index)
 
 
 def overview(result: AugmentResult) -> dict:
@@ -305,7 +345,8 @@ def samples_figure(result: AugmentResult, augment: dict, figures_dir, n_pairs: i
 
 def scarcity_figure(result: AugmentResult, figures_dir):
     """AUC and PSPI correlation against the number of people with real pain frames, per arm
-    (mean over seeds, band = 95 % t-interval), one column per detector."""
+    (mean over seeds; bars: AUC's 95 % bootstrap over test people and seeds, PSPI correlation's
+    t-interval over seeds), one column per detector."""
     import matplotlib.pyplot as plt
 
     from paincontrol_lib.figures import colour
@@ -357,8 +398,8 @@ def scarcity_figure(result: AugmentResult, figures_dir):
     fig.legend([handles[k] for k in order], [names[k] for k in order], loc="upper center",
                ncols=len(names), frameon=False, bbox_to_anchor=(0.5, 0.975))  # fmt: skip
     fig.suptitle(
-        f"Pain detection as real pain frames get scarce (mean over {n_seeds} seeds, "
-        "bars: 95 % t-interval)",
+        f"Pain detection as real pain frames get scarce (mean over {n_seeds} seeds; bars: AUC "
+        "95 % bootstrap over test people and seeds, r 95 % t-interval over seeds)",
         y=0.995,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.96))
@@ -367,5 +408,6 @@ def scarcity_figure(result: AugmentResult, figures_dir):
 
 
 def mixed_summary(result: AugmentResult, augment: dict):
+    """The primary detector's mixed model (a description), or why it could not be fitted."""
     fit = result.mixed[augment["primary_detector"]]
-    return fit.summary() if fit is not None else "not estimable (fewer than two seeds or arms)"
+    return f"not fitted: {fit}" if isinstance(fit, str) else fit.summary()

@@ -1,12 +1,16 @@
 """Stage 04 (notebook ``04_au_identity``): score every transfer output — AU transfer (AU4 and
 AU43 called out), landmark following, identity, source leakage, realism and, on SynthPain, the
-distance to the exact answer — summarise with CIs, compare with the warp baseline, and validate
-the AU estimator.
+distance to the exact answer — summarise with CIs, run the comparisons declared in
+``params.yaml: evaluate.inference`` (every method against the warp, every ablation against the
+full method), and validate the AU estimator.
 
-The AU estimator (``paincontrol_lib/au_model.py``, backend ``learned``) is trained here on the
-training people, chosen on validation people and reported on test people, clean and degraded,
-beside the ``mesh`` backend (``reports/metrics/au_estimator.json``); outputs are then read with
-the better backend per AU (chosen on validation)."""
+The AU readers are validated here (``reports/metrics/au_estimator.json``): the ``pixels`` CNN
+(``paincontrol_lib/au_reading/pixels.py``; shipped weights from fresh identities, fine-tuned on the
+training people), the ``learned`` mesh ridge (``au_model.py``, trained here) and the ``mesh``
+backend, each chosen on validation people (tables plus the exact answers of strong requests) and
+reported on test people, clean and degraded, with intervals over people, and on the exact
+answers of the evaluation's requests; outputs are read with the best reader per AU. The
+``guide`` pixel reader is reported beside and never scores."""
 
 from __future__ import annotations
 
@@ -18,17 +22,23 @@ import numpy as np
 import pandas as pd
 
 from paincontrol_lib.evaluate import (
-    PRIMARY_METRICS,
+    IDENTITY_JUDGES,
+    INFERENCE,
     ExactAnswers,
-    OutputAUs,
+    compare_methods,
     estimator_floor,
     hard_au_claim,
+    identity_bounds,
     identity_ceiling,
+    identity_instrument,
+    identity_known_answers,
+    normalise_identity,
     realism_by_method,
     requested_aus,
     score_outputs,
     summarise,
-    versus_warp,
+    transfer_slopes,
+    val_answers,
 )
 from paincontrol_lib.facs import AU_DESCRIPTIONS, PAIN_AUS
 from paincontrol_lib.io import PhaseClock, atomic_write_bytes, save_figure, write_json
@@ -38,6 +48,7 @@ from paincontrol_lib.stats import cluster_bootstrap_ci
 from paincontrol_lib.transfer import METHOD_LABELS, METHODS, load_manifest
 
 METRICS = "eval.json"
+IDENTITY_METRICS = "identity_encoder.json"
 ESTIMATOR_METRICS = "au_estimator.json"
 AU_ERROR_PLOT = "eval_au_error.csv"
 
@@ -53,47 +64,57 @@ class EvaluateResult:
     exact: ExactAnswers | None  # SynthPain's exact answers (None on real data)
 
 
-def train_au_estimator(table: pd.DataFrame, settings: dict, seed: int, reports_dir,
-                       workers: int = 1):  # fmt: skip
-    """Train, choose and validate the learned AU estimator; save it and ``au_estimator.json``.
-    ``(estimator or None, report)``: None, and the ``mesh`` backend for every AU, where the data
-    have no AU ground truth to learn from (``report["reason"]`` says so)."""
-    from paincontrol_lib.au import validate_backends
-    from paincontrol_lib.au_model import read_table
+def train_au_estimator(table: pd.DataFrame, settings: dict, seed: int, workers: int = 1,
+                       exact=None, n_boot: int = 1000):  # fmt: skip
+    """Train, choose and validate the AU readers (``au.validate_backends``) on the landmark
+    table's people and, with exact answers, the exact answers of strong requests on validation
+    people (the learned estimator is saved to ``settings["path"]``). ``(readers, report)``:
+    the ``mesh`` backend for every AU, and the reason, where the data have no AU ground truth
+    to learn or validate on."""
+    from paincontrol_lib.au_reading.backends import AUReaders, validate_backends
+    from paincontrol_lib.au_reading.learned import read_table
 
     coded = [au for au in PAIN_AUS if au in table and table[au].notna().any()]
     if len(coded) < len(PAIN_AUS):
-        report = {"backend": "mesh", "backend_per_au": dict.fromkeys(PAIN_AUS, "mesh"),
+        report = {"backend_per_au": dict.fromkeys(PAIN_AUS, "mesh"),
                   "reason": f"no ground truth for {sorted(set(PAIN_AUS) - set(coded))}: "
-                  "the learned estimator cannot be trained or validated on these data"}  # fmt: skip
-        write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
-        return None, report
+                  "no AU reader can be trained or validated on these data"}  # fmt: skip
+        return AUReaders(), report
     copies = [int(c) for c in settings["degraded_copies"]]
     reads = read_table(table, seed, max(copies) + 1, workers)
-    estimator, report = validate_backends(reads, settings["alphas"], copies)
+    answers = settings["val_answers"]
+    strong = val_answers(table, exact, int(answers["per_person"]), answers["explicit_pspi"], seed,
+                         workers)  # fmt: skip
+    readers, report = validate_backends(reads, settings, seed, n_boot, strong)
+    if strong is not None:
+        report["val_answers"] = {
+            "what": "exact answers of strong requests on val people: the strongest distinct "
+            "expressions of another val person and PSPI levels asked directly",
+            "n_answers": int(len(strong.rows)),
+            "explicit_pspi": list(answers["explicit_pspi"]),
+        }
     if settings.get("compare_pyfeat"):
-        report["pyfeat"] = pyfeat_comparison(reads, estimator)
-    estimator.save(settings["path"])
+        report["pyfeat"] = pyfeat_comparison(reads, readers.readers["learned"], n_boot, seed)
     report["path"] = str(settings["path"])
-    write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
-    return estimator, report
+    return readers, report
 
 
-def pyfeat_comparison(reads, estimator) -> dict:
+def pyfeat_comparison(reads, learned, n_boot: int, seed: int) -> dict:
     """Opt-in (``evaluate.au_estimator.compare_pyfeat``; needs py-feat's weights): py-feat on the
     test people's images against the ground truth, and against the learned estimator on the
     same images."""
-    from paincontrol_lib.au import PyFeatAU, backend_agreement
-    from paincontrol_lib.au_model import agreement
+    from paincontrol_lib.au_reading.backends import PyFeatAU, backend_agreement
+    from paincontrol_lib.au_reading.learned import agreement
 
     test = (reads.rows["split"] == "test").to_numpy()
     rows = reads.rows[test].reset_index(drop=True)
+    people = rows["subject"].to_numpy()
     pyfeat = PyFeatAU()(rows["image"]).reset_index(drop=True)
-    learned = estimator.read(reads.clean[test], reads.clean_neutral[test])
+    mine = learned(reads.faces().subset(test))
     aus = [au for au in (*PAIN_AUS, "PSPI") if au in pyfeat and pyfeat[au].notna().any()]
     return {
-        "vs_ground_truth": agreement(rows, pyfeat, aus),
-        "vs_learned": backend_agreement(pyfeat, learned, aus),
+        "vs_ground_truth": agreement(rows, pyfeat, aus, people, n_boot, seed),
+        "vs_learned": backend_agreement(pyfeat, mine, aus, people),
         "n_images": int(len(rows)),
     }
 
@@ -111,33 +132,24 @@ def run(
     if synthpain_dir is not None and (synthpain_dir / "config.json").is_file():
         exact = ExactAnswers(synthpain_dir, table)
     with clock("au_estimator"):
-        estimator, report = train_au_estimator(
-            table, evaluate["au_estimator"], seed, reports_dir, base["workers"]
+        reader, report = train_au_estimator(
+            table, evaluate["au_estimator"], seed, base["workers"], exact, evaluate["n_bootstrap"]
         )
-    reader = OutputAUs(estimator, report["backend_per_au"])
     with clock("score_outputs"):
         scores = score_outputs(manifest, transfer_dir, table, exact=exact, seed=seed, aus=reader,
-                               workers=base["workers"])  # fmt: skip
-    with clock("statistics"):
-        summary = summarise(scores, evaluate["n_bootstrap"], seed)
-        metrics = _metrics(scores, summary, report, manifest)
-        metrics["au_claim"] = hard_au_claim(scores, evaluate["n_bootstrap"], seed)
-        metrics["au_estimator"]["exact_answer_error"] = estimator_floor(
-            scores, evaluate["n_bootstrap"], seed
-        )
+                               workers=base["workers"],
+                               encoder_dir=evaluate["identity_encoder"])  # fmt: skip
     size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
-    with clock("identity_ceiling"):
-        ceiling = identity_ceiling(manifest, table, size, seed)
-    mean, low, high = cluster_bootstrap_ci(
-        ceiling["identity_similarity"], ceiling["target"], evaluate["n_bootstrap"], seed
-    )
-    metrics["identity_similarity_ceiling"] = {
-        "mean": mean,
-        "ci_low": low,
-        "ci_high": high,
-        "n_targets": len(ceiling),
-    }
-    metrics["tests"] = versus_warp(scores)
+    with clock("identity"):
+        scores, identity = _identity(scores, manifest, table, size, seed, evaluate, reports_dir)
+    with clock("statistics"):
+        summary = summarise(scores)
+        metrics = _metrics(scores, summary, report, manifest, evaluate["inference"])
+        metrics["au_claim"] = hard_au_claim(scores, evaluate["n_bootstrap"], seed)
+        _au_floor_and_slopes(scores, report, metrics, evaluate["n_bootstrap"], seed)
+    write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
+    metrics |= identity
+    metrics["tests"], metrics["fits_failed"] = _comparisons(scores, evaluate["inference"])
     with clock("realism"):
         metrics["realism"] = realism_by_method(
             manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"], exact, scores
@@ -154,14 +166,81 @@ def run(
     return EvaluateResult(table, manifest, scores, summary, report, metrics, exact)
 
 
+def _au_floor_and_slopes(scores, report: dict, metrics: dict, n_boot: int, seed: int) -> None:
+    """The AU readers' error on the exact answers of the evaluation's requests (every reader in
+    ``au_estimator.json``, the one chosen per AU in ``eval.json``), the AUs that miss a goal,
+    and per method the slopes of what is read against what was asked (under-transfer)."""
+    from paincontrol_lib.au_reading.backends import unreliable
+
+    floor = estimator_floor(scores, n_boot, seed)
+    report["exact_answer_error"] = floor
+    if "degraded" in report:
+        report["unreliable_aus"] = unreliable(report)
+    metrics["au_estimator"] |= {
+        "exact_answer_error": {k: v for k, v in floor.items() if k != "by_reader"},
+        "unreliable_aus": report.get("unreliable_aus", list(PAIN_AUS)),
+    }
+    slopes = transfer_slopes(scores, n_boot, seed)
+    for method, entry in slopes["methods"].items():
+        metrics["methods"][method] |= {
+            "pspi_slope": entry["PSPI"]["estimate"],
+            "pspi_slope_ci_low": entry["PSPI"]["ci_low"],
+            "pspi_slope_ci_high": entry["PSPI"]["ci_high"],
+            "au_slopes": {au: entry[au] for au in PAIN_AUS},
+        }
+    metrics["transfer_slopes"] = {
+        "what": "least-squares slope of the AU (PSPI) read on the output against the one asked "
+        "for; 95 % CI from a bootstrap over target people; 1 is full transfer",
+        "exact_answer": slopes["exact_answer"],
+    }
+
+
+def _identity(scores, manifest, table, size: int, seed: int, evaluate: dict, reports_dir):
+    """The identity instrument's own numbers: its validation on the test people
+    (``identity_encoder.json``), and for ``eval.json`` the floor and ceiling (encoder and dlib),
+    the photo-copy ceiling and the known answers; returns ``(scores with identity_normalised,
+    those metrics)``. A copy of the identity photo scores ``identity_similarity_ceiling`` (and
+    ``_dlib``); the ceiling that normalises is the exact answers' where there are any
+    (:func:`~paincontrol_lib.evaluate.identity_bounds`)."""
+    n_boot, encoder = evaluate["n_bootstrap"], evaluate["identity_encoder"]
+    write_json(Path(reports_dir) / "metrics" / IDENTITY_METRICS,
+               identity_instrument(table, seed, n_boot, encoder))  # fmt: skip
+    photo = identity_ceiling(manifest, table, size, seed, encoder)
+    out = identity_bounds(scores, photo, table, manifest, seed, n_boot, encoder)
+    for suffix in IDENTITY_JUDGES:
+        mean, low, high = cluster_bootstrap_ci(
+            photo[f"identity_similarity{suffix}"], photo["target"], n_boot, seed
+        )
+        out[f"identity_similarity_ceiling{suffix}"] = {
+            "mean": mean,
+            "ci_low": low,
+            "ci_high": high,
+            "n_targets": len(photo),
+        }
+    scores = normalise_identity(scores, out)
+    return scores, out | {
+        "identity_known_answers": identity_known_answers(scores, n_boot, seed),
+        "identity_scorer": IDENTITY_JUDGES[""],
+        "identity_judge": IDENTITY_JUDGES["_dlib"],
+        "identity_instrument": IDENTITY_METRICS,
+    }
+
+
 # eval.json method keys -> score columns; each gets _ci_low / _ci_high from the summary
 _METHOD_METRICS = {
     "detection_rate": "detection_rate",
     "identity_similarity": "identity_similarity",
+    "identity_top1_gallery": "identity_top1_gallery",
+    "target_over_source": "target_over_source",
+    "identity_normalised": "identity_normalised",
     "identity_similarity_to_photo": "identity_similarity_to_photo",
     "source_leakage": "source_leakage",
-    "identity_match_rate": "identity_match",
-    "source_match_rate": "source_match",
+    "identity_similarity_dlib": "identity_similarity_dlib",
+    "identity_normalised_dlib": "identity_normalised_dlib",
+    "target_over_source_dlib": "target_over_source_dlib",
+    "source_leakage_dlib": "source_leakage_dlib",
+    "identity_match_rate_dlib": "identity_match_dlib",
+    "source_match_rate_dlib": "source_match_dlib",
     "nme": "nme",
     "pspi_mae": "error_PSPI",
     "ssim_to_exact": "ssim_to_exact",
@@ -171,7 +250,22 @@ _METHOD_METRICS = {
 }
 
 
-def _metrics(scores, summary, estimator, manifest) -> dict:
+def _comparisons(scores, inference: dict) -> tuple[dict, dict]:
+    """``eval.json: tests`` and ``fits_failed``: the declared comparisons; a comparison that
+    could not be tested stops the stage unless ``evaluate.inference.allow_failed_fits``."""
+    tests, failures = compare_methods(scores, inference["endpoints"], inference["families"])
+    named = [f"{f['family']}: {f['comparison']} on {f['endpoint']} ({f['reason']})"
+             for f in failures]  # fmt: skip
+    if named and not inference["allow_failed_fits"]:
+        raise RuntimeError(
+            f"stage 04: {len(named)} declared comparison(s) could not be tested: "
+            + "; ".join(named)
+            + " (evaluate.inference.allow_failed_fits: true reports them in eval.json instead)"
+        )
+    return tests, {"count": len(failures), "failures": failures}
+
+
+def _metrics(scores, summary, estimator, manifest, inference: dict) -> dict:
     def stat(method, metric, column):
         row = summary[(summary["method"] == method) & (summary["metric"] == metric)]
         value = row[column].iloc[0] if len(row) else np.nan
@@ -199,9 +293,13 @@ def _metrics(scores, summary, estimator, manifest) -> dict:
             "n_pairs": int(transferred[["source", "target"]].drop_duplicates().shape[0]),
             "n_outputs_per_method": int(counts.min()) if len(counts) else 0,
             "split": "test",
-            "ci": "95 % bootstrap over target people",
-            "tests": "each method vs warp: mixed model, crossed random intercepts for source and "
-            "target person; Holm over every (method, metric) in `tests`",
+            "ci": "95 % two-way (source x target person) cluster-robust t-interval",
+            "tests": INFERENCE + "; Holm within each declared family",
+            "endpoints": dict(inference["endpoints"]),
+            "families": {
+                name: {"baseline": f["baseline"], "methods": list(f["methods"])}
+                for name, f in inference["families"].items()
+            },
         },
         "identity_scoring": "unseen_frame",
         "methods": methods,
@@ -210,8 +308,54 @@ def _metrics(scores, summary, estimator, manifest) -> dict:
             "unreliable_aus": estimator.get("unreliable_aus", list(PAIN_AUS)),
             "validation": ESTIMATOR_METRICS,
         },
-        "primary_metrics": dict(PRIMARY_METRICS),
+        "primary_metrics": dict(inference["endpoints"]),
     }
+
+
+def load_identity_instrument(reports_dir) -> dict:
+    """``identity_encoder.json``: the identity instrument's validation on the test people."""
+    import json
+
+    return json.loads((Path(reports_dir) / "metrics" / IDENTITY_METRICS).read_text())
+
+
+def identity_instrument_table(instrument: dict) -> pd.DataFrame:
+    """Per judge (the in-domain encoder, dlib): verification AUC, closed-set top-1 [95 % CI over
+    people], the genuine and impostor similarity means, and whether the goals are met."""
+    rows = {}
+    for name, entry in (("in-domain encoder", instrument), ("dlib", instrument["dlib"])):
+        rows[name] = {
+            "verification AUC": round(entry["verification_auc"], 4),
+            "top-1 [95 % CI]": f"{entry['top1']:.3f} [{entry['top1_ci_low']:.3f}, "
+            f"{entry['top1_ci_high']:.3f}]",
+            "genuine mean": round(entry["genuine_mean"], 3),
+            "impostor mean": round(entry["impostor_mean"], 3),
+            "goals met": entry["goals_met"],
+        }
+    return pd.DataFrame(rows).T
+
+
+def identity_instrument_figure(instrument: dict, figures_dir):
+    """Genuine (same person) and impostor (different people) similarity distributions of the
+    test people's frames, per judge: how far apart the instrument holds people."""
+    import matplotlib.pyplot as plt
+
+    from paincontrol_lib.figures import colour
+
+    judges = (("in-domain encoder", instrument), ("dlib", instrument["dlib"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, (name, entry) in zip(axes, judges, strict=True):
+        edges = np.asarray(entry["histogram"]["edges"])
+        for kind, tone in (("impostor", colour(8)), ("genuine", colour(9))):
+            counts = np.asarray(entry["histogram"][kind], float)
+            ax.stairs(counts / max(counts.sum(), 1), edges, fill=True, alpha=0.6, color=tone,
+                      label=f"{kind} pairs")  # fmt: skip
+        ax.set(title=f"{name}: verification AUC {entry['verification_auc']:.3f}",
+               xlabel="cosine similarity of two test frames", ylabel="share of pairs")  # fmt: skip
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    save_figure(fig, Path(figures_dir) / "eval_identity_instrument.png")
+    return fig
 
 
 def method_table(result: EvaluateResult) -> pd.DataFrame:
@@ -232,34 +376,37 @@ def method_table(result: EvaluateResult) -> pd.DataFrame:
 
 
 def estimator_table(result: EvaluateResult) -> pd.DataFrame:
-    """Per AU on test people: the learned estimator (clean and degraded: MAE, ICC [95 % CI],
-    F1), the ``mesh`` backend beside it, the backend used and its error on the exact answers."""
+    """Per AU on test people: each reader's ICC(2,1) [95 % CI over people] on clean and degraded
+    crops and its error on the exact answers of the evaluation's requests; the reader used."""
     report = result.estimator
-    if "clean" not in report:
+    if "readers" not in report:
         return pd.DataFrame({"backend": report["backend_per_au"]}).assign(reason=report["reason"])
 
     def icc(entry):
-        if entry["icc"] is None:
+        if entry["icc_a1"] is None:
             return "n/a"
-        return f"{entry['icc']:.2f} [{entry['icc_ci_low']:.2f}, {entry['icc_ci_high']:.2f}]"
+        if entry["icc_a1_ci_low"] is None:
+            return f"{entry['icc_a1']:.2f}"
+        return (
+            f"{entry['icc_a1']:.2f} [{entry['icc_a1_ci_low']:.2f}, {entry['icc_a1_ci_high']:.2f}]"
+        )
 
-    floor = result.metrics["au_estimator"].get("exact_answer_error", {})
+    floors = report.get("exact_answer_error", {}).get("by_reader", {})
     rows = {}
     for au in (*PAIN_AUS, "PSPI"):
-        rows[au] = {
-            **{f"learned {k} ICC": icc(report[k][au]) for k in ("clean", "degraded")},
-            **{f"learned {k} MAE": round(report[k][au]["mae"], 2) for k in ("clean", "degraded")},
-            "learned clean F1": report["clean"][au]["f1"],
-            **{f"mesh {k} ICC": icc(report["mesh_backend"][k][au]) for k in ("clean", "degraded")},
-            "used": report["backend_per_au"].get(au, "derived"),
-            "error on exact answers": floor.get(au, {}).get("mean"),
-        }
+        row = {}
+        for name, reader in report["readers"].items():
+            for k in ("clean", "degraded"):
+                row[f"{name} {k} ICC(2,1)"] = icc(reader["test"][k][au])
+            row[f"{name} exact-answer error"] = floors.get(name, {}).get(au, {}).get("mean")
+        rows[au] = row | {"used": report["backend_per_au"].get(au, "derived")}
     return pd.DataFrame(rows).T
 
 
 def au_claim_table(result: EvaluateResult) -> pd.DataFrame:
-    """Per method: AU4 and AU43's scaled error minus the other AUs' [95 % CI], and the AUs
-    ranked hardest first (``eval.json: au_claim``)."""
+    """Per method: AU4 and AU43's excess error (over the reader's error on the exact answer, in
+    standard deviations of the requests) minus the other AUs', beyond the reader's noise [95 %
+    CI], and the AUs ranked hardest first (``eval.json: au_claim``)."""
     claim = result.metrics["au_claim"]
     rows = {}
     for method, entry in claim["methods"].items():
@@ -269,6 +416,30 @@ def au_claim_table(result: EvaluateResult) -> pd.DataFrame:
             f"{test['ci_high']:.3f}]",
             "hardest first": " > ".join(entry["ranking"]),
         }
+    return pd.DataFrame(rows).T
+
+
+def slopes_table(result: EvaluateResult) -> pd.DataFrame:
+    """Per method: slope of PSPI (and each pain AU) read against asked [95 % CI over target
+    people]; the exact answers' row is what a perfect method gets."""
+
+    def cell(entry):
+        if entry["estimate"] is None:
+            return "n/a"
+        if entry["ci_low"] is None:
+            return f"{entry['estimate']:.2f}"
+        return f"{entry['estimate']:.2f} [{entry['ci_low']:.2f}, {entry['ci_high']:.2f}]"
+
+    rows = {}
+    for method, entry in result.metrics["methods"].items():
+        pspi_slope = {"estimate": entry["pspi_slope"], "ci_low": entry["pspi_slope_ci_low"],
+                      "ci_high": entry["pspi_slope_ci_high"]}  # fmt: skip
+        rows[method] = {"PSPI": cell(pspi_slope)} | {
+            au: cell(v) for au, v in entry["au_slopes"].items()
+        }
+    exact = result.metrics["transfer_slopes"]["exact_answer"]
+    if exact:
+        rows["exact answer"] = {au: cell(exact[au]) for au in ("PSPI", *PAIN_AUS)}
     return pd.DataFrame(rows).T
 
 
@@ -386,15 +557,17 @@ def identity_pspi_figure(result: EvaluateResult, figures_dir):
         sns.boxplot(ident, x="method", y="sim", hue="to", hue_order=list(what.values()),
                     order=[wrap[m] for m in _in_order(present)], palette=[colour(9), colour(8)],
                     fliersize=2, ax=ax)  # fmt: skip
-        ceiling = result.metrics.get("identity_similarity_ceiling", {}).get("mean")
-        if ceiling is not None:
-            ax.axhline(ceiling, color=colour(7), ls="--", lw=1,
-                       label="copy of the target's photo (ceiling)")  # fmt: skip
+        bounds = {"identity_ceiling": ("--", "the exact answer (ceiling)"),
+                  "identity_floor": (":", "another test person (floor)")}  # fmt: skip
+        for key, (style, label) in bounds.items():
+            level = result.metrics.get(key, {}).get("mean")
+            if level is not None:
+                ax.axhline(level, color=colour(7), ls=style, lw=1, label=label)
         ax.legend(title="similarity to", title_fontsize=8, fontsize=8, ncols=3, frameon=False,
                   loc="upper center", bbox_to_anchor=(0.5, -0.2))  # fmt: skip
     else:
         ax.text(0.5, 0.5, "no output had a detectable face", ha="center", transform=ax.transAxes)
-    ax.set(xlabel="", ylabel="face similarity (cosine, dlib embedding)",
+    ax.set(xlabel="", ylabel="face similarity (cosine, in-domain identity encoder)",
            title="Identity kept and source leaked")  # fmt: skip
     ax.tick_params(axis="x", labelsize=8)
     ax = axes[1]
@@ -457,15 +630,21 @@ def extremes_figure(result: EvaluateResult, transfer_dir, figures_dir):
 
 
 def tests_table(result: EvaluateResult) -> pd.DataFrame:
-    """eval.json's ``tests``: each method minus the warp, 95 % CI, p and Holm-adjusted p."""
+    """eval.json's ``tests``: each declared comparison (method minus baseline), 95 % CI, p,
+    its Holm family and Holm-adjusted p."""
     rows = [
-        {"metric": metric, "comparison": name, **{k: v for k, v in test.items() if k != "model"}}
+        {"metric": metric, "comparison": name, **test}
         for metric, tests in result.metrics["tests"].items()
         for name, test in tests.items()
     ]
-    return pd.DataFrame(rows).set_index(["metric", "comparison"])
+    return pd.DataFrame(rows, columns=["metric", "comparison"] if not rows else None).set_index(
+        ["metric", "comparison"]
+    )
 
 
 def realism_table(result: EvaluateResult) -> pd.DataFrame:
+    """Per method (and the exact answers fed as one: the known floor) its realism metrics."""
     realism = result.metrics["realism"]
+    if "reason" in realism:
+        return pd.DataFrame({"reason": [realism["reason"]]})
     return pd.DataFrame({m: v for m, v in realism.items() if m not in ("features", "reference")}).T

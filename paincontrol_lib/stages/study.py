@@ -23,7 +23,7 @@ from paincontrol_lib.study.design import (
     stage_candidates,
 )
 from paincontrol_lib.study.simulate import simulate_ratings
-from paincontrol_lib.study.validation import replicate, summarise
+from paincontrol_lib.study.validation import power_table, replicate, summarise
 
 METRICS = "study.json"
 SIMULATED_RATINGS = "simulated_ratings.csv"
@@ -84,36 +84,76 @@ def run(
         "simulation": {"effects": study["simulate"]["effects"]} if simulated else None,
     }
     with clock("validation"):
-        replications = _validate(trials, key, study, seed)
-    alpha = study["validation"]["alpha"]
+        replications, failures = _validate(trials, key, study, seed)
+    validation = study["validation"]
+    alpha = validation["alpha"]
     metrics["validation"] = summarise(replications[replications["panel"] == "null"], alpha)
-    if (replications["panel"] == "power").any():
-        power = summarise(replications[replications["panel"] == "power"], alpha)
-        metrics["power"] = power | {"effects": study["validation"]["power_effects"]}
+    if (replications["panel"] == "effect").any():
+        effect = summarise(replications[replications["panel"] == "effect"], alpha)
+        metrics["validation"]["effect_panels"] = effect | {"effects": validation["power_effects"]}
+    if validation["power_table"]["n_panels"]:
+        with clock("power_table"):
+            conditions = sorted(set(key.loc[key["kind"] == "item", "method"]))
+            settings = {k: v for k, v in study["simulate"].items() if k != "effects"}
+            first = validation["n_replications"] + validation["n_effect_panels"]
+            rows, failed = power_table(trials, key, settings, conditions,
+                                       validation["power_table"], seed,
+                                       study["max_attention_failures"], first=first)  # fmt: skip
+        metrics["power_table"] = rows
+        failures += [{"fit": "power table panel", **f} for f in failed]
+    failures += analysis["metrics"]["fits_failed"]["failures"]
+    metrics["fits_failed"] = {"count": len(failures), "failures": failures}
+    if failures and not study["allow_failed_fits"]:
+        named = "; ".join(" ".join(f"{k}={v}" for k, v in f.items()) for f in failures)
+        raise RuntimeError(
+            f"stage 06: {len(failures)} fit(s) failed: {named} "
+            "(study.allow_failed_fits: true reports them in study.json instead)"
+        )
+    print(_validation_line(metrics["validation"]))
     metrics["phase_seconds"] = clock.seconds
     metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return StudyResult(design, key, analysis, replications, true_effects, label, metrics)
 
 
-def _validate(trials, key, study: dict, seed: int) -> pd.DataFrame:
+def _validate(trials, key, study: dict, seed: int) -> tuple[pd.DataFrame, list]:
     """Instrument validation: ``n_replications`` simulated panels with every condition equally
-    realistic (false positives, coverage) and, when ``power_effects`` are given, as many with
-    those effects (power). The simulator's other settings are ``study.simulate``'s."""
+    realistic (false positives) and ``n_effect_panels`` with ``power_effects`` (coverage of a
+    known truth, power), each panel its own stream. The simulator's other settings are
+    ``study.simulate``'s. ``(replications, failures)``."""
     conditions = sorted(set(key.loc[key["kind"] == "item", "method"]))
     settings = {k: v for k, v in study["simulate"].items() if k != "effects"}
     validation = study["validation"]
-    panels = {"null": dict.fromkeys(conditions, 0.0)}
-    if validation["power_effects"]:
-        panels["power"] = validation["power_effects"]
-    n, failures = validation["n_replications"], study["max_attention_failures"]
-    return pd.concat(
-        [
-            replicate(trials, key, settings, effects, n, seed, failures).assign(panel=panel)
-            for panel, effects in panels.items()
-        ],
-        ignore_index=True,
-    )
+    panels = [("null", dict.fromkeys(conditions, 0.0), validation["n_replications"])]
+    if validation["n_effect_panels"]:
+        missing = sorted(set(conditions) - set(validation["power_effects"]))
+        if missing:
+            raise ValueError(f"study.validation.power_effects has no effect for {missing}")
+        panels.append(("effect", validation["power_effects"], validation["n_effect_panels"]))
+    parts, failures, first = [], [], 0
+    for panel, effects, n in panels:
+        rows, failed = replicate(trials, key, settings, effects, n, seed,
+                                 study["max_attention_failures"], first=first)  # fmt: skip
+        parts.append(rows.assign(panel=panel))
+        failures += [{"fit": f"{panel} panel", **f} for f in failed]
+        first += n
+    return pd.concat(parts, ignore_index=True), failures
+
+
+def _validation_line(validation: dict) -> str:
+    """The instrument check in one printed line: false-positive rate with its Monte Carlo
+    interval, and coverage of the known effects."""
+    fpr = validation["false_positive_rate_mc"]
+    line = (f"realism-study validation: false-positive rate {fpr['rate']:.3f} [Monte Carlo 95 % "
+            f"{fpr['mc_ci_low']:.3f}, {fpr['mc_ci_high']:.3f}] over "
+            f"{validation['n_replications']} null panels")  # fmt: skip
+    effect = validation.get("effect_panels")
+    if effect:
+        cover = effect["ci_coverage_mc"]
+        line += (f"; coverage of known effects {cover['rate']:.3f} [{cover['mc_ci_low']:.3f}, "
+                 f"{cover['mc_ci_high']:.3f}], power {effect['power']:.3f} over "
+                 f"{effect['n_replications']} effect panels")  # fmt: skip
+    return line
 
 
 def items_per_condition(result: StudyResult) -> pd.DataFrame:

@@ -74,7 +74,7 @@ def _region_error(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
 def _person_evidence(args) -> dict:
     """One person's appearance signals and warp errors per pain AU and intensity, and the
     seconds its renders took with and without appearance."""
-    from paincontrol_lib.aumesh import default_model
+    from paincontrol_lib.au_to_mesh import default_model
     from paincontrol_lib.data.synthpain.identity import sample_identity
     from paincontrol_lib.data.synthpain.render import Renderer
     from paincontrol_lib.warp import warp_to
@@ -258,7 +258,7 @@ def au_atlas_figure(result: SynthesizeResult, figures_dir, subject: str | None =
     twice the dataset's size, so furrows and small movements (AU1, AU2, AU6, AU7) show."""
     import matplotlib
 
-    from paincontrol_lib.aumesh import default_model
+    from paincontrol_lib.au_to_mesh import default_model
     from paincontrol_lib.data.synthpain.identity import sample_identity
     from paincontrol_lib.data.synthpain.render import Renderer
     from paincontrol_lib.facs import AU_DESCRIPTIONS

@@ -18,6 +18,7 @@ import pandas as pd
 
 from paincontrol_lib.io import PhaseClock, save_figure, write_json
 from paincontrol_lib.model.heldout import (
+    IdentityScorer,
     evaluate_model,
     ground_truth_images,
     identity_photo_images,
@@ -75,10 +76,11 @@ def train_args(landmarks_dir, output_dir, recipe: str, train: dict, seed: int,
 
 
 def checkpoint_curve(
-    output_dir: Path, examples, rows, sampler: SamplerConfig, seed: int, start=None
+    output_dir: Path, examples, rows, sampler: SamplerConfig, seed: int, start=None, identity=None
 ) -> pd.DataFrame:
     """Held-out scores of every kept checkpoint against the steps it had trained (``start``: the
-    model the run began from, scored at step 0); ``train_minutes`` is this machine's time."""
+    model the run began from, scored at step 0); ``train_minutes`` is this machine's time;
+    ``identity``: the :class:`IdentityScorer` (made once, not per checkpoint)."""
     points = [(0, 0.0, start)] if start is not None else []
     for ckpt in checkpoint_folders(output_dir):
         state = json.loads((ckpt / "training_state.json").read_text())
@@ -86,7 +88,7 @@ def checkpoint_curve(
     records = []
     for step, minutes, path in points:
         model = PainControlModel.from_pretrained(path)
-        scores, _ = evaluate_model(model, examples, rows, sampler, seed=seed)
+        scores, _ = evaluate_model(model, examples, rows, sampler, seed=seed, identity=identity)
         records.append(
             {
                 "step": step,
@@ -119,6 +121,7 @@ def _summary(scores: dict, result: dict) -> dict:
         "heldout_identity_top1": scores["identity_top1"],
         "heldout_identity_top1_other_reference": scores.get("identity_top1_other_reference"),
         "heldout_identity_top1_identity_photo": scores.get("identity_top1_identity_photo"),
+        "heldout_identity_top1_dlib": scores.get("identity_top1_dlib"),
     }
 
 
@@ -167,7 +170,8 @@ def run(
     :meth:`SamplerConfig.model_alone` (pure noise, identity scale 1), like ``from_scratch`` and
     ``reference_recipe`` (our recipe and the plain diffusers-example recipe from random weights
     for the same steps, when ``compare_from_scratch`` is on), so that race measures training,
-    not sampling. Identity is scored against a frame of each person that no sampler saw."""
+    not sampling. Identity is scored against a frame of each person that no sampler saw, by the
+    in-domain identity encoder (``identity.SynthFaceIdentity``), dlib beside as a second judge."""
     started, clock = time.perf_counter(), PhaseClock()
     seed, models_dir = base["seed"], Path(models_dir)
     init_from = train.get("init_from") or None
@@ -186,13 +190,17 @@ def run(
             results[name] = main(args)
     ours = PainControlModel.from_pretrained(models_dir / "ours" / "final")
     validation = load_training_examples(args, split="val")
+    encoder = {"model_dir": evaluate_training["identity_encoder"]}
     with clock("tune_sampler"):
-        tuning = tune_sampler(ours, validation, SamplerConfig.from_params(sampler), tune, seed)
+        tuning = tune_sampler(ours, validation, SamplerConfig.from_params(sampler), tune, seed,
+                              identity=IdentityScorer.of(validation, **encoder))  # fmt: skip
     write_json(Path(reports_dir) / "metrics" / TUNING, tuning)
     config = SamplerConfig.from_params(tuning["selected"])
     held_out = load_training_examples(args, split="test")
     require_split(held_out, "test")
     rows = pick_rows(held_out, evaluate_training["n_samples"], seed)
+    # The in-domain encoder scores identity; dlib (the model's own conditioning) judges beside.
+    judges = IdentityScorer.of(held_out, **encoder), IdentityScorer.of(held_out, "dlib")
     scores, samples, curves = _score_runs(
         names,
         models_dir,
@@ -203,44 +211,58 @@ def run(
         init_from,
         seed,
         clock,
+        judges,
     )
     with clock("ceilings"):
-        metrics = _metrics(scores, results, curves, config, held_out, rows, init_from)
+        metrics = _metrics(scores, results, curves, config, held_out, rows, init_from, judges)
     metrics["phase_seconds"] = clock.seconds
     metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return TrainResult(metrics, curves, rows, samples, held_out, tuning)
 
 
-def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, seed, clock):
+def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, seed, clock,
+                judges):  # fmt: skip
     """Held-out scores and samples of each run's final model (``ours`` with the pipeline's
-    sampler and as the model alone, the others as the model alone), and NME curves."""
+    sampler and as the model alone, the others as the model alone), and NME curves. ``judges``:
+    the identity scorer and the second judge (``ours`` only)."""
     alone = sampler.model_alone()
+    identity, judge = judges
     scores, samples, curves = {}, {}, {}
     for name in names:
         model = PainControlModel.from_pretrained(models_dir / name / "final")
         drawn_by = sampler if name == "ours" else alone
         with clock("score_final_models"):
-            scores[name], samples[name] = evaluate_model(model, held_out, rows, drawn_by, seed=seed)
+            second = judge if name == "ours" else None
+            scores[name], samples[name] = evaluate_model(
+                model, held_out, rows, drawn_by, seed=seed, identity=identity, judge=second
+            )
             if name == "ours":
                 scores["noise_start"], samples["noise_start"] = evaluate_model(
-                    model, held_out, rows, alone, seed=seed
+                    model, held_out, rows, alone, seed=seed, identity=identity, judge=judge
                 )
         start = init_from if RUNS[name][1] else None
         with clock("score_checkpoints"):
             curves[name] = checkpoint_curve(
-                models_dir / name, held_out, rows[:n_curve], alone, seed, start
+                models_dir / name, held_out, rows[:n_curve], alone, seed, start, identity
             )
     return scores, samples, curves
 
 
-def _metrics(scores, results, curves, sampler, held_out, rows, init_from) -> dict:
-    ground_truth = score_images(ground_truth_images(held_out, rows), held_out, rows)
+def _metrics(scores, results, curves, sampler, held_out, rows, init_from, judges) -> dict:
+    identity, judge = judges
+    ground_truth = score_images(
+        ground_truth_images(held_out, rows), held_out, rows, identity=identity
+    )
     # "Output = the identity photo": a perfect copy, scored as every method is.
-    copy = score_images(identity_photo_images(held_out, rows), held_out, rows)
+    copy = score_images(
+        identity_photo_images(held_out, rows), held_out, rows, identity=identity, judge=judge
+    )
     metrics = _summary(scores["ours"], results["ours"]) | {
         "heldout_split": "test",
         "identity_scoring": "unseen_frame",
+        "identity_scorer": identity.label,
+        "identity_judge": judge.label,
         "sampler": sampler.as_dict(),
         "sampler_chosen_on": "val",
         "noise_start": _summary(scores["noise_start"], results["ours"]),
@@ -249,6 +271,7 @@ def _metrics(scores, results, curves, sampler, held_out, rows, init_from) -> dic
         "text_conditioning": results["ours"]["text_conditioning"],
         "identity_top1_ceiling": copy["identity_top1"],
         "identity_top1_other_reference_ceiling": copy["identity_top1_other_reference"],
+        "identity_top1_ceiling_dlib": copy.get("identity_top1_dlib"),
         "ground_truth_ceiling": ground_truth,
         "n_heldout_samples": scores["ours"]["n_samples"],
         "n_heldout_identities": scores["ours"].get("n_identities"),

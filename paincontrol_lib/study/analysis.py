@@ -25,7 +25,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from paincontrol_lib.stats import bootstrap_ci, crossed_mixed_model
+from paincontrol_lib.stats import FitError, bootstrap_ci, crossed_mixed_model
 from paincontrol_lib.study.design import REAL
 
 REQUIRED = ("rater", "image_id", "showing", "realism", "kind", "method", "expected")
@@ -133,7 +133,9 @@ def _term(method: str, reference: str) -> str:
 
 
 def ordinal_model(items: pd.DataFrame, reference: str = REAL):
-    """``OrderedModel`` (logit) of realism ~ method + rater, SEs clustered by image."""
+    """``OrderedModel`` (logit) of realism ~ method + rater, SEs clustered by image.
+    :class:`~paincontrol_lib.stats.FitError` when BFGS does not converge or a coefficient has
+    no finite standard error: an unconverged fit's numbers are not results."""
     from statsmodels.miscmodels.ordinal_model import OrderedModel
 
     if reference not in set(items["method"]):
@@ -144,9 +146,16 @@ def ordinal_model(items: pd.DataFrame, reference: str = REAL):
     data = items.assign(realism=items["realism"].astype(int))
     model = OrderedModel.from_formula(formula, data, distr="logit")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return model.fit(method="bfgs", maxiter=5000, disp=False, cov_type="cluster",
-                         cov_kwds={"groups": pd.factorize(data["image_id"])[0]})  # fmt: skip
+        warnings.simplefilter("ignore")  # checked below instead
+        fit = model.fit(method="bfgs", maxiter=5000, disp=False, cov_type="cluster",
+                        cov_kwds={"groups": pd.factorize(data["image_id"])[0]})  # fmt: skip
+        finite = np.isfinite(np.asarray(fit.bse, float)).all()
+    if not fit.mle_retvals.get("converged", False):
+        raise FitError(f"ordinal model {formula}: BFGS did not converge (scipy warnflag "
+                       f"{fit.mle_retvals.get('warnflag')})")  # fmt: skip
+    if not finite:
+        raise FitError(f"ordinal model {formula}: coefficients without a finite standard error")
+    return fit
 
 
 def effects(fit, methods, reference: str = REAL) -> pd.DataFrame:
@@ -177,15 +186,13 @@ def contrast(fit, a: str, b: str, reference: str = REAL) -> dict:
     return {"estimate": estimate, "ci_low": low, "ci_high": high, "p": p}
 
 
-def mixed_model(items: pd.DataFrame, reference: str = REAL) -> pd.DataFrame | None:
+def mixed_model(items: pd.DataFrame, reference: str = REAL) -> pd.DataFrame:
     """Sensitivity: rating ~ method with crossed random intercepts (rater, image), MixedLM;
-    coefficients are differences in mean rating (1-5 points) from ``reference``. None when it
-    cannot be fitted."""
+    coefficients are differences in mean rating (1-5 points) from ``reference``.
+    :class:`~paincontrol_lib.stats.FitError` when it cannot be fitted or does not converge."""
     data = items.assign(realism=items["realism"].astype(float))
     formula = f"realism ~ C(method, Treatment({reference!r}))"
     fit = crossed_mixed_model(formula, data, {"rater": "rater", "image": "image_id"})
-    if fit is None:
-        return None
     conf = fit.conf_int()
     rows = []
     for method in sorted(set(items["method"]) - {reference}):
@@ -234,7 +241,12 @@ def analyse(
         columns={"lo": "coef_lo", "hi": "coef_hi"}
     )
     table = table.merge(mean_ratings(first, n_bootstrap, seed), on="method")
-    mixed = mixed_model(first, reference) if first["rater"].nunique() > 1 else None
+    mixed, failures = None, []
+    if first["rater"].nunique() > 1:
+        try:
+            mixed = mixed_model(first, reference)
+        except FitError as error:
+            failures.append({"fit": "sensitivity mixed model", "reason": str(error)})
     focus = "paincontrol" if "paincontrol" in set(first["method"]) else None
     others = sorted(set(first["method"]) - {focus, reference}) if focus else []
     contrasts = {f"{focus}_vs_{m}": contrast(fit, focus, m, reference) for m in others}
@@ -277,6 +289,7 @@ def analyse(
         "methods": methods,
         "contrasts": contrasts,
         "sensitivity_mixedlm": sensitivity,
+        "fits_failed": {"count": len(failures), "failures": failures},
     }
     return {"attention": checks, "items": items, "effects": table, "mixed": mixed,
             "fit": fit, "metrics": metrics}  # fmt: skip

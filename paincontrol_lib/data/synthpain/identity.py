@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from paincontrol_lib import facemesh
-from paincontrol_lib.aumesh import AUMeshModel
+from paincontrol_lib.au_to_mesh import AUMeshModel
 from paincontrol_lib.seeds import stream
 
 # Skin tones (linear-ish sRGB 0-1), from very light to very dark, sampled with jitter.

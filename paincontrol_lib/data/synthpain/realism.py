@@ -28,7 +28,7 @@ def _fit_onto(reference: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def generic_template(table: pd.DataFrame) -> np.ndarray:
     """The model's neutral face (y flipped to image orientation) fitted onto each row."""
-    from paincontrol_lib.aumesh import default_model
+    from paincontrol_lib.au_to_mesh import default_model
 
     neutral = default_model().neutral[:, :2] * np.array([1.0, -1.0])
     return np.stack([_fit_onto(neutral, gt) for gt in landmarks(table)])

@@ -1,6 +1,6 @@
 """Render a SynthPain face: z-buffered, shaded, textured triangles of the 478-point mesh.
 
-Pipeline per image: identity mesh + AU displacement (``aumesh``) -> head pose -> orthographic
+Pipeline per image: identity mesh + AU displacement (``au_to_mesh``) -> head pose -> orthographic
 projection -> supersampled numpy rasterisation of the 852 mesh triangles with a z-buffer ->
 per-pixel texture lookup (texture painted in the neutral mesh's frontal plane, so brows, lips
 and lash lines move with the vertices that carry them, sampled bilinearly) and Lambertian +
@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from scipy.ndimage import maximum_filter
 
 from paincontrol_lib import facemesh
-from paincontrol_lib.aumesh import AUMeshModel
+from paincontrol_lib.au_to_mesh import AUMeshModel
 from paincontrol_lib.data.synthpain import appearance as skin
 from paincontrol_lib.data.synthpain.identity import Identity
 
@@ -505,6 +505,6 @@ def _polygon_mask(points: np.ndarray, n: int, grow: float = 0.0) -> np.ndarray:
 def default_renderer(
     size: int = 128, face_fraction: float = 0.6, supersample: int = 2, appearance: bool = True
 ) -> Renderer:
-    from paincontrol_lib.aumesh import default_model
+    from paincontrol_lib.au_to_mesh import default_model
 
     return Renderer(default_model(), size, face_fraction, supersample, appearance)

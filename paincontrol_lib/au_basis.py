@@ -2,7 +2,7 @@
 
 The canonical frame is ``landmarks.align``'s (unit square, y down, faces normalised for
 position, size and in-plane rotation), where control images are drawn; the AU->mesh model
-(``aumesh``) works y up in its own units. Here its FACS basis is expressed in the canonical
+(``au_to_mesh``) works y up in its own units. Here its FACS basis is expressed in the canonical
 frame, and ``estimate_aus`` inverts it: bounded least squares of a source's expression
 displacement on that basis (offline, no AU-detector weights). Used by ``retarget`` (the ``au``
 mode, and the AUs recorded for every mode) and by ``au`` (the ``mesh`` backend).
@@ -15,7 +15,7 @@ import functools
 import numpy as np
 
 from paincontrol_lib import facemesh
-from paincontrol_lib.aumesh import default_model
+from paincontrol_lib.au_to_mesh import default_model
 from paincontrol_lib.facs import BINARY_AUS
 from paincontrol_lib.landmarks.align import align, canonical_landmarks
 

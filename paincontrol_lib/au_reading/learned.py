@@ -8,7 +8,7 @@ are meshed by MediaPipe exactly as every generated output is (upscaled to ``UPSC
 in unit crop coordinates), the neutral-referenced displacement of all 478 points (the
 person-normalised feature of the pain-AU literature) is standardised, and a multi-output ridge
 regression maps it to every AU the training data codes. Nothing here touches the synthesis
-basis (``aumesh`` / ``au_geometry``); a test keeps it that way.
+basis (``au_to_mesh`` / ``au_basis``); a test keeps it that way.
 
 Robust to what generated images look like: besides each training crop, ``degraded_copies``
 copies pass through :func:`degrade` (64 px like the generator's outputs, blur, colour shift,
@@ -27,7 +27,7 @@ import pandas as pd
 from paincontrol_lib.data.records import AU_COLUMNS
 from paincontrol_lib.facs import BINARY_AUS, PAIN_AUS, pspi
 from paincontrol_lib.landmarks.image import UPSCALE, upscale
-from paincontrol_lib.stats import icc_3_1_ci
+from paincontrol_lib.stats import cluster_bootstrap_statistic, icc_2_1, icc_3_1
 
 GENERATED_SIZE = 64  # px of the generator's outputs, which degraded training crops imitate
 CLEAN_SIZE = 128  # px of the clean aligned crops (the landmark stage's crop size)
@@ -144,6 +144,10 @@ class LearnedAU:
         """AU table of meshes (n, 478, 3) against their neutral meshes, unit crop coordinates."""
         return self.predict(displacement(meshes, neutrals))
 
+    def reads(self, faces: Faces) -> pd.DataFrame:
+        """:meth:`read` of :class:`Faces` (the interface every backend shares)."""
+        return self.read(faces.meshes, faces.neutrals)
+
     def save(self, path) -> Path:
         """One ``.npz`` (arrays + JSON record), written atomically."""
         import io
@@ -170,40 +174,100 @@ class LearnedAU:
         return cls(tuple(meta["columns"]), meta["alpha"], record=meta["record"], **arrays)
 
 
-def agreement(truth: pd.DataFrame, estimate: pd.DataFrame, aus=(*PAIN_AUS, "PSPI")) -> dict:
-    """Per AU: MAE, ICC(3,1) with its 95 % CI and F1 at presence (truth >= 1; estimate >= 0.5,
-    i.e. rounds to >= 1) over rows where both are known."""
+def agreement(truth: pd.DataFrame, estimate: pd.DataFrame, aus=(*PAIN_AUS, "PSPI"),
+              groups=None, n_boot: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+    """Per AU over rows where both are known: MAE; ``icc_a1``, ICC(2,1) (absolute agreement: a
+    reader's bias counts against it) and ``icc_c1``, ICC(3,1) (consistency, blind to bias), each
+    with a 95 % interval from a bootstrap over ``groups`` (the people: frames of one person are
+    not independent evidence; None resamples rows; ``n_boot`` 0: no intervals); F1 at presence
+    (truth >= 1; estimate >= 0.5, i.e. rounds to >= 1)."""
+    labels = np.arange(len(truth)) if groups is None else np.asarray(groups)
     out = {}
     for au in aus:
         a, b = truth[au].to_numpy(float), estimate[au].to_numpy(float)
         ok = np.isfinite(a) & np.isfinite(b)
-        a, b = a[ok], b[ok]
-        icc = icc_3_1_ci(a, b) if ok.sum() > 2 else None
+        a, b, people = a[ok], b[ok], labels[ok]
+        entry = {"mae": float(np.abs(a - b).mean()) if len(a) else None}
+        for key, icc in (("icc_a1", icc_2_1), ("icc_c1", icc_3_1)):
+            if n_boot:
+                value, low, high = cluster_bootstrap_statistic(icc, people, a, b, n_boot=n_boot,
+                                                               seed=seed)  # fmt: skip
+            else:
+                value, low, high = icc(a, b), np.nan, np.nan
+            entry |= {key: value, f"{key}_ci_low": low, f"{key}_ci_high": high}
         present, called = a >= 1, b >= 0.5
         hits = float((present & called).sum())
         f1 = 2 * hits / (present.sum() + called.sum()) if present.sum() + called.sum() else None
-        out[au] = {
-            "mae": float(np.abs(a - b).mean()) if len(a) else None,
-            "icc": icc[0] if icc else None,
-            "icc_ci_low": icc[1] if icc else None,
-            "icc_ci_high": icc[2] if icc else None,
-            "f1": None if au == "PSPI" or f1 is None else float(f1),
-            "n": int(ok.sum()),
-        }
+        entry |= {"f1": None if au == "PSPI" or f1 is None else float(f1), "n": int(ok.sum()),
+                  "n_people": int(len(np.unique(people)))}  # fmt: skip
+        out[au] = {k: None if isinstance(v, float) and not np.isfinite(v) else v
+                   for k, v in entry.items()}  # fmt: skip
     return out
 
 
 @dataclass
+class Faces:
+    """What any AU reader may look at for n faces: MediaPipe meshes (unit crop coordinates) of
+    each aligned crop and of the person's neutral crop, and the crops themselves (uint8)."""
+
+    meshes: np.ndarray  # (n, 478, 3), NaN where no face was found
+    neutrals: np.ndarray  # (n, 478, 3)
+    crops: np.ndarray  # (n, h, w, 3)
+    neutral_crops: np.ndarray  # (n, h, w, 3)
+
+    def __len__(self) -> int:
+        return len(self.meshes)
+
+    def subset(self, mask) -> Faces:
+        return Faces(self.meshes[mask], self.neutrals[mask], self.crops[mask],
+                     self.neutral_crops[mask])  # fmt: skip
+
+    @staticmethod
+    def concat(parts) -> Faces:
+        return Faces(*(np.concatenate([getattr(p, f) for p in parts])
+                       for f in ("meshes", "neutrals", "crops", "neutral_crops")))  # fmt: skip
+
+
+@dataclass
+class KnownFaces:
+    """Faces with their true AUs (``rows``: subject and AU columns), clean and degraded (the
+    generator's look): what a reader is validated on."""
+
+    rows: pd.DataFrame
+    clean: Faces
+    degraded: Faces
+
+    @staticmethod
+    def concat(parts) -> KnownFaces:
+        return KnownFaces(pd.concat([p.rows for p in parts], ignore_index=True),
+                          Faces.concat([p.clean for p in parts]),
+                          Faces.concat([p.degraded for p in parts]))  # fmt: skip
+
+
+def score_known(known: KnownFaces, read, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Agreement with the truth (:func:`agreement`, intervals over people) of any reader
+    ``read(faces) -> AU table``: ``{"clean": ..., "degraded": ...}``."""
+    groups = known.rows["subject"].to_numpy()
+    return {name: agreement(known.rows, read(faces).reset_index(drop=True), groups=groups,
+                            n_boot=n_boot, seed=seed)
+            for name, faces in (("clean", known.clean), ("degraded", known.degraded))}  # fmt: skip
+
+
+@dataclass
 class TableReads:
-    """Every detected landmark-table row read the estimator's way: clean (``CLEAN_SIZE`` crop)
-    and ``len(degraded)`` degraded copies, each with the person's neutral crop read at the same
-    size (undegraded: a generated output's reference is the target's identity photo)."""
+    """Every detected landmark-table row read the estimators' way: clean (``CLEAN_SIZE`` crop)
+    and ``len(degraded)`` degraded copies (``GENERATED_SIZE``), each beside the person's neutral
+    crop (undegraded: a generated output's reference is the target's identity photo), as
+    meshes and as pixels."""
 
     rows: pd.DataFrame  # subject, split and AU columns, one row per image
     clean: np.ndarray
     clean_neutral: np.ndarray
     degraded: list[np.ndarray]
     degraded_neutral: np.ndarray
+    crops: np.ndarray  # (n, GENERATED_SIZE, GENERATED_SIZE, 3): the clean crops, resized
+    degraded_crops: list[np.ndarray]  # of (n, GENERATED_SIZE, GENERATED_SIZE, 3)
+    neutral_crops: np.ndarray  # (n, GENERATED_SIZE, GENERATED_SIZE, 3): each row's person
 
     def meshes(self, copy: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(meshes, neutrals): clean (``copy`` None) or of degraded copy ``copy``."""
@@ -214,6 +278,18 @@ class TableReads:
     def features(self, copy: int | None = None) -> np.ndarray:
         """Neutral-referenced features, clean or of degraded copy ``copy``."""
         return displacement(*self.meshes(copy))
+
+    def faces(self, copy: int | None = None) -> Faces:
+        """Meshes and crops, clean (``copy`` None) or of degraded copy ``copy``."""
+        crops = self.crops if copy is None else self.degraded_crops[copy]
+        return Faces(*self.meshes(copy), crops, self.neutral_crops)
+
+    def known(self, mask: np.ndarray) -> KnownFaces:
+        """The rows in ``mask``, clean and as the last degraded copy (which no reader trains
+        on)."""
+        return KnownFaces(self.rows.reset_index(drop=True)[mask].reset_index(drop=True),
+                          self.faces().subset(mask),
+                          self.faces(len(self.degraded) - 1).subset(mask))  # fmt: skip
 
 
 def read_meshes_parallel(crops, workers: int = 1) -> np.ndarray:
@@ -263,17 +339,21 @@ def read_table(table: pd.DataFrame, seed: int, copies: int, workers: int = 1) ->
     degraded = [meshes[n + 2 * k + c * n : n + 2 * k + (c + 1) * n] for c in range(copies)]
     subjects = table["subject"].tolist()
     keep = ["subject", "split", "image", *[c for c in AU_COLUMNS if c in table], "PSPI"]
+    small_crops = dict(zip(people, small, strict=True))
     return TableReads(
         table[[c for c in keep if c in table]],
         clean,
         np.stack([neutral_clean[s] for s in subjects]),
         degraded,
         np.stack([neutral_small[s] for s in subjects]),
+        np.stack([upscale(c, GENERATED_SIZE) for c in crops]),
+        [np.stack(degraded_crops[c * n : (c + 1) * n]) for c in range(copies)],
+        np.stack([small_crops[s] for s in subjects]),
     )
 
 
 def _mean_pain_icc(report: dict) -> float:
-    values = [report[a]["icc"] for a in PAIN_AUS if report[a]["icc"] is not None]
+    values = [report[a]["icc_a1"] for a in PAIN_AUS if report[a]["icc_a1"] is not None]
     return float(np.mean(values)) if values else -np.inf
 
 
@@ -294,55 +374,52 @@ def fit_on_split(reads: TableReads, alphas, copies: int, split: str = "train") -
     return LearnedAU.fit_path(np.vstack(features), targets, alphas, record)
 
 
-def select_and_validate(reads: TableReads, alphas, copies_grid) -> tuple[LearnedAU, dict]:
-    """Choose the ridge penalty and degraded copies on ``val`` people (mean pain-AU ICC over
-    clean and degraded crops) and report ``test`` people, clean and degraded (the last degraded
-    copy, never a training copy). Returns the chosen estimator and its report; ``report["val"]``
-    holds its validation scores (``au.validate_backends`` compares backends on them)."""
+def check_splits(reads: TableReads) -> None:
     split = reads.rows["split"].to_numpy()
     for name in ("val", "test"):
         if not (split == name).any():
             raise ValueError(f"no {name!r} people: the estimator is chosen on val, tested on test")
+
+
+def select_and_validate(reads: TableReads, alphas, copies_grid, n_boot: int = 1000,
+                        seed: int = 0) -> tuple[LearnedAU, dict]:  # fmt: skip
+    """Choose the ridge penalty and degraded copies on ``val`` people (mean pain-AU ICC(2,1) over
+    clean and degraded crops) and report ``test`` people, clean and degraded (the last degraded
+    copy, never a training copy), with intervals over people. Returns the chosen estimator and
+    its report; ``report["val"]`` holds its validation scores."""
+    check_splits(reads)
+    split = reads.rows["split"].to_numpy()
     grid = []
     for copies in [c for c in copies_grid if c < len(reads.degraded)]:
         for alpha, model in zip(alphas, fit_on_split(reads, alphas, copies), strict=True):
-            on_val = score_backend(reads, model.read, split == "val")
+            on_val = score_backend(reads, model.reads, split == "val", n_boot=0)
             score = (_mean_pain_icc(on_val["clean"]) + _mean_pain_icc(on_val["degraded"])) / 2
             grid.append({"alpha": float(alpha), "degraded_copies": int(copies),
-                         "val_mean_pain_icc": score, "model": model, "val": on_val})  # fmt: skip
+                         "val_mean_pain_icc_a1": score, "model": model, "val": on_val})  # fmt: skip
     if not grid:
         raise ValueError(f"no setting to try: alphas {list(alphas)}, copies {list(copies_grid)} "
                          f"(need fewer than {len(reads.degraded)} copies)")  # fmt: skip
-    best = max(grid, key=lambda g: g["val_mean_pain_icc"])
+    best = max(grid, key=lambda g: g["val_mean_pain_icc_a1"])
     model = best["model"]
     report = {
-        "backend": "learned",
-        **score_backend(reads, model.read, split == "test"),
+        **score_backend(reads, model.reads, split == "test", n_boot, seed),
         "val": best["val"],
         "n_train_people": len(model.record["people"]),
-        "n_val_people": int(reads.rows.loc[split == "val", "subject"].nunique()),
-        "n_test_people": int(reads.rows.loc[split == "test", "subject"].nunique()),
-        "n_test_images": int((split == "test").sum()),
         "selection": {
-            "rule": "max mean pain-AU ICC(3,1) on val people, clean and degraded averaged",
+            "rule": "max mean pain-AU ICC(2,1) on val people, clean and degraded averaged",
             "chosen": {"alpha": best["alpha"], "degraded_copies": best["degraded_copies"]},
             "grid": [
-                {k: g[k] for k in ("alpha", "degraded_copies", "val_mean_pain_icc")} for g in grid
+                {k: g[k] for k in ("alpha", "degraded_copies", "val_mean_pain_icc_a1")}
+                for g in grid
             ],  # fmt: skip
         },
-        "degradation": "64 px, blur sigma 0-1 px, gain 0.85-1.15, offset +-0.05, grain sd 0-0.04",
         "features": "MediaPipe mesh of the aligned crop minus that of the person's neutral crop "
         "(478 x 3), standardised; multi-output ridge",
     }
     return model, report
 
 
-def score_backend(reads: TableReads, read, mask: np.ndarray) -> dict:
-    """Agreement with ground truth of any backend ``read(meshes, neutrals) -> AU table`` on the
-    rows in ``mask``: ``{"clean": ..., "degraded": ...}`` (degraded: the last copy)."""
-    truth = reads.rows.reset_index(drop=True)[mask]
-    out = {}
-    for name, copy in (("clean", None), ("degraded", len(reads.degraded) - 1)):
-        meshes, neutrals = reads.meshes(copy)
-        out[name] = agreement(truth, read(meshes[mask], neutrals[mask]))
-    return out
+def score_backend(reads: TableReads, read, mask: np.ndarray, n_boot: int = 1000,
+                  seed: int = 0) -> dict:  # fmt: skip
+    """:func:`score_known` of a reader on the table rows in ``mask``."""
+    return score_known(reads.known(mask), read, n_boot, seed)
