@@ -36,10 +36,10 @@ browser: ## Install Debian's chromium + chromium-driver (the study's browser tes
 test: $(STAMP) browser ## Run the test suite (tiny profile, no GPU, offline)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
-identity-encoder: $(STAMP) ## Retrain SynthPain's identity encoder by steps into pretrained/identity-encoder/ (CPU, ~1 h)
+identity-encoder: $(STAMP) ## Retrain SynthPain's identity encoder by steps into pretrained/identity-encoder/ (CPU: 137 min measured on a loaded 2-core machine)
 	$(BIN)/python -m paincontrol_lib.model.identity_encoder --out pretrained/identity-encoder --work build/identity-encoder
 
-au-readers: $(STAMP) ## Retrain the shipped pixel AU readers (scoring, guide) by steps into pretrained/au-readers/ (CPU, ~1 h)
+au-readers: $(STAMP) ## Retrain the shipped pixel AU readers (scoring, guide) by steps into pretrained/au-readers/ (CPU: ~70 min a reader measured on a loaded 2-core machine)
 	$(BIN)/python -m paincontrol_lib.au_reading.pixels --role scoring --out pretrained/au-readers/scoring --threads 1
 	$(BIN)/python -m paincontrol_lib.au_reading.pixels --role guide --out pretrained/au-readers/guide --threads 1
 

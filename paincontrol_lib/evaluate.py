@@ -11,9 +11,10 @@ The inference was chosen by simulating this design (``scripts/inference_check.py
 - requested AUs: the source frame's ground truth when the dataset has one (SynthPain), else
   what retargeting estimated; ``explicit`` rows: what was asked for;
 - estimated AUs: each pain AU by the reader chosen for it on validation people
-  (``au.AUReaders``: the ``pixels`` CNN on the output's crop beside the target's identity photo,
-  or the ``mesh`` / ``learned`` backends on their MediaPipe meshes; default ``mesh``); the AUs a
-  reader misses its goals on are flagged (``au.GOAL_ICC``, ``au.GOAL_EXACT_ERROR``);
+  (``au_reading.backends.AUReaders``: the ``pixels`` CNN on the output's crop beside the target's
+  identity photo, or the ``mesh`` / ``learned`` backends on their MediaPipe meshes; default
+  ``mesh``); the AUs a reader misses its goals on are flagged (``au_reading.backends.GOAL_ICC``,
+  ``GOAL_EXACT_ERROR``);
 - identity, read by the in-domain identity encoder (``identity.SynthFaceIdentity``; dlib beside
   as a second judge, its columns suffixed ``_dlib``): cosine similarity of the output to the
   target's *scoring frame*, a frame no method receives (``landmarks.table.scoring_rows``);
@@ -405,7 +406,7 @@ def _reader_sized(image: np.ndarray) -> np.ndarray:
 
 
 def _degraded_answer(crop: np.ndarray, request: tuple, seed: int, mesher):
-    """A copy of an exact answer degraded as generated outputs are (``au_model.degrade``,
+    """A copy of an exact answer degraded as generated outputs are (``au_reading.learned.degrade``,
     seeded by the request, so any worker split draws the same) and its MediaPipe mesh: a
     perfect answer seen through the generator's look, the AU readers' noise."""
     import zlib
@@ -632,11 +633,17 @@ def _request(scores: pd.DataFrame) -> pd.Series:
     return scores["path"].str.split("/", n=1).str[1]
 
 
+# Per-output 0/1 scores: their means are proportions, whose intervals stop at 0 and 1
+PROPORTIONS = ("detection_rate", "identity_top1_gallery", "target_over_source",
+               "identity_match_dlib", "source_match_dlib", "target_over_source_dlib")  # fmt: skip
+
+
 def summarise(scores: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per method and metric: mean and 95 % t-interval with a two-way (source x target person)
     cluster-robust variance (:func:`~paincontrol_lib.stats.two_way_cluster_ci`): outputs of one
-    person, and of one source-target pair, are not independent; n outputs. The interval is NaN
-    where the design has fewer than 2 sources or targets (the tiny profile)."""
+    person, and of one source-target pair, are not independent; n outputs. The interval of a
+    proportion (:data:`PROPORTIONS`) is clipped to [0, 1]. The interval is NaN where the design
+    has fewer than 2 sources or targets (the tiny profile)."""
     rows = []
     for method, group in scores.groupby("method", sort=False):
         columns = {"detection_rate": group["detected"].astype(float)}
@@ -648,6 +655,8 @@ def summarise(scores: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                 low, high = interval["ci_low"], interval["ci_high"]
             except FitError:
                 low = high = np.nan
+            if metric in PROPORTIONS:
+                low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
             n = int(np.isfinite(values.to_numpy(float)).sum())
             mean = float(np.nanmean(values.to_numpy(float))) if n else np.nan
             rows.append({"method": method, "metric": metric, "mean": mean, "lo": low, "hi": high,

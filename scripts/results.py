@@ -879,8 +879,8 @@ NOT_RESULTS = {
     "95 % intervals cover the true effect in 93-97 % of datasets": "issue 30's criterion",
     "a half-width within 0.03": "issue 30's criterion for the study's validation",
     "dropout 10 %": SETTING,  # training's conditioning dropout
-    "ICC(2,1) >= 0.85": SETTING,  # au.GOAL_ICC (issue 29)
-    "(AU43 <= 0.15)": SETTING,  # au.GOAL_EXACT_ERROR
+    "ICC(2,1) >= 0.85": SETTING,  # au_reading.backends.GOAL_ICC (issue 29)
+    "(AU43 <= 0.15)": SETTING,  # au_reading.backends.GOAL_EXACT_ERROR
     "AUC >= 0.95": "a test's pass bar",
     "mean F1 0.54 over 12 AUs, AU04 0.71, AU06 0.59, AU09 0.83": "py-feat's published scores",
     "+40-50 %": "the ControlNet's extra compute, estimated from parameter counts",

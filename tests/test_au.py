@@ -189,9 +189,14 @@ def test_clustered_summary_and_crossed_tests_against_the_warp():
                                  "path": f"{method}/{source}_to_{target}_f{frame}.png",
                                  "error_PSPI": base + shift + rng.normal(0, 0.1),
                                  "nme": 0.02 + rng.normal(0, 0.001),
-                                 "identity_similarity": 0.9 + rng.normal(0, 0.01)})  # fmt: skip
+                                 "identity_similarity": 0.9 + rng.normal(0, 0.01),
+                                 "identity_top1_gallery": float(target != "T0" or frame > 0),
+                                 })  # fmt: skip
     scores = pd.DataFrame(rows)
     summary = summarise(scores)
+    top1 = summary[summary["metric"] == "identity_top1_gallery"].set_index("method")
+    assert top1.loc["warp", "mean"] < 1 and (top1["lo"] < top1["mean"]).all()
+    assert (top1["hi"] == 1).all()  # a proportion's interval stops at 1 (the t-interval does not)
     pspi_err = summary[summary["metric"] == "error_PSPI"].set_index("method")
     assert pspi_err.loc["warp", "mean"] - pspi_err.loc["paincontrol", "mean"] == pytest.approx(
         1.0, abs=0.05

@@ -113,12 +113,12 @@ class AUReaders:
 def validate_backends(reads, settings: dict, seed: int, n_boot: int = 1000,
                       val_answers=None) -> tuple[AUReaders, dict]:  # fmt: skip
     """Train, choose and report every reader on the landmark table's people: ``learned``
-    (``au_model.select_and_validate``), ``pixels`` (the shipped ``scoring`` weights fine-tuned on
-    training people, the step kept chosen on validation people) and ``mesh``; the ``guide``
-    pixel reader as shipped, reported only; the learned estimator is saved to
-    ``settings["path"]``. Per AU the scoring backend is the one with the
-    higher ICC(2,1) on *degraded validation* crops, the exact answers of strong requests on
-    validation people (``val_answers``, :class:`~paincontrol_lib.au_reading.learned.KnownFaces`)
+    (``au_reading.learned.select_and_validate``), ``pixels`` (the shipped ``scoring`` weights
+    fine-tuned on training people, the step kept chosen on validation people) and ``mesh``; the
+    ``guide`` pixel reader as shipped, reported only; the learned estimator is saved to
+    ``settings["path"]``. Per AU the scoring backend is the one with the higher ICC(2,1) on
+    *degraded validation* crops, the exact answers of strong requests on validation people
+    (``val_answers``, :class:`~paincontrol_lib.au_reading.learned.KnownFaces`)
     pooled in where given. ``(readers, report)``: the report is ``au_estimator.json`` (test
     people, intervals over people; goals in :data:`GOAL_ICC`)."""
     from paincontrol_lib.au_reading.learned import (

@@ -14,11 +14,11 @@ Two training steps, so that every number stays honest:
    *fresh* SynthPain identities (seed :data:`FRESH_SEED`: none of them is a person of the
    dataset, the model's pretraining, the augmentation or the identity encoder) with pain AUs
    spread evenly over 0-5 (AU43 0/1), each beside its neutral frame, crops degraded at random as
-   generated outputs are (``au_model.degrade``); the step kept is chosen on held-out fresh
+   generated outputs are (``au_reading.learned.degrade``); the step kept is chosen on held-out fresh
    identities. They never saw a person of the dataset.
 2. **In the pipeline** (stage 04, :func:`fine_tune`): the ``scoring`` reader is fine-tuned on the
    dataset's *training* people; the step kept (0: the shipped weights) is chosen on *validation*
-   people and the reader is reported on *test* people (``au.validate_backends``).
+   people and the reader is reported on *test* people (``au_reading.backends.validate_backends``).
 
 Two readers are trained independently (different seeds, disjoint fresh identities):
 ``scoring`` scores methods in stage 04; ``guide`` is shipped for guiding a sampler and never
@@ -162,7 +162,7 @@ class PixelAU:
         return table
 
     def reads(self, faces) -> pd.DataFrame:
-        """:meth:`read` of ``au_model.Faces`` (the interface every backend shares)."""
+        """:meth:`read` of ``au_reading.learned.Faces`` (the interface every backend shares)."""
         return self.read(faces.crops, faces.neutral_crops)
 
     def save(self, folder) -> Path:
@@ -375,7 +375,7 @@ class Views:
 
     @classmethod
     def of_table(cls, reads, mask: np.ndarray) -> Views:
-        """The landmark-table rows in ``mask`` (``au_model.TableReads``): clean and every
+        """The landmark-table rows in ``mask`` (``au_reading.learned.TableReads``): clean and every
         degraded copy but the last (which validation and test read)."""
         targets = reads.rows[list(PAIN_AUS)].to_numpy(np.float32)[mask]
         return cls(resize(reads.crops[mask]), [d[mask] for d in reads.degraded_crops[:-1]],

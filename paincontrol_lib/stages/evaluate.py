@@ -6,10 +6,10 @@ full method), and validate the AU estimator.
 
 The AU readers are validated here (``reports/metrics/au_estimator.json``): the ``pixels`` CNN
 (``paincontrol_lib/au_reading/pixels.py``; shipped weights from fresh identities, fine-tuned on the
-training people), the ``learned`` mesh ridge (``au_model.py``, trained here) and the ``mesh``
-backend, each chosen on validation people (tables plus the exact answers of strong requests) and
-reported on test people, clean and degraded, with intervals over people, and on the exact
-answers of the evaluation's requests; outputs are read with the best reader per AU. The
+training people), the ``learned`` mesh ridge (``au_reading/learned.py``, trained here) and the
+``mesh`` backend, each chosen on validation people (tables plus the exact answers of strong
+requests) and reported on test people, clean and degraded, with intervals over people, and on the
+exact answers of the evaluation's requests; outputs are read with the best reader per AU. The
 ``guide`` pixel reader is reported beside and never scores."""
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ class EvaluateResult:
 
 def train_au_estimator(table: pd.DataFrame, settings: dict, seed: int, workers: int = 1,
                        exact=None, n_boot: int = 1000):  # fmt: skip
-    """Train, choose and validate the AU readers (``au.validate_backends``) on the landmark
-    table's people and, with exact answers, the exact answers of strong requests on validation
-    people (the learned estimator is saved to ``settings["path"]``). ``(readers, report)``:
-    the ``mesh`` backend for every AU, and the reason, where the data have no AU ground truth
-    to learn or validate on."""
+    """Train, choose and validate the AU readers (``au_reading.backends.validate_backends``)
+    on the landmark table's people and, with exact answers, the exact answers of strong requests
+    on validation people (the learned estimator is saved to ``settings["path"]``).
+    ``(readers, report)``: the ``mesh`` backend for every AU, and the reason, where the data
+    have no AU ground truth to learn or validate on."""
     from paincontrol_lib.au_reading.backends import AUReaders, validate_backends
     from paincontrol_lib.au_reading.learned import read_table
 
@@ -359,7 +359,8 @@ def identity_instrument_figure(instrument: dict, figures_dir):
 
 
 def method_table(result: EvaluateResult) -> pd.DataFrame:
-    """Metric x method: mean [95 % bootstrap CI]; AUs the estimator cannot read are marked."""
+    """Metric x method: mean [95 % two-way cluster interval]; AUs whose reader misses its goals
+    are marked."""
     summary = result.summary
     unreliable = set(result.metrics["au_estimator"]["unreliable_aus"])
 
@@ -369,8 +370,9 @@ def method_table(result: EvaluateResult) -> pd.DataFrame:
         return f"{row['mean']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]"
 
     shown = summary.assign(text=summary.apply(cell, axis=1))
+    missed = " (reader misses its goals)"
     shown["metric"] = shown["metric"].map(
-        lambda m: m + (" (estimator unreliable)" if m.removeprefix("error_") in unreliable else "")
+        lambda m: m + (missed if m.removeprefix("error_") in unreliable else "")
     )
     return shown.pivot(index="metric", columns="method", values="text")
 
@@ -444,7 +446,7 @@ def slopes_table(result: EvaluateResult) -> pd.DataFrame:
 
 
 _HARD_AUS = ("AU04", "AU43")  # called out (starred) in the AU figure
-_FLOOR = "AU estimator on the exact answer"  # the error floor's legend entry
+_FLOOR = "AU reader on the exact answer"  # the error floor's legend entry
 
 
 def _method_label(method: str) -> str:
@@ -479,7 +481,7 @@ def _wrapped(label: str, width: int = 13) -> str:
 
 def _au_label(au: str, unreliable: set) -> str:
     star = "*" if au in _HARD_AUS else ""
-    note = "\n(estimator\nunreliable)" if au in unreliable else ""
+    note = "\n(reader misses\nits goals)" if au in unreliable else ""
     return f"AU{int(au[2:])}{star}\n{AU_DESCRIPTIONS.get(au, au)}{note}"
 
 
