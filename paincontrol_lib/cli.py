@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -59,6 +61,35 @@ def default_checkpoint() -> Path:
     raise FileNotFoundError("no PainControl checkpoint found: pass --checkpoint DIR")
 
 
+TUNING = Path("reports") / "metrics" / "tuning.json"  # stage 02's sampler, chosen on val people
+
+
+def tuned_sampler() -> tuple:
+    """The sampler ``paincontrol transfer`` uses by default and where it comes from: the one the
+    last default run chose on validation people (``reports/metrics/tuning.json: selected``, here
+    or in the repository), else ``params.yaml: sampler``'s defaults."""
+    from paincontrol_lib.config import REPO_ROOT
+    from paincontrol_lib.model.sampler import SamplerConfig
+
+    for candidate in (TUNING, REPO_ROOT / TUNING):
+        if candidate.is_file():
+            selected = json.loads(candidate.read_text())["selected"]
+            return SamplerConfig.from_params(selected), f"tuned on val people: {candidate}"
+    return SamplerConfig(), "params.yaml: sampler (no tuning.json: run `make repro` to tune)"
+
+
+def describe_sampler(sampler) -> str:
+    """The settings that decide what runs, and how many denoising steps actually run."""
+    start = f"{sampler.start} at strength {sampler.start_strength:g}"
+    if sampler.start == "noise":
+        start = "pure noise"
+    return (
+        f"{sampler.steps_run} of {sampler.steps} DDIM steps run from {start}; guidance "
+        f"{sampler.guidance_scale:g}, identity scale {sampler.identity_scale:g}, control "
+        f"scale {sampler.control_scale:g}"
+    )
+
+
 def check_output_folder(out: Path) -> None:
     """``--out`` is replaced whole on success, so it must be a new folder or an earlier
     ``paincontrol transfer`` output (one holding its ``manifest.json``), never a file or a
@@ -73,8 +104,6 @@ def check_output_folder(out: Path) -> None:
 
 
 def _transfer(args) -> int:
-    import json
-
     from paincontrol_lib.io import atomic_folder, atomic_write_bytes, save_image
     from paincontrol_lib.landmarks.face import read_face
     from paincontrol_lib.landmarks.mesher import FaceMesher
@@ -91,9 +120,15 @@ def _transfer(args) -> int:
     out = Path(args.out)
     check_output_folder(out)
     # Every setting is checked before anything is loaded or written.
-    sampler = SamplerConfig(steps=args.steps, guidance_scale=args.guidance_scale,
-                            identity_scale=args.identity_scale, control_scale=args.control_scale,
-                            start=args.start, start_strength=args.start_strength)  # fmt: skip
+    sampler, origin = tuned_sampler()
+    given = {name: getattr(args, name) for name in SamplerConfig.__dataclass_fields__}
+    given = {name: value for name, value in given.items() if value is not None}
+    if given:
+        sampler, origin = (
+            replace(sampler, **given),
+            f"{origin}, with {sorted(given)} from the command line",
+        )
+    print(f"sampler: {describe_sampler(sampler)} ({origin})", file=sys.stderr)
     model = None
     if set(args.method) & set(MODEL_METHODS):
         from paincontrol_lib.model.presets import (
@@ -363,11 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_sampler_options(parser) -> None:
-    """The sampler's settings; defaults are ``params.yaml: sampler`` (through SamplerConfig)."""
-    from paincontrol_lib.model.sampler import STARTS, SamplerConfig
+    """The sampler's settings; each one not given comes from :func:`tuned_sampler`."""
+    from paincontrol_lib.model.sampler import STARTS
 
-    default = SamplerConfig()
-    group = parser.add_argument_group("sampler (defaults: params.yaml's sampler section)")
+    group = parser.add_argument_group(
+        "sampler (default: the one the last default run tuned on val people, "
+        "reports/metrics/tuning.json; each option given replaces its setting)"
+    )
     options = [
         ("--steps", int, "DDIM steps"),
         ("--guidance-scale", float, "classifier-free guidance (1: none)"),
@@ -379,9 +416,8 @@ def _add_sampler_options(parser) -> None:
     ]  # fmt: skip
     for flag, kind, text in options:
         name = flag.removeprefix("--").replace("-", "_")
-        group.add_argument(flag, type=kind, default=getattr(default, name),
-                           choices=STARTS if name == "start" else None,
-                           help=f"{text} (default: %(default)s)")  # fmt: skip
+        group.add_argument(flag, type=kind, default=None,
+                           choices=STARTS if name == "start" else None, help=text)  # fmt: skip
 
 
 def _add_study(commands) -> None:

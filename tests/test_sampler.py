@@ -23,14 +23,28 @@ def test_sampler_settings_live_in_one_params_section():
         assert not old_names & set(section or {}), f"{name} still sets {old_names}"
 
 
-def test_library_and_cli_defaults_are_the_params_defaults():
-    from paincontrol_lib.cli import build_parser
+def test_library_defaults_are_the_params_defaults_and_the_cli_uses_the_tuned_sampler(
+    tmp_path, monkeypatch
+):
+    import json
+
+    from paincontrol_lib import cli
 
     params = SamplerConfig.from_params(load_params()["sampler"])
     assert SamplerConfig() == params
-    transfer = build_parser()._subparsers._group_actions[0].choices["transfer"]
+    transfer = cli.build_parser()._subparsers._group_actions[0].choices["transfer"]
     defaults = {a.dest: a.default for a in transfer._actions}
-    assert {name: defaults[name] for name in SETTINGS} == params.as_dict()
+    assert all(defaults[name] is None for name in SETTINGS)  # unset: the tuned sampler's
+    # The CLI's default is the sampler stage 02 chose on val people (tuning.json: selected)...
+    tuned = params.as_dict() | {"start": "warped_target", "start_strength": 0.17, "steps": 6}
+    (tmp_path / cli.TUNING).parent.mkdir(parents=True)
+    (tmp_path / cli.TUNING).write_text(json.dumps({"selected": tuned}))
+    monkeypatch.chdir(tmp_path)
+    sampler, origin = cli.tuned_sampler()
+    assert sampler == SamplerConfig.from_params(tuned) and "tuned on val people" in origin
+    # ...and what it says names the steps that actually run
+    assert cli.describe_sampler(sampler).startswith("1 of 6 DDIM steps run from warped_target")
+    assert cli.describe_sampler(sampler.model_alone()).startswith("6 of 6 DDIM steps run from pure")
 
 
 def test_bad_settings_fail_before_any_work():

@@ -250,6 +250,9 @@ def test_cli_on_a_real_photograph(astronaut, tmp_path, capsys):
     assert code == 0, err
     # The shipped checkpoint saw SynthPain renderings only: said once, with what to use instead.
     assert err.count("trained on SynthPain renderings only") == 1 and "--method warp" in err
+    # It says which sampler ran: the tuned one, with the option given replacing its setting.
+    said = next(line for line in err.splitlines() if line.startswith("sampler: "))
+    assert "DDIM steps run from" in said and "['steps'] from the command line" in said
     manifest = json.loads((out / "manifest.json").read_text())
     assert [m["method"] for m in manifest] == ["warp", "paincontrol"]
     assert manifest[0]["aus"] == {"AU04": 4.0, "AU43": 1.0} and manifest[0]["pspi"] == 5

@@ -295,7 +295,8 @@ def summarise(results: pd.DataFrame, blocks: dict | None = None) -> pd.DataFrame
                 stats.t_interval(group[metric].astype(float))
             )
         boot = (blocks or {}).get(detector, {}).get("cells", {}).get(str(level), {}).get(arm)
-        if boot:
+        if boot:  # the point and its interval from one computation
+            row["auc_mean"] = boot["auc"]
             row["auc_ci_low"], row["auc_ci_high"] = boot["auc_ci_low"], boot["auc_ci_high"]
         out.append(row)
     return pd.DataFrame(out)
