@@ -65,17 +65,27 @@ TUNING = Path("reports") / "metrics" / "tuning.json"  # stage 02's sampler, chos
 
 
 def tuned_sampler() -> tuple:
-    """The sampler ``paincontrol transfer`` uses by default and where it comes from: the one the
-    last default run chose on validation people (``reports/metrics/tuning.json: selected``, here
-    or in the repository), else ``params.yaml: sampler``'s defaults."""
+    """The samplers ``paincontrol transfer`` uses by default and where they come from: the ones
+    the last default run chose on validation people (``reports/metrics/tuning.json``:
+    ``paincontrol`` from noise, ``warp_start`` for the variant; here or in the repository), else
+    ``params.yaml: sampler``'s defaults (and the same from the warped target)."""
     from paincontrol_lib.config import REPO_ROOT
     from paincontrol_lib.model.sampler import SamplerConfig
 
     for candidate in (TUNING, REPO_ROOT / TUNING):
         if candidate.is_file():
-            selected = json.loads(candidate.read_text())["selected"]
-            return SamplerConfig.from_params(selected), f"tuned on val people: {candidate}"
-    return SamplerConfig(), "params.yaml: sampler (no tuning.json: run `make repro` to tune)"
+            tuning = json.loads(candidate.read_text())
+            if not {"paincontrol", "warp_start"} <= set(tuning):
+                raise ValueError(f"{candidate}: written by an older stage 02 (no paincontrol / "
+                                 "warp_start samplers); rerun it: dvc repro train")  # fmt: skip
+            return (
+                SamplerConfig.from_params(tuning["paincontrol"]),
+                SamplerConfig.from_params(tuning["warp_start"]),
+                f"tuned on val people: {candidate}",
+            )
+    default = SamplerConfig()
+    return (default, replace(default, start="warped_target"),
+            "params.yaml: sampler (no tuning.json: run `make repro` to tune)")  # fmt: skip
 
 
 def describe_sampler(sampler) -> str:
@@ -120,7 +130,7 @@ def _transfer(args) -> int:
     out = Path(args.out)
     check_output_folder(out)
     # Every setting is checked before anything is loaded or written.
-    sampler, origin = tuned_sampler()
+    sampler, warp_start, origin = tuned_sampler()
     given = {name: getattr(args, name) for name in SamplerConfig.__dataclass_fields__}
     given = {name: value for name, value in given.items() if value is not None}
     if given:
@@ -129,6 +139,9 @@ def _transfer(args) -> int:
             f"{origin}, with {sorted(given)} from the command line",
         )
     print(f"sampler: {describe_sampler(sampler)} ({origin})", file=sys.stderr)
+    if "paincontrol_warp_start" in args.method:
+        print(f"paincontrol_warp_start: {describe_sampler(warp_start)} ({origin})",
+              file=sys.stderr)  # fmt: skip
     model = None
     if set(args.method) & set(MODEL_METHODS):
         from paincontrol_lib.model.presets import (
@@ -176,7 +189,7 @@ def _transfer(args) -> int:
                 names.append(path.stem)
     finally:
         mesher.close()
-    engine = Transfer(model, sampler, size=size)
+    engine = Transfer(model, sampler, size=size, warp_start=warp_start)
     manifest = []
     # Written into a temporary folder that replaces --out only when every image is done: a
     # failed run leaves the previous --out as it was, and --out holds exactly its manifest.
@@ -186,7 +199,8 @@ def _transfer(args) -> int:
                                      shared_noise=True)  # fmt: skip
             for name, expr, image in zip(names, expressions, images, strict=True):
                 path = save_image(tmp / method / f"{name}.png", image)
-                manifest.append({"method": method, "mode": expr.mode, "frame": name,
+                manifest.append({"method": method, "label": engine.label(method),
+                                 "mode": expr.mode, "frame": name,
                                  "pspi": round(expr.pspi, 3), "seed": args.seed,
                                  "aus": {k: round(v, 3) for k, v in expr.aus.items() if v},
                                  "path": str(path.relative_to(tmp))})  # fmt: skip

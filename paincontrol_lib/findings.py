@@ -154,19 +154,43 @@ def train(reports_dir) -> str:
     ceiling = m["ground_truth_ceiling"]
     init = m.get("init_from")
     start = init.get("path") if isinstance(init, dict) and init.get("path") else "random weights"
-    chosen = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in tuning["selected"].items())
+    labels, best = tuning["labels"], tuning["selected_label"]
+    effect = m.get("finetune_effect_val")
     lines = [
         f"- **{m['steps']} training steps** from {start} (stopped by {m['stopped_by']}).",
-        f"- On {m['n_heldout_identities']} **test people**, samples follow their control mesh at "
-        f"NME {m['heldout_nme']:.4f}. Real frames score {ceiling['nme']:.4f} on the same test; "
-        f"a shuffled control gives {m['heldout_nme_shuffled']:.4f}.",
-        f"- Identity: samples are recognised as their own person top-1 "
-        f"{m['heldout_identity_top1']:.0%} of the time, against a frame the model never saw. "
-        f"Real frames reach {m['identity_top1_ceiling']:.0%}. Started from noise instead of the "
-        f"warped target, the same model reaches {m['noise_start']['heldout_identity_top1']:.0%}.",
-        f"- The sampler was chosen on {tuning['n_people']} {tuning['split']} people "
-        f"(rule: {tuning['rule']}): {chosen}.",
+        f"- On {m['n_heldout_identities']} **test people**, {labels['paincontrol']} "
+        f"({m['sampler']['steps']} of {m['sampler']['steps']} steps from noise, tuned) follows "
+        f"the control mesh at NME {m['heldout_nme']:.4f}. Real frames score "
+        f"{ceiling['nme']:.4f} on the same test; a shuffled control gives "
+        f"{m['heldout_nme_shuffled']:.4f}.",
+        f"- Identity: its samples are recognised as their own person top-1 "
+        f"{m['heldout_identity_top1']:.0%} of the time (`heldout_identity_top1`), against a "
+        f"frame the model never saw; the identity photo itself reaches "
+        f"{m['identity_top1_ceiling']:.0%}. The model alone (identity scale 1, no guidance) "
+        f"reaches {m['noise_start']['heldout_identity_top1']:.0%}.",
+        f"- The sampler was chosen on {tuning['n_people']} {tuning['split']} people by the "
+        f"declared objective ({tuning['rule']}). Best of all {len(tuning['grid'])} settings: "
+        f"**{best}** ({tuning['steps_run']} denoising steps run)"
+        + (": the warp itself wins." if tuning["warp_wins"] else ".")
+        + f" Best from noise: {labels['paincontrol']}; best on the warped target: "
+        f"{labels['warp_start']}.",
     ]
+    if m["steps"] == 0 and not isinstance(effect, dict):
+        lines.append(
+            "- No fine-tuning in this run (`train.max_steps` 0): the shipped checkpoint is drawn "
+            "as it is; fine-tuning it improved nothing on val people (docs/model.md)."
+        )
+    elif isinstance(effect, dict):
+        diff = effect["final_minus_step_0"]
+        lines.append(
+            f"- What fine-tuning changed on val people ({effect['sampler']}, final minus step "
+            f"0, `finetune_effect_val`): objective {diff['objective']:+.3f} "
+            f"[{diff['objective_ci'][0]:+.3f}, {diff['objective_ci'][1]:+.3f}], identity "
+            f"similarity {diff['identity_similarity']:+.3f} "
+            f"[{diff['identity_similarity_ci'][0]:+.3f}, {diff['identity_similarity_ci'][1]:+.3f}]"
+            f", AU error {diff['au_error']:+.3f} [{diff['au_error_ci'][0]:+.3f}, "
+            f"{diff['au_error_ci'][1]:+.3f}]."
+        )
     text = m.get("text_conditioning", {})
     if text.get("prompts_truncated"):
         lines.append(
@@ -186,7 +210,7 @@ def _tokenizer_note(reports_dir) -> list[str]:
         return []
     return [
         "- The warnings above about truncated prompts come from the tokenizer of the shipped "
-        f"checkpoint, which stage 02 fine-tunes: it cut {text['prompts_truncated']} of "
+        f"checkpoint, which stage 02 starts from: it cut {text['prompts_truncated']} of "
         f"{text['n_prompts']} training prompts there (docs/model.md; retraining it needs a GPU)."
     ]
 
@@ -195,18 +219,24 @@ def transfer(reports_dir) -> str:
     m = _load(reports_dir, "transfer.json")
     jitter = m["sequence_jitter"]
     per_image = m["per_image_seconds"]
+    labels, steps = m["labels"], m["steps_run"]
+    shown = [x for x in ("paincontrol", "paincontrol_warp_start", "warp") if x in jitter]
     return (
         f"- **{m['n_pairs']} source-target pairs** ({m['n_sources']} sources onto "
         f"{m['n_targets']} targets, test people only), {m['frames_per_pair']} frames each, "
-        f"{len(m['methods'])} methods.\n"
-        f"- Frame-to-frame jitter of a sequence (lower is steadier): PainControl "
-        f"{jitter['paincontrol']:.2f}, the warp {jitter['warp']:.2f}, the paper's noise-start "
-        f"sampler {jitter.get('paper_sampler', float('nan')):.2f}; the source itself "
-        f"{m['source_sequence_jitter']:.2f}.\n"
-        f"- PainControl took {1000 * per_image['paincontrol']:.0f} ms per image here "
-        f"({m['sampler']['steps']} sampler steps from the warped target)."
-        + "".join("\n" + line for line in _tokenizer_note(reports_dir))
-    )
+        f"{len(m['methods'])} methods: "
+        + "; ".join(f"{labels[x]} (`{x}`)" for x in m["methods"])
+        + ".\n- Frame-to-frame jitter of a sequence (lower is steadier): "
+        + ", ".join(f"{labels[x]} {jitter[x]:.2f}" for x in shown)
+        + f"; the source itself {m['source_sequence_jitter']:.2f}.\n"
+        + "".join(
+            f"- {labels[x]} took {1000 * per_image[x]:.0f} ms per image here ({steps[x]} "
+            f"denoising step{'s' if steps[x] != 1 else ''} run).\n"
+            for x in ("paincontrol", "paincontrol_warp_start")
+            if x in steps
+        )
+        + "".join(line + "\n" for line in _tokenizer_note(reports_dir))
+    ).rstrip("\n")
 
 
 def evaluate(reports_dir) -> str:
@@ -218,14 +248,17 @@ def evaluate(reports_dir) -> str:
         f"intervals: {m['design']['ci']}; each comparison on paired requests, Holm within its "
         "declared family."
     ]
+    labels = m.get("labels", {})
     for metric, (words, better) in FIGURE_OF_MERIT.items():
-        test = m.get("tests", {}).get(metric, {}).get("paincontrol_vs_warp")
-        if metric in ours and test:
+        for method in ("paincontrol", "paincontrol_warp_start"):
+            test = m.get("tests", {}).get(metric, {}).get(f"{method}_vs_warp")
+            if method not in m["methods"] or metric not in m["methods"][method] or not test:
+                continue
             verdict = "differs from" if test["p_holm"] < 0.05 else "is not distinguishable from"
             lines.append(
-                f"- {words[0].upper() + words[1:]} ({better} is better): PainControl "
-                f"{_of(ours, metric)}; against the warp {_interval(test)}, Holm "
-                f"{_p(test['p_holm'])}: it {verdict} the warp."
+                f"- {words[0].upper() + words[1:]} ({better} is better): "
+                f"{labels.get(method, method)} {_of(m['methods'][method], metric)}; against the "
+                f"warp {_interval(test)}, Holm {_p(test['p_holm'])}: it {verdict} the warp."
             )
     lines += _components(m)
     claim = m.get("au_claim", {})

@@ -3,15 +3,16 @@
 One interface (:class:`Transfer`) for every method, on faces in the canonical frame (aligned
 crops, where the model works and control images are drawn):
 
-- ``paincontrol``: control image of the retargeted mesh + AU prompt + the target's identity
-  embedding (from its neutral image), drawn with the pipeline's sampler (by default from the
-  target's photo warped onto the requested mesh; :mod:`paincontrol_lib.model.sampler`);
-- ``paper_sampler``: the same model drawn as the paper draws it: from pure noise, identity from
-  the embedding alone (:meth:`SamplerConfig.model_alone`);
+- ``paincontrol``: the paper's method: control image of the retargeted mesh + AU prompt + the
+  target's identity embedding (from its neutral image), every DDIM step drawn from pure noise
+  with the identity scale and guidance tuned on validation people (``tuning.json: paincontrol``);
+- ``paincontrol_warp_start``: the same model started from the target's photo warped onto the
+  requested mesh, running only the tail of the schedule (``tuning.json: warp_start``); its label
+  says how many steps run (:attr:`SamplerConfig.label`);
 - ``warp``: the motion-transfer baseline: the target's neutral crop warped piecewise-affinely
   from its neutral mesh onto the retargeted mesh (the landmark-driven warp that video
   reenactment methods such as FOMM, TPSMM and LivePortrait refine);
-- single-factor ablations of ``paincontrol`` (same sampler, same start, one input removed):
+- single-factor ablations of ``paincontrol`` (its sampler, from noise, one input removed):
   ``no_identity`` (identity tokens zeroed), ``no_landmarks`` (control image zeroed) and
   ``no_text`` (empty prompt).
 
@@ -29,17 +30,19 @@ from paincontrol_lib.landmarks.face import Face
 from paincontrol_lib.model.sampler import SamplerConfig, start_images
 from paincontrol_lib.retarget import Retargeted
 
-METHODS = ("paincontrol", "paper_sampler", "warp", "no_identity", "no_landmarks", "no_text")
-METHOD_LABELS = {  # what figures and tables show readers
+METHODS = ("paincontrol", "paincontrol_warp_start", "warp", "no_identity", "no_landmarks",
+           "no_text")  # fmt: skip
+METHOD_LABELS = {  # what figures and tables show readers (Transfer.labels adds the steps run)
     "paincontrol": "PainControl",
-    "paper_sampler": "paper's sampler (noise start)",
+    "paincontrol_warp_start": "PainControl, warp start",
     "warp": "warp baseline",
     "no_identity": "no identity tokens",
     "no_landmarks": "no landmarks",
     "no_text": "no text",
 }
+ABLATIONS = ("no_identity", "no_landmarks", "no_text")
 MANIFEST = "manifest.parquet"  # what stage 03 asked for, one row per generated image
-MODEL_METHODS = ("paincontrol", "paper_sampler", "no_identity", "no_landmarks", "no_text")
+MODEL_METHODS = ("paincontrol", "paincontrol_warp_start", *ABLATIONS)
 
 
 def sequence_jitter(frames: np.ndarray) -> float | None:
@@ -59,9 +62,12 @@ class Transfer:
     """
 
     def __init__(self, model=None, sampler: SamplerConfig | None = None, identity=None,
-                 size: int | None = None):  # fmt: skip
+                 size: int | None = None, warp_start: SamplerConfig | None = None):  # fmt: skip
         self.model = model
         self.sampler = sampler or SamplerConfig()
+        self.warp_start = warp_start or SamplerConfig(start="warped_target")
+        if self.warp_start.start != "warped_target" or not self.warp_start.steps_run:
+            raise ValueError("the warp-start variant needs start warped_target and >= 1 step run")
         self.size = size or (model.config.resolution if model is not None else 128)
         if model is not None and self.size != model.config.resolution:
             raise ValueError(
@@ -72,9 +78,18 @@ class Transfer:
         self._embeddings: dict[int, tuple[Face, np.ndarray]] = {}
 
     def sampler_for(self, method: str) -> SamplerConfig:
-        """``paper_sampler`` is the model alone (pure noise, identity scale 1); every other
-        model method shares the configured sampler and start, so an ablation changes one thing."""
-        return self.sampler.model_alone() if method == "paper_sampler" else self.sampler
+        """``paincontrol_warp_start`` has its own sampler; PainControl and its ablations share
+        one (from noise), so an ablation changes one input and nothing else."""
+        return self.warp_start if method == "paincontrol_warp_start" else self.sampler
+
+    def label(self, method: str) -> str:
+        """What runs: a method drawn from a start image names its start and the steps run."""
+        sampler = self.sampler_for(method)
+        if method not in MODEL_METHODS or not sampler.from_start_image:
+            return METHOD_LABELS.get(method, method)
+        if method in ("paincontrol", "paincontrol_warp_start"):
+            return sampler.label
+        return f"{METHOD_LABELS[method]} ({sampler.label.removeprefix('PainControl, ')})"
 
     def identity_of(self, face: Face) -> np.ndarray:
         """The face's identity embedding (dlib unless the model was trained with ArcFace)."""
@@ -133,6 +148,13 @@ class Transfer:
             prompts = [""] * n
         seeds = [seed] * n if shared_noise else [seed + i for i in range(n)]
         return sample(self.model, controls, identity, prompts, sampler, seeds, starts)
+
+
+def method_labels(manifest) -> dict[str, str]:
+    """method -> what ran (stage 03 writes each output's label: start and steps run)."""
+    if "label" not in manifest:
+        return {m: METHOD_LABELS.get(m, m) for m in manifest["method"].unique()}
+    return manifest.groupby("method")["label"].first().to_dict()
 
 
 def load_manifest(out_dir):

@@ -168,34 +168,71 @@ def pretrained() -> str:
 def tuning() -> str:
     m = _load("tuning")
     rows = []
-    for row in m["grid"]:
-        chosen = all(m["selected"][k] == v for k, v in row["settings"].items())
-        setting = ", ".join(f"{k} {v:g}" for k, v in row["settings"].items())
+    names = {"paincontrol": "PainControl", "warp_start": "warp-start variant",
+             "selected": "best of all"}  # fmt: skip
+    for i, row in enumerate(m["grid"]):
+        setting = ", ".join(f"{k} {v:g}" if not isinstance(v, str) else f"{k} {v}"
+                            for k, v in row["settings"].items())  # fmt: skip
+        marks = [names[n] for n, j in m["grid_rows"].items() if i == j]
+        name = f"**{row['label']}** ({', '.join(marks)})" if marks else row["label"]
         rows.append(
             [
-                ("**" + setting + "** (chosen)") if chosen else setting,
+                name,
+                setting,
+                str(row["steps_run"]),
+                ci(row["objective"], *row["objective_ci"]),
+                ci(row["identity_similarity"], *row["identity_similarity_ci"]),
+                ci(row["au_error"], *row["au_error_ci"]),
                 fmt(row["identity_top1"]),
-                fmt(row["identity_top1_identity_photo"]),
-                fmt(row["amplitude_ratio"], 2),
                 fmt(row["nme"], 4),
             ]
         )
+    exact = m["exact_answer"]
+    rows.append(["*the exact answer itself* (ceiling)", "—", "—", fmt(exact["objective"]),
+                 fmt(exact["identity_similarity"]), fmt(exact["au_error"]), "—", "—"])  # fmt: skip
     head = [
+        "sampler (what runs)",
         "setting",
+        "denoising steps run",
+        "objective [95 % CI]",
+        "identity similarity to the exact answer",
+        "AU error (fraction of range)",
         "identity top-1 (unseen frame)",
-        "top-1 vs identity photo",
-        "amplitude ratio",
         "NME",
     ]
+    verdict = "the warp itself wins" if m["warp_wins"] else f"{m['selected_label']} wins"
     return (
-        f"{m['n_samples']} rows of {m['n_people']} **validation** people; rule: {m['rule']}"
-        f" (met: {fmt(m['rule_met'])}).\n\n" + table(head, rows)
+        f"{m['n_samples']} rows of {m['n_people']} **validation** people; declared objective: "
+        f"{m['rule']}; intervals: bootstrap over people. Best of all: {verdict}.\n\n"
+        + table(head, rows)
+    )
+
+
+def finetune_effect() -> str:
+    """Stage 02's fine-tuning on val people: step 0 vs final, paired by row."""
+    e = _load("train").get("finetune_effect_val")
+    if not e:
+        return "The default run trains from scratch: no step-0 checkpoint to compare with."
+    names = (("objective", "objective"), ("identity_similarity", "identity similarity to the "
+             "exact answer"), ("au_error", "AU error (fraction of range)"))  # fmt: skip
+    rows = [[name, ci(e["step_0"][k], *e["step_0"][f"{k}_ci"]),
+             ci(e["final"][k], *e["final"][f"{k}_ci"]),
+             ci(e["final_minus_step_0"][k], *e["final_minus_step_0"][f"{k}_ci"])]
+            for k, name in names]  # fmt: skip
+    rows.append(["NME vs control", fmt(e["step_0"]["nme"], 4), fmt(e["final"]["nme"], 4), "—"])
+    return (
+        f"{e['sampler']} on the tuning rows of the **{e['split']}** people; intervals: bootstrap "
+        "over people, the difference paired by row.\n\n"
+        + table(
+            ["", "shipped checkpoint (step 0)", "fine-tuned (final)", "final minus step 0"], rows
+        )  # fmt: skip
     )
 
 
 def train() -> str:
     m = _load("train")
-    runs = {"default (tuned sampler)": m, "same model, noise start": m["noise_start"]}
+    runs = {"PainControl (tuned, from noise)": m,
+            "model alone (identity scale 1, no guidance)": m["noise_start"]}  # fmt: skip
     if m.get("from_scratch"):
         runs["ours from scratch"] = m["from_scratch"]
     if m.get("reference_recipe"):
@@ -614,40 +651,44 @@ def at_a_glance() -> str:
 
     realism = e["realism"]
     v = s["validation"]
+    shown = ("paincontrol", "paincontrol_warp_start", "warp")
+    labels = e.get("labels", {})
+
+    def each(get) -> list[str]:
+        return [get(m) if m in methods else "—" for m in shown]
+
+    def gain(m, level):
+        return _claim(claim.get(f"{m}_vs_real", {}).get(level)) if m != shown[1] else "—"
+
     rows = [
         [f"identity (in-domain encoder): output identified as the target among the "
          f"{floor['n_people']} test people (top-1)",
-         metric("paincontrol", "identity_top1_gallery"), metric("warp", "identity_top1_gallery")],
+         *each(lambda m: metric(m, "identity_top1_gallery"))],
         ["identity: output closer to the target than to the source person",
-         metric("paincontrol", "target_over_source"), metric("warp", "target_over_source")],
+         *each(lambda m: metric(m, "target_over_source"))],
         [f"identity: similarity between another person (0, floor {fmt(floor['mean'])}) and the "
          f"exact answer (1, ceiling {fmt(top['mean'])})",
-         metric("paincontrol", "identity_normalised"), metric("warp", "identity_normalised")],
-        ["expression: PSPI error (MAE, scale 0-16)",
-         metric("paincontrol", "pspi_mae"), metric("warp", "pspi_mae")],
+         *each(lambda m: metric(m, "identity_normalised"))],
+        ["expression: PSPI error (MAE, scale 0-16)", *each(lambda m: metric(m, "pspi_mae"))],
         ["AU error vs asked (MAE; AU4 on 0-5, AU43 on 0-1): AU4 / AU43",
-         " / ".join(fmt(methods["paincontrol"]["au_mae"][k], 2) for k in ("AU04", "AU43")),
-         " / ".join(fmt(methods["warp"]["au_mae"][k], 2) for k in ("AU04", "AU43"))],
+         *each(lambda m: " / ".join(fmt(methods[m]["au_mae"][k], 2) for k in ("AU04", "AU43")))],
         ["AU4 and AU43 minus the other pain AUs (excess error over the AU reader's own, beyond "
-         "its noise)", hard("paincontrol"), hard("warp")],
+         "its noise)", *each(lambda m: hard(m) if m in au else "—")],
         ["under-transfer: slope of PSPI read against PSPI asked (1 = full strength; the AU "
          "reader on the exact answers: "
          f"{_est(e['transfer_slopes']['exact_answer']['PSPI'])})",
-         _of(methods["paincontrol"], "pspi_slope", 2), _of(methods["warp"], "pspi_slope", 2)],
+         *each(lambda m: _of(methods[m], "pspi_slope", 2))],
         ["realism proxy: classifier telling outputs from exact renders (AUC; 0.5 = cannot)",
-         fmt(realism["paincontrol"].get("c2st_auc_face_features"), 2),
-         fmt(realism["warp"].get("c2st_auc_face_features"), 2)],
+         *each(lambda m: fmt(realism.get(m, {}).get("c2st_auc_face_features"), 2))],
         [f"augmentation, {_people(scarce)}: detector AUC gain over real data alone",
-         _claim(claim["paincontrol_vs_real"].get(scarce)),
-         _claim(claim.get("warp_vs_real", {}).get(scarce))],
+         *(gain(m, scarce) for m in shown)],
         [f"augmentation, all {_people(full)}: AUC gain over real data alone (equivalence "
          f"margin +-{fmt(a['inference']['equivalence_margin'], 2)})",
-         _claim(claim["paincontrol_vs_real"].get(full)),
-         _claim(claim.get("warp_vs_real", {}).get(full))],
+         *(gain(m, full) for m in shown)],
         ["realism study instrument: false-positive rate under null effects (alpha "
          f"{fmt(v['alpha'], 2)}), {v['n_replications']} simulated panels",
          f"{_mc(v['false_positive_rate_mc'])}{_coverage(v)}",
-         "(one instrument for every method)"],
+         "(one instrument for every method)", ""],
     ]  # fmt: skip
     d = e["design"]
     intro = (
@@ -657,7 +698,9 @@ def at_a_glance() -> str:
         "both, Holm over the claims stated here); Monte Carlo 95 % intervals on simulated "
         "rates.\n\n"
     )
-    return intro + table(["", "PainControl", "warp (no diffusion model)"], rows)
+    head = ["", f"{labels.get(shown[0], 'PainControl')} (the paper's method: every step from "
+            "noise)", labels.get(shown[1], shown[1]), "warp (no diffusion model)"]  # fmt: skip
+    return intro + table(head, rows)
 
 
 def paper_vs_ours() -> str:
@@ -770,7 +813,7 @@ def text_conditioning() -> str:
     split = ", ".join(f"'{w}'" for w in t["words_split"]) or "none"
     return (
         f"In the last default run the shipped checkpoint's tokenizer cut "
-        f"{t['prompts_truncated']} of the {t['n_prompts']} fine-tuning prompts "
+        f"{t['prompts_truncated']} of the {t['n_prompts']} training prompts "
         f"(longest {t['longest_prompt_tokens']} tokens, "
         f"budget {t['max_prompt_tokens']}) and split these words into several tokens: {split} "
         f"(`train.json: text_conditioning`).\n"
@@ -837,6 +880,7 @@ RENDERERS = {
     "landmarks": landmarks,
     "pretrained": pretrained,
     "tuning": tuning,
+    "finetune_effect": finetune_effect,
     "train": train,
     "evaluate": evaluate,
     "augment": augment,

@@ -105,7 +105,8 @@ def test_landmarks_stage(tiny_repo):
     assert "parameters" in executed.read_text()
 
 
-METHODS = {"paincontrol", "paper_sampler", "warp", "no_identity", "no_landmarks", "no_text"}
+METHODS = {"paincontrol", "paincontrol_warp_start", "warp", "no_identity", "no_landmarks",
+           "no_text"}  # fmt: skip
 
 
 def test_train_stage_tunes_on_val_and_reports_on_test(tiny_repo):
@@ -130,10 +131,18 @@ def test_train_stage_tunes_on_val_and_reports_on_test(tiny_repo):
     assert m["stopped_by"] == "steps" and m["reference_recipe"]["stopped_by"] == "steps"
     assert m["heldout_split"] == "test" and m["identity_scoring"] == "unseen_frame"
     tuning = _metrics(tiny_repo, "tuning")
-    assert tuning["split"] == "val" and tuning["n_people"] == 1 and len(tuning["grid"]) == 2
-    assert {"rule", "selected", "rule_met"} <= set(tuning)
-    assert m["sampler"] == tuning["selected"] and m["sampler_chosen_on"] == "val"
-    assert m["sampler"]["steps"] == 2 and m["sampler"]["start_strength"] in (0.33, 1.0)
+    assert tuning["split"] == "val" and tuning["n_people"] == 1 and len(tuning["grid"]) == 3
+    # the declared objective, a grid with the warp itself and noise, every score, the selection
+    assert tuning["objective"] == {"identity_weight": 1.0, "au_error_weight": 2.0}
+    assert {r["steps_run"] for r in tuning["grid"]} == {0, 1, 2}
+    assert {r["settings"].get("start") for r in tuning["grid"]} == {"noise", "warped_target"}
+    for row in tuning["grid"]:
+        assert {"objective", "objective_ci", "identity_similarity", "au_error"} <= set(row)
+    assert tuning["exact_answer"]["identity_similarity"] > 0.99  # the instrument's ceiling
+    assert tuning["steps_run"] == tuning["grid"][tuning["grid_rows"]["selected"]]["steps_run"]
+    assert tuning["labels"]["warp_start"] == "PainControl, warp start, 1 of 2 steps"
+    assert m["sampler"] == tuning["paincontrol"] and m["sampler_chosen_on"] == "val"
+    assert m["sampler"]["steps"] == 2 and m["sampler"]["start"] == "noise"
     assert m["noise_start"]["steps"] == 4 and "heldout_nme" in m["noise_start"]
     assert m["reference_recipe"]["steps"] == 4
     assert (tiny_repo / "models" / "ours" / "final" / "paincontrol_model.json").is_file()
@@ -145,7 +154,12 @@ def test_transfer_stage(tiny_repo):
     # 1 source sequence of 4 frames x 1 target + 2 explicit PSPI levels x 2 targets, per method
     assert {k: v["n_outputs"] for k, v in m["methods"].items()} == dict.fromkeys(METHODS, 8)
     assert set(m["sequence_jitter"]) == METHODS and set(m["per_image_seconds"]) == METHODS
-    assert m["sampler"] == _metrics(tiny_repo, "tuning")["selected"]
+    tuning = _metrics(tiny_repo, "tuning")
+    assert m["sampler"] == tuning["paincontrol"]
+    assert m["warp_start_sampler"] == tuning["warp_start"]
+    assert m["labels"]["paincontrol_warp_start"] == tuning["labels"]["warp_start"]
+    assert m["steps_run"] == {"paincontrol": 2, "paincontrol_warp_start": 1, "no_identity": 2,
+                              "no_landmarks": 2, "no_text": 2}  # fmt: skip
     manifest = pd.read_parquet(tiny_repo / "data" / "transfer" / "manifest.parquet")
     assert (
         len(manifest) == 48
@@ -169,8 +183,10 @@ def test_evaluate_stage(tiny_repo):
     assert m["tests"] == {} and failed["count"] == len(failed["failures"]) > 0
     named = {(f["comparison"], f["endpoint"]) for f in failed["failures"]}
     for metric in ("pspi_mae", "identity_similarity", "nme", "ssim_to_exact"):
-        assert {(f"{x}_vs_warp", metric) for x in METHODS - {"warp"}} <= named
-        assert ("no_text_vs_paincontrol", metric) in named
+        for method in ("paincontrol", "paincontrol_warp_start"):
+            assert (f"{method}_vs_warp", metric) in named
+        for ablation in ("no_identity", "no_landmarks", "no_text", "paincontrol_warp_start"):
+            assert (f"{ablation}_vs_paincontrol", metric) in named
     assert set(m["realism"]) == METHODS | {"features", "reference", "exact_answer"}
     for method in METHODS:
         assert {"c2st_auc_face_features", "c2st_auc_au_estimator"} <= set(m["realism"][method])
@@ -347,7 +363,8 @@ def test_sd15_profile_through_dvc_repro(tmp_path):
             "checkpointing_steps": 2, "validation_steps": 0, "threads": 2}  # fmt: skip
     params["train"].update(tiny)
     params["sampler"].update(steps=2)
-    params["tune"].update(n_samples=2, grid={"start_strength": [1.0]})
+    grids = [{"start": ["noise"]}, {"start": ["warped_target"], "start_strength": [0.5]}]
+    params["tune"].update(n_samples=2, grids=grids)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _run(root, [str(Path(sys.executable).parent / "dvc"), "repro"], timeout=2400)
     record = json.loads((root / "models" / "ours" / "final" / "training.json").read_text())

@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 import torch
 
-from paincontrol_lib.model.tuning import amplitude_ratio, grid_settings, require_split, select
+from paincontrol_lib.model.tuning import (
+    amplitude_ratio,
+    check_objective,
+    grid_settings,
+    require_split,
+    select,
+)
 
 
 def _examples(splits):
@@ -21,31 +27,94 @@ def test_tuning_reads_val_people_only_and_the_final_scorer_test_people_only():
     from paincontrol_lib.model.sampler import SamplerConfig
     from paincontrol_lib.model.tuning import tune_sampler
 
-    tune = {"n_samples": 2, "grid": {"start_strength": [0.33]}, "min_amplitude_ratio": 0.8}
+    tune = {"n_samples": 2, "grids": [{"start": ["noise"]}],
+            "objective": {"identity_weight": 1.0, "au_error_weight": 2.0}}  # fmt: skip
     with pytest.raises(ValueError, match="expected 'val' people only"):
-        tune_sampler(None, _examples(["val", "test"]), SamplerConfig(), tune, seed=0)
+        tune_sampler(None, _examples(["val", "test"]), SamplerConfig(), tune, 0, exact=None)
     require_split(_examples(["test", "test"]), "test")
     with pytest.raises(ValueError, match="expected 'test' people only"):
         require_split(_examples(["test", "val"]), "test")
 
 
-def test_the_tuning_rule_prefers_identity_among_settings_that_keep_the_expression():
-    rows = [
-        {"settings": {"s": 0.1}, "identity_top1": 0.95, "nme": 0.01, "amplitude_ratio": 0.5},
-        {"settings": {"s": 0.3}, "identity_top1": 0.70, "nme": 0.02, "amplitude_ratio": 0.85},
-        {"settings": {"s": 0.5}, "identity_top1": 0.60, "nme": 0.01, "amplitude_ratio": 0.95},
+def test_the_tuning_grid_holds_the_warp_and_noise_and_draws_nothing_twice():
+    from paincontrol_lib.model.sampler import SamplerConfig
+
+    grids = [
+        {"start": ["noise"], "identity_scale": [1.0, 3.0], "start_strength": [0.2, 0.5],
+         "guidance_scale": [1.0]},
+        {"start": ["warped_target"], "start_strength": [0.0, 0.5, 1.0],
+         "identity_scale": [1.0, 3.0]},
+    ]  # fmt: skip
+    settings = grid_settings(grids, SamplerConfig())
+    assert settings == [
+        {"guidance_scale": 1.0, "identity_scale": 1.0, "start": "noise"},  # strength unused
+        {"guidance_scale": 1.0, "identity_scale": 3.0, "start": "noise"},
+        {"start": "warped_target", "start_strength": 0.0},  # the warp itself, drawn once
+        {"identity_scale": 1.0, "start": "warped_target", "start_strength": 0.5},
+        {"identity_scale": 3.0, "start": "warped_target", "start_strength": 0.5},
     ]
-    best, met = select(rows, 0.8)
-    assert best["settings"] == {"s": 0.3} and met  # the copier (0.95) fails the amplitude bar
-    best, met = select(rows, 0.99)
-    assert best["settings"] == {"s": 0.5} and not met  # none qualifies: most amplitude wins
-    assert amplitude_ratio({"eye": 0.4, "brow": 0.9}, {"eye": 0.8, "brow": 0.9}) == 0.75
-    assert grid_settings({"start_strength": [0.2, 0.5], "identity_scale": [1.0]}) == [
-        {"identity_scale": 1.0, "start_strength": 0.2},
-        {"identity_scale": 1.0, "start_strength": 0.5},
-    ]
+    assert SamplerConfig(**settings[2]).steps_run == 0  # (strength 1 from the warp is noise)
     with pytest.raises(ValueError, match="unknown sampler settings"):
-        grid_settings({"reference_strength": [0.3]})
+        grid_settings([{"reference_strength": [0.3]}], SamplerConfig())
+
+
+def test_the_tuning_objective_is_declared_and_picks_the_closest_to_the_exact_answer():
+    rows = [
+        {"settings": {"start": "noise"}, "steps_run": 6, "objective": 0.40},
+        {"settings": {"start": "warped_target"}, "steps_run": 1, "objective": 0.55},
+        {"settings": {"start": "warped_target", "start_strength": 0.0}, "steps_run": 0,
+         "objective": 0.60},
+    ]  # fmt: skip
+    assert select(rows, lambda r: True)["steps_run"] == 0  # if the warp is closest, it wins
+    assert select(rows, lambda r: r["settings"]["start"] == "noise")["objective"] == 0.40
+    assert select(rows, lambda r: r["steps_run"] > 5 and r["objective"] > 1) is None
+    assert check_objective({"identity_weight": 1, "au_error_weight": 0.5})
+    for bad in ({"identity_weight": 1}, {"identity_weight": 1, "au_error_weight": -1},
+                {"identity_weight": 1, "au_error_weight": float("nan")}):  # fmt: skip
+        with pytest.raises(ValueError, match="tune.objective"):
+            check_objective(bad)
+    assert amplitude_ratio({"eye": 0.4, "brow": 0.9}, {"eye": 0.8, "brow": 0.9}) == 0.75
+
+
+def test_closeness_to_the_exact_answer_scores_the_exact_answer_at_the_ceiling():
+    """The objective's instrument against known answers: the exact answer itself gets similarity
+    1 and AU error 0; another person's face gets less similarity; no face found counts 0."""
+    from paincontrol_lib.model.tuning import ExactAnswers
+
+    exact = ExactAnswers.__new__(ExactAnswers)
+    colours = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250]], np.uint8)
+    images = np.repeat(np.repeat(colours[:, None, None], 8, 1), 8, 2)
+
+    class Found:
+        detected, landmarks = True, None
+
+    class Blank:
+        detected = False
+
+    class Reader:
+        def predict(self, crops, neutrals):
+            return np.asarray(crops, float).mean((1, 2))[:, [0, 1, 2, 0, 1, 2]] / 255
+
+    class Backend:
+        dim = 3
+
+        def embed(self, image, landmarks):
+            v = np.asarray(image, float).reshape(-1, 3).mean(0)
+            return v / np.linalg.norm(v)
+
+    exact.identity = SimpleNamespace(backend=Backend())
+    exact.mesher = lambda image: Blank() if image.max() == 0 else Found()
+    exact.reader, exact.neutrals, exact.images = Reader(), images, images
+    exact.embeddings, exact.aus = exact._embed(images), Reader().predict(images, images)
+    weights = {"identity_weight": 1.0, "au_error_weight": 2.0}
+    itself = exact.closeness(images, weights)
+    np.testing.assert_allclose(itself["identity_similarity"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(itself["au_error"], 0.0, atol=1e-9)
+    swapped = exact.closeness(images[[1, 2, 0]], weights)
+    assert (swapped["identity_similarity"] < 0.2).all() and (swapped["au_error"] > 0).all()
+    assert (swapped["objective"] < itself["objective"]).all()
+    blank = exact.closeness(np.zeros_like(images), weights)
+    np.testing.assert_array_equal(blank["identity_similarity"], 0.0)
 
 
 class _MeanColour:

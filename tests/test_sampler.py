@@ -35,16 +35,18 @@ def test_library_defaults_are_the_params_defaults_and_the_cli_uses_the_tuned_sam
     transfer = cli.build_parser()._subparsers._group_actions[0].choices["transfer"]
     defaults = {a.dest: a.default for a in transfer._actions}
     assert all(defaults[name] is None for name in SETTINGS)  # unset: the tuned sampler's
-    # The CLI's default is the sampler stage 02 chose on val people (tuning.json: selected)...
-    tuned = params.as_dict() | {"start": "warped_target", "start_strength": 0.17, "steps": 6}
+    # The CLI's defaults are the samplers stage 02 chose on val people (tuning.json)...
+    tuned = params.as_dict() | {"identity_scale": 3.0, "steps": 6}
+    variant = tuned | {"start": "warped_target", "start_strength": 0.17}
     (tmp_path / cli.TUNING).parent.mkdir(parents=True)
-    (tmp_path / cli.TUNING).write_text(json.dumps({"selected": tuned}))
+    (tmp_path / cli.TUNING).write_text(json.dumps({"paincontrol": tuned, "warp_start": variant}))
     monkeypatch.chdir(tmp_path)
-    sampler, origin = cli.tuned_sampler()
+    sampler, warp_start, origin = cli.tuned_sampler()
     assert sampler == SamplerConfig.from_params(tuned) and "tuned on val people" in origin
+    assert warp_start == SamplerConfig.from_params(variant)
     # ...and what it says names the steps that actually run
-    assert cli.describe_sampler(sampler).startswith("1 of 6 DDIM steps run from warped_target")
-    assert cli.describe_sampler(sampler.model_alone()).startswith("6 of 6 DDIM steps run from pure")
+    assert cli.describe_sampler(warp_start).startswith("1 of 6 DDIM steps run from warped_target")
+    assert cli.describe_sampler(sampler).startswith("6 of 6 DDIM steps run from pure")
 
 
 def test_bad_settings_fail_before_any_work():
@@ -62,7 +64,8 @@ def test_the_model_alone_starts_from_noise_at_identity_scale_one():
     alone = SamplerConfig().model_alone()
     assert alone.start == "noise" and alone.identity_scale == 1.0
     assert alone.steps_run == alone.steps and not alone.from_start_image
-    assert SamplerConfig(steps=6, start_strength=0.33).steps_run == 2
+    assert SamplerConfig(steps=6, start="warped_target", start_strength=0.33).steps_run == 2
+    assert SamplerConfig(steps=6, start_strength=0.33).steps_run == 6  # from noise: every step
 
 
 def test_start_images_warp_the_photo_onto_the_requested_mesh():

@@ -181,7 +181,8 @@ def test_every_method_through_one_interface(neutral):
 
 def test_sampling_from_the_targets_photo_keeps_its_appearance(neutral):
     """Starting from the target's noised neutral crop keeps the sample near that photo, while
-    the expression still follows the control; the paper's sampler starts from noise."""
+    the expression still follows the control; strength 0 is the warp itself; PainControl itself
+    starts from noise, whatever the variant's strength."""
     from paincontrol_lib.model.presets import PainControlModel
 
     model = PainControlModel.from_pretrained(SHIPPED)
@@ -191,42 +192,87 @@ def test_sampling_from_the_targets_photo_keeps_its_appearance(neutral):
     photo = face.crop(64).astype(float)
 
     def run(method, strength):
-        sampler = SamplerConfig(steps=6, identity_scale=1.0, start_strength=strength)
-        engine = Transfer(model, sampler, identity=_FixedIdentity())
+        variant = SamplerConfig(steps=6, start="warped_target", start_strength=max(strength, 0.1))
+        sampler = SamplerConfig(steps=6, start="warped_target", start_strength=strength)
+        engine = Transfer(model, sampler, identity=_FixedIdentity(), warp_start=variant)
         return engine.generate(method, face, levels, seed=0, shared_noise=True)
 
     from_photo, from_noise = run("paincontrol", 0.33), run("paincontrol", 1.0)
     assert np.abs(from_photo - photo).mean() < 0.5 * np.abs(from_noise - photo).mean()
     assert not np.array_equal(from_photo[0], from_photo[1]), "the expression must still change"
-    np.testing.assert_array_equal(run("paper_sampler", 0.33), run("paper_sampler", 1.0))
+    np.testing.assert_array_equal(run("paincontrol", 0.0), run("warp", 0.0))
+    assert not np.array_equal(run("paincontrol_warp_start", 0.33), run("paincontrol", 1.0))
     with pytest.raises(ValueError, match="start_strength"):
-        SamplerConfig(start_strength=0)
+        SamplerConfig(start_strength=-0.1)
 
 
-def test_ablations_change_one_factor_and_the_paper_sampler_starts_from_noise(neutral, monkeypatch):
-    """paincontrol and its single-factor ablations (no_identity, no_landmarks, no_text) share one
-    sampler and start (the warp); paper_sampler is the model alone: pure noise, identity scale 1."""
+def test_the_label_of_every_method_with_a_start_image_carries_its_steps_run():
+    """Say what runs: a start image's label names the start and the steps run; PainControl from
+    noise is the paper's method and is called that."""
+    from paincontrol_lib.transfer import METHODS, MODEL_METHODS
+
+    for strength, steps in ((0.17, 1), (0.5, 3), (0.83, 5)):
+        variant = SamplerConfig(steps=6, start="warped_target", start_strength=strength)
+        for sampler in (SamplerConfig(), variant):
+            engine = Transfer(None, sampler, size=64, warp_start=variant)
+            for method in METHODS:
+                used = engine.sampler_for(method)
+                label = engine.label(method)
+                if method in MODEL_METHODS and used.from_start_image:
+                    assert f"warp start, {used.steps_run} of 6 steps" in label, (method, label)
+                else:
+                    assert "steps" not in label and "start" not in label, (method, label)
+            assert engine.label("paincontrol_warp_start") == (
+                f"PainControl, warp start, {steps} of 6 steps"
+            )
+    assert Transfer(None, size=64).label("paincontrol") == "PainControl"
+    assert SamplerConfig(start="warped_target", start_strength=0).steps_run == 0
+    with pytest.raises(ValueError, match="warp-start variant"):
+        Transfer(None, size=64, warp_start=SamplerConfig(start="warped_target", start_strength=0))
+
+
+def test_each_ablation_differs_from_paincontrol_in_exactly_one_factor(neutral, monkeypatch):
+    """PainControl and its ablations (no_identity, no_landmarks, no_text) share one sampler and
+    start (pure noise); each removes one input. The warp-start variant differs in its start."""
     import paincontrol_lib.model.sampling as sampling
     from paincontrol_lib.model.presets import PainControlModel
 
     calls = {}
     monkeypatch.setattr(sampling, "sample", lambda *args: calls.setdefault(len(calls), args))
+    variant = SamplerConfig(start="warped_target", start_strength=0.33)
     engine = Transfer(PainControlModel.from_pretrained(SHIPPED), SamplerConfig(),
-                      identity=_FixedIdentity())  # fmt: skip
+                      identity=_FixedIdentity(), warp_start=variant)  # fmt: skip
     face = _face(neutral, 64)
     levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(12), size=64)]
-    methods = ("paincontrol", "no_identity", "no_landmarks", "no_text", "paper_sampler")
+    methods = ("paincontrol", "no_identity", "no_landmarks", "no_text", "paincontrol_warp_start")
     for method in methods:
         engine.generate(method, face, levels)
     got = dict(zip(methods, calls.values(), strict=True))
-    warp = engine.generate("warp", face, levels)
     # args: model, controls, identity, prompts, sampler, seeds, starts
-    for method in ("paincontrol", "no_identity", "no_landmarks", "no_text"):
-        np.testing.assert_array_equal(got[method][6][0], warp[0])
-        assert got[method][4] == SamplerConfig()
-    assert (
-        got["paper_sampler"][6] is None and got["paper_sampler"][4] == SamplerConfig().model_alone()
-    )
+    names = ("control", "identity", "prompt", "sampler", "seeds", "start")
+
+    def factors(args):
+        return dict(zip(names, args[1:], strict=True))
+
+    def differing(a, b):
+        out = []
+        for name in names:
+            x, y = factors(a)[name], factors(b)[name]
+            if isinstance(x, SamplerConfig) or isinstance(x, list) or x is None or y is None:
+                same = x == y if name != "start" else (x is None) == (y is None)
+            else:
+                same = np.array_equal(np.asarray(x), np.asarray(y))
+            if not same:
+                out.append(name)
+        return out
+
+    expected = {"no_identity": ["identity"], "no_landmarks": ["control"],
+                "no_text": ["prompt"], "paincontrol_warp_start": ["sampler", "start"]}  # fmt: skip
+    for method, factor in expected.items():
+        assert differing(got["paincontrol"], got[method]) == factor, method
+    assert got["paincontrol"][6] is None and got["paincontrol"][4] == SamplerConfig()
+    np.testing.assert_array_equal(got["paincontrol_warp_start"][6][0],
+                                  engine.generate("warp", face, levels)[0])  # fmt: skip
     assert not got["no_identity"][2].any() and got["paincontrol"][2].any()
     assert not got["no_landmarks"][1].any() and got["paincontrol"][1].any()
     assert got["no_text"][3] == [""] and got["paincontrol"][3] != [""]

@@ -21,10 +21,11 @@ class SamplerConfig:
 
     steps: int = 6  # DDIM steps of the full schedule
     guidance_scale: float = 1.0  # classifier-free guidance (1: none)
-    identity_scale: float = 3.0  # scale of the identity tokens' attention output
+    identity_scale: float = 1.0  # scale of the identity tokens' attention output (1: as trained)
     control_scale: float = 1.0  # scale of the ControlNet residuals
-    start: str = "warped_target"  # noise | warped_target | target_photo
-    start_strength: float = 0.33  # part of the schedule run from the start image (0-1]
+    start: str = "noise"  # noise (the paper's method) | warped_target | target_photo
+    start_strength: float = 0.33  # part of the schedule run from a start image [0-1] (0: the
+    # start image itself, no step run; ignored from noise)
 
     def __post_init__(self):
         if self.start not in STARTS:
@@ -37,9 +38,9 @@ class SamplerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
                 raise ValueError(f"sampler {name} {value!r}: expected a finite number")
-        if not 0 < self.start_strength <= 1:
+        if not 0 <= self.start_strength <= 1:
             raise ValueError(
-                f"sampler start_strength {self.start_strength}: expected a value in (0, 1]"
+                f"sampler start_strength {self.start_strength}: expected a value in [0, 1]"
             )
         for name in ("guidance_scale", "identity_scale", "control_scale"):
             if getattr(self, name) < 0:
@@ -55,14 +56,26 @@ class SamplerConfig:
 
     @property
     def steps_run(self) -> int:
-        """DDIM steps actually run: the tail of the schedule from a start image, or all."""
+        """DDIM steps actually run: the tail of the schedule from a start image (0 at strength 0:
+        the start image is the output), or all from noise. A positive strength runs >= 1 step."""
         if self.start == "noise":
             return self.steps
+        if self.start_strength == 0:
+            return 0
         return max(1, min(self.steps, round(self.steps * self.start_strength)))
 
     @property
     def from_start_image(self) -> bool:
         return self.steps_run < self.steps
+
+    @property
+    def label(self) -> str:
+        """What runs, for tables and figures: "PainControl" is the paper's method (noise start,
+        the full schedule); a start image is named with the steps run on top of it."""
+        if not self.from_start_image:
+            return "PainControl"
+        start = self.start.replace("_", " ").replace("warped target", "warp")
+        return f"PainControl, {start} start, {self.steps_run} of {self.steps} steps"
 
     def model_alone(self) -> SamplerConfig:
         """The same steps from pure noise with unscaled identity tokens: the model alone."""
@@ -94,13 +107,18 @@ def start_images(start: str, photos, photo_meshes, meshes) -> np.ndarray | None:
     )
 
 
-def tuned_sampler(section: dict, tuning_json=None) -> SamplerConfig:
-    """The pipeline's sampler: the settings stage 02 chose on validation people
-    (``tuning.json: selected``), or ``params.yaml: sampler`` itself when no tuning file is given.
-    """
+TUNED = ("paincontrol", "warp_start", "selected")  # the samplers tuning.json records
+
+
+def tuned_sampler(section: dict, tuning_json=None, which: str = "paincontrol") -> SamplerConfig:
+    """A sampler stage 02 chose on validation people (``tuning.json``: ``paincontrol``, the best
+    from noise; ``warp_start``, the best on the warped target; ``selected``, the best of all), or
+    ``params.yaml: sampler`` itself when no tuning file is given."""
     import json
     from pathlib import Path
 
+    if which not in TUNED:
+        raise ValueError(f"tuned sampler {which!r}: expected one of {TUNED}")
     if tuning_json is None:
         return SamplerConfig.from_params(section)
     path = Path(tuning_json)
@@ -108,4 +126,4 @@ def tuned_sampler(section: dict, tuning_json=None) -> SamplerConfig:
         raise FileNotFoundError(
             f"{path}: the sampler is chosen on validation people by stage 02 (dvc repro train)"
         )
-    return SamplerConfig.from_params(json.loads(path.read_text())["selected"])
+    return SamplerConfig.from_params(json.loads(path.read_text())[which])

@@ -56,7 +56,8 @@ def sample(
 
     ``starts`` (n, H, W, 3) uint8, a start image per sample (:func:`start_images`), are noised
     with that same noise and denoised through the last ``sampler.start_strength`` of the
-    schedule; without them, or with ``sampler.start == "noise"``, sampling starts from noise."""
+    schedule (at strength 0 they are returned as they are); without them, or with
+    ``sampler.start == "noise"``, sampling starts from noise."""
     n = len(prompts)
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} images")
@@ -65,6 +66,8 @@ def sample(
         raise ValueError(f"start images of shape {np.shape(starts)}: expected {(n, size, size, 3)}")
     steps, keep = sampler.steps, sampler.steps_run
     from_start = starts is not None and sampler.from_start_image
+    if from_start and keep == 0:  # strength 0: the start image is the output (e.g. the warp)
+        return np.array(starts, dtype=np.uint8)
     pipe = model.pipeline()
     if from_start:
         pipe.scheduler = TailDDIMScheduler.from_config(pipe.scheduler.config)

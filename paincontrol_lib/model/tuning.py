@@ -1,13 +1,22 @@
 """Choose the sampler on validation people, never on the people the final numbers are about.
 
-Every sampler setting that is tried (``params.yaml: tune.grid`` over the ``sampler`` section) is
-scored on the same seeded rows of the *validation* people, with stage 02's held-out scorer. The
-rule: the highest identity top-1 (read by the in-domain identity encoder) against an unseen
-frame among the settings whose expression amplitude keeps at least ``min_amplitude_ratio`` of the
-ground truth's (the mean over eye opening, mouth opening and brow height of the slope of detected
-on requested, each divided by the same slope measured on the ground-truth frames); ties go to the
-lower NME. Amplitude is in the
-rule because a sampler that copies the start photo keeps identity perfectly and moves nothing.
+Every sampler setting that is tried (``params.yaml: tune.grids``, a union of grids over the
+``sampler`` section) is drawn on the same seeded rows of the *validation* people and scored by
+the objective ``params.yaml: tune.objective`` declares before the run: closeness to each row's
+exact answer (the person's own frame with the requested expression), which carries identity and
+expression at once::
+
+    objective = identity_weight * cos(identity(output), identity(exact answer))
+              - au_error_weight * mean over pain AUs |AU(output) - AU(exact answer)| / AU range
+
+Identity is read by the in-domain identity encoder (never the dlib embedding the model is
+conditioned on; an output with no face found counts similarity 0), AUs by the shipped pixel
+reader (fresh identities only). The grid contains the warp itself (a start image at strength 0)
+and pure noise, so if the warp is the closest, the warp wins, and ``tuning.json`` says so.
+
+Three winners are recorded: ``paincontrol`` (the best noise-start setting: the paper's method,
+what every table calls PainControl), ``warp_start`` (the best setting that runs >= 1 step on the
+warped target, named by its steps) and ``selected`` (the best of all, what the CLI samples with).
 """
 
 from __future__ import annotations
@@ -17,19 +26,25 @@ from dataclasses import replace
 
 import numpy as np
 
+from paincontrol_lib.facs import PAIN_AUS
+from paincontrol_lib.landmarks.mesher import FaceMesher
 from paincontrol_lib.model.heldout import (
     IdentityScorer,
     evaluate_model,
     ground_truth_images,
+    identity_photo_images,
     pick_rows,
     score_images,
 )
 from paincontrol_lib.model.sampler import SamplerConfig
+from paincontrol_lib.stats import cluster_bootstrap_ci
 
-RULE = (
-    "maximise identity top-1 against an unseen frame subject to amplitude ratio >= {min} "
-    "(mean over eye/mouth/brow of slope / ground-truth slope); ties: lower NME"
+OBJECTIVE = (
+    "{identity_weight:g} x identity-encoder cosine similarity to the exact answer - "
+    "{au_error_weight:g} x mean pain-AU error against the exact answer / AU range (pixel reader)"
 )
+OBJECTIVE_KEYS = ("identity_weight", "au_error_weight")
+TUNE_KEYS = {"n_samples", "grids", "objective", "au_reader"}  # params.yaml: tune
 
 
 def require_split(examples, split: str) -> None:
@@ -47,70 +62,175 @@ def amplitude_ratio(slopes: dict, ceiling: dict) -> float | None:
     return float(np.mean(ratios)) if ratios else None
 
 
-def grid_settings(grid: dict) -> list[dict]:
-    """Every combination of the grid's values, in a fixed order."""
-    unknown = set(grid) - set(SamplerConfig.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"tune.grid has unknown sampler settings {sorted(unknown)}")
-    names = sorted(grid)
-    return [
-        dict(zip(names, values, strict=True))
-        for values in itertools.product(*(grid[n] for n in names))
-    ]
+def grid_settings(grids: list[dict], base: SamplerConfig) -> list[dict]:
+    """Every combination of each grid's values, in a fixed order, without settings that draw the
+    same thing: from noise the start strength is unused (a start image at strength 1 runs every
+    step from noise), and at strength 0 (the start image itself) nothing that steers the model
+    is."""
+    fields = set(SamplerConfig.__dataclass_fields__)
+    settings, seen = [], set()
+    for grid in grids:
+        unknown = set(grid) - fields
+        if unknown:
+            raise ValueError(f"tune.grids has unknown sampler settings {sorted(unknown)}")
+        names = sorted(grid)
+        for values in itertools.product(*(grid[n] for n in names)):
+            setting = dict(zip(names, values, strict=True))
+            config = replace(base, **setting)
+            if not config.from_start_image and config.steps_run:  # every step: from noise
+                setting = {k: v for k, v in setting.items() if k != "start_strength"}
+                setting["start"] = "noise"
+            elif config.steps_run == 0:
+                setting = {"start": config.start, "start_strength": 0.0}
+            key = replace(base, **setting)  # what is drawn, not how the grid spelled it
+            if key not in seen:
+                seen.add(key)
+                settings.append(setting)
+    return settings
 
 
-def select(grid_rows: list[dict], min_ratio: float) -> tuple[dict, bool]:
-    """The winning row by the rule, and whether any setting met the amplitude bar (if none did,
-    the setting with the most amplitude wins)."""
-    ok = [
-        r
-        for r in grid_rows
-        if r["amplitude_ratio"] is not None
-        and r["amplitude_ratio"] >= min_ratio
-        and r["identity_top1"] is not None
-    ]
-    if ok:
-        return max(ok, key=lambda r: (r["identity_top1"], -(r["nme"] or np.inf))), True
-    return max(grid_rows, key=lambda r: r["amplitude_ratio"] or -np.inf), False
+def check_objective(objective: dict) -> dict:
+    """The declared weights: both present, finite and >= 0, nothing else."""
+    if set(objective) != set(OBJECTIVE_KEYS):
+        raise ValueError(
+            f"tune.objective: expected exactly {OBJECTIVE_KEYS}, got {sorted(objective)}"
+        )
+    for key in OBJECTIVE_KEYS:
+        value = objective[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ValueError(f"tune.objective.{key} {value!r}: expected a number >= 0")
+    return objective
 
 
-def tune_sampler(
-    model, examples, base: SamplerConfig, tune: dict, seed: int, mesher=None, identity=None
-) -> dict:
-    """Score every grid setting on validation ``examples``; returns ``tuning.json``. Identity is
-    read by ``identity`` (default: the in-domain encoder, never the dlib embedding the model is
-    conditioned on)."""
+class ExactAnswers:
+    """The exact answers of ``examples[rows]`` read once, so every setting is scored against the
+    same readings: identity embeddings (encoder) and pain-AU intensities (pixel reader, beside
+    each person's identity photo as the neutral)."""
+
+    def __init__(self, examples, rows, identity: IdentityScorer, reader, mesher: FaceMesher):
+        self.identity, self.reader, self.mesher = identity, reader, mesher
+        self.subjects = np.asarray(examples.table["subject"].iloc[rows])
+        self.neutrals = identity_photo_images(examples, rows)
+        self.images = ground_truth_images(examples, rows)
+        self.embeddings = self._embed(self.images)
+        self.aus = reader.predict(self.images, self.neutrals)
+
+    def _embed(self, images) -> np.ndarray:
+        """(n, d) identity embeddings, NaN rows where no face is found."""
+        from paincontrol_lib.landmarks.image import UPSCALE, upscale
+
+        out = np.full((len(images), self.identity.backend.dim), np.nan, np.float32)
+        for i, image in enumerate(images):
+            big = upscale(image, UPSCALE)
+            found = self.mesher(big)
+            if found.detected:
+                out[i] = self.identity.backend.embed(big, found.landmarks)
+        return out
+
+    def closeness(self, images, objective: dict) -> dict[str, np.ndarray]:
+        """Per-row identity similarity, AU error (fraction of each AU's range, mean over the pain
+        AUs) and the objective of ``images`` against the exact answers."""
+        from paincontrol_lib.au_reading.pixels import SCALE
+
+        found = self._embed(images)
+        similarity = np.nansum(found * self.embeddings, axis=1)
+        similarity[np.isnan(found).any(1)] = 0.0  # no face found: nothing of the person kept
+        similarity[np.isnan(self.embeddings).any(1)] = np.nan  # the exact answer unreadable
+        error = (np.abs(self.reader.predict(images, self.neutrals) - self.aus) / SCALE).mean(1)
+        score = objective["identity_weight"] * similarity - objective["au_error_weight"] * error
+        return {"identity_similarity": similarity, "au_error": error, "objective": score}
+
+
+def summarise(per_row: dict, subjects, seed: int) -> dict:
+    """Each per-row measure's mean with a 95 % bootstrap interval over people."""
+    out = {}
+    for name, values in per_row.items():
+        mean, lo, hi = cluster_bootstrap_ci(values, subjects, seed=seed)
+        out[name], out[f"{name}_ci"] = mean, [lo, hi]
+    return out
+
+
+def select(grid_rows: list[dict], where) -> dict | None:
+    """The grid row with the highest objective among those ``where`` accepts (None if none)."""
+    rows = [r for r in grid_rows if where(r) and np.isfinite(r["objective"])]
+    return max(rows, key=lambda r: r["objective"]) if rows else None
+
+
+def tune_sampler(model, examples, base: SamplerConfig, tune: dict, seed: int,
+                 exact: ExactAnswers) -> tuple[dict, dict]:  # fmt: skip
+    """Score every grid setting on validation ``examples`` against ``exact`` (the exact answers
+    of ``tuning_rows``, read by the objective's instruments); returns ``tuning.json`` and each
+    setting's per-row closeness (label -> :meth:`ExactAnswers.closeness`)."""
     require_split(examples, "val")
-    rows = pick_rows(examples, tune["n_samples"], seed)
-    identity = identity or IdentityScorer.of(examples)
-    scorer = {"mesher": mesher, "identity": identity}
-    ceiling = score_images(ground_truth_images(examples, rows), examples, rows, **scorer)
-    grid_rows = []
-    for settings in grid_settings(tune["grid"]):
+    unknown = set(tune) - TUNE_KEYS
+    if unknown:
+        raise ValueError(f"params tune: unknown {sorted(unknown)}; expected {sorted(TUNE_KEYS)}")
+    objective = check_objective(tune["objective"])
+    rows = tuning_rows(examples, tune, seed)
+    scorer = {"mesher": exact.mesher, "identity": exact.identity}
+    ceiling = score_images(exact.images, examples, rows, **scorer)
+    grid_rows, per_row = [], {}
+    for settings in grid_settings(tune["grids"], base):
         config = replace(base, **settings)
-        scores, _ = evaluate_model(model, examples, rows, config, seed=seed, **scorer)
+        label = config.label if config.steps_run else "warp"
+        scores, images = evaluate_model(model, examples, rows, config, seed=seed, **scorer)
+        per_row[label] = exact.closeness(images, objective)
         grid_rows.append(
-            {
-                "settings": settings,
+            {"settings": settings, "label": label, "steps_run": config.steps_run}
+            | summarise(per_row[label], exact.subjects, seed)
+            | {
                 "identity_top1": scores.get("identity_top1"),
-                "identity_top1_identity_photo": scores.get("identity_top1_identity_photo"),
                 "nme": scores.get("nme"),
                 "detection_rate": scores["detection_rate"],
-                "tracking_slope": scores.get("tracking_slope"),
                 "amplitude_ratio": amplitude_ratio(
                     scores.get("tracking_slope") or {}, ceiling.get("tracking_slope") or {}
                 ),
             }
-        )
-    best, met = select(grid_rows, tune["min_amplitude_ratio"])
-    return {
+        )  # fmt: skip
+    best = select(grid_rows, lambda r: True)
+
+    def start(row):
+        return row["settings"].get("start", base.start)
+
+    chosen = {
+        "paincontrol": select(grid_rows, lambda r: start(r) == "noise"),
+        "warp_start": select(
+            grid_rows, lambda r: r["steps_run"] > 0 and start(r) == "warped_target"
+        ),
+    }
+    missing = [name for name, row in chosen.items() if row is None]
+    if missing:
+        raise ValueError(f"tune.grids has no setting for {missing}: include a noise start and a "
+                         "start image at strength > 0")  # fmt: skip
+    configs = {name: replace(base, **row["settings"]) for name, row in chosen.items()}
+    report = {
         "split": "val",
         "n_people": int(examples.table["subject"].nunique()),
         "n_samples": int(len(rows)),
-        "rule": RULE.format(min=tune["min_amplitude_ratio"]),
-        "rule_met": met,
-        "identity_scorer": identity.label,
+        "objective": objective,
+        "rule": "maximise " + OBJECTIVE.format(**objective),
+        "identity_scorer": exact.identity.label,
+        "au_reader": exact.reader.record.get("role", "pixels"),
+        "pain_aus": list(PAIN_AUS),
+        # the exact answers scored against themselves: the objective's ceiling
+        "exact_answer": summarise(exact.closeness(exact.images, objective), exact.subjects, seed),
         "ground_truth_slopes": ceiling.get("tracking_slope"),
         "grid": grid_rows,
         "selected": replace(base, **best["settings"]).as_dict(),
+        "selected_label": best["label"],
+        "steps_run": best["steps_run"],
+        "warp_wins": best["steps_run"] == 0,
+        "paincontrol": configs["paincontrol"].as_dict(),
+        "warp_start": configs["warp_start"].as_dict(),
+        "labels": {name: c.label for name, c in configs.items()},
+        # each winner's row of ``grid`` (labels alone do not tell identity scales apart)
+        "grid_rows": {name: grid_rows.index(row) for name, row in chosen.items()}
+        | {"selected": grid_rows.index(best)},
+        "steps_run_of": {name: c.steps_run for name, c in configs.items()},
     }
+    return report, per_row
+
+
+def tuning_rows(examples, tune: dict, seed: int) -> np.ndarray:
+    """The validation rows every setting is drawn on (seeded)."""
+    return pick_rows(examples, tune["n_samples"], seed)

@@ -45,7 +45,7 @@ from paincontrol_lib.io import PhaseClock, atomic_write_bytes, save_figure, writ
 from paincontrol_lib.landmarks.image import load_image
 from paincontrol_lib.landmarks.table import load_landmark_table
 from paincontrol_lib.stats import cluster_bootstrap_ci
-from paincontrol_lib.transfer import METHOD_LABELS, METHODS, load_manifest
+from paincontrol_lib.transfer import METHOD_LABELS, METHODS, load_manifest, method_labels
 
 METRICS = "eval.json"
 IDENTITY_METRICS = "identity_encoder.json"
@@ -149,6 +149,7 @@ def run(
         _au_floor_and_slopes(scores, report, metrics, evaluate["n_bootstrap"], seed)
     write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
     metrics |= identity
+    metrics["labels"] = method_labels(manifest)  # what ran: each method's start and steps
     metrics["tests"], metrics["fits_failed"] = _comparisons(scores, evaluate["inference"])
     with clock("realism"):
         metrics["realism"] = realism_by_method(
@@ -449,8 +450,10 @@ _HARD_AUS = ("AU04", "AU43")  # called out (starred) in the AU figure
 _FLOOR = "AU reader on the exact answer"  # the error floor's legend entry
 
 
-def _method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
+def _labeller(result: EvaluateResult):
+    """method -> what ran (stage 03's manifest names each output's start and steps run)."""
+    labels = method_labels(result.manifest)
+    return lambda method: labels.get(method, METHOD_LABELS.get(method, method))
 
 
 def _in_order(methods) -> list[str]:
@@ -458,17 +461,17 @@ def _in_order(methods) -> list[str]:
     return [m for m in METHODS if m in methods] + sorted(set(methods) - set(METHODS))
 
 
-def _method_palette(methods) -> dict:
+def _method_palette(methods, label) -> dict:
     """Readable method label -> colour: each method keeps its colour across figures (its place
     in :data:`METHODS`); anything else is grey."""
     from paincontrol_lib.figures import colour
 
-    return {_method_label(m): colour(METHODS.index(m) if m in METHODS else 7) for m in methods}
+    return {label(m): colour(METHODS.index(m) if m in METHODS else 7) for m in methods}
 
 
-def _method_markers(methods) -> dict:
+def _method_markers(methods, label) -> dict:
     """Readable method label -> marker, fixed per method like its colour."""
-    return {_method_label(m): "osD^vPX"[METHODS.index(m) if m in METHODS else 6] for m in methods}
+    return {label(m): "osD^vPX"[METHODS.index(m) if m in METHODS else 6] for m in methods}
 
 
 def _wrapped(label: str, width: int = 13) -> str:
@@ -502,10 +505,10 @@ def au_error_figure(result: EvaluateResult, figures_dir):
     errors = scores[["method", *(f"{prefix}{a}" for a in PAIN_AUS)]].set_axis(
         ["method", *columns], axis=1
     )
-    methods = _in_order(set(errors["method"]))
-    errors = errors.assign(method=errors["method"].map(_method_label))
-    order = [_method_label(m) for m in methods]
-    palette = _method_palette(methods)
+    methods, label = _in_order(set(errors["method"])), _labeller(result)
+    errors = errors.assign(method=errors["method"].map(label))
+    order = [label(m) for m in methods]
+    palette = _method_palette(methods, label)
     if "estimator_error_AU04" in scores:
         floor = scores.drop_duplicates(["target", *(f"requested_{a}" for a in PAIN_AUS)])
         floor = floor[[f"estimator_error_{a}" for a in PAIN_AUS]].set_axis(columns, axis=1)
@@ -550,8 +553,8 @@ def identity_pspi_figure(result: EvaluateResult, figures_dir):
         .dropna()
         .assign(to=lambda d: d["to"].map(what))
     )
-    present = set(ident["method"])
-    wrap = {m: _wrapped(_method_label(m)) for m in present}
+    present, label = set(ident["method"]), _labeller(result)
+    wrap = {m: _wrapped(label(m)) for m in present}
     ident["method"] = ident["method"].map(wrap)
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), width_ratios=(1.4, 1))
     ax = axes[0]
@@ -561,10 +564,10 @@ def identity_pspi_figure(result: EvaluateResult, figures_dir):
                     fliersize=2, ax=ax)  # fmt: skip
         bounds = {"identity_ceiling": ("--", "the exact answer (ceiling)"),
                   "identity_floor": (":", "another test person (floor)")}  # fmt: skip
-        for key, (style, label) in bounds.items():
+        for key, (style, what) in bounds.items():
             level = result.metrics.get(key, {}).get("mean")
             if level is not None:
-                ax.axhline(level, color=colour(7), ls=style, lw=1, label=label)
+                ax.axhline(level, color=colour(7), ls=style, lw=1, label=what)
         ax.legend(title="similarity to", title_fontsize=8, fontsize=8, ncols=3, frameon=False,
                   loc="upper center", bbox_to_anchor=(0.5, -0.2))  # fmt: skip
     else:
@@ -575,11 +578,12 @@ def identity_pspi_figure(result: EvaluateResult, figures_dir):
     ax = axes[1]
     shown = scores.dropna(subset=["requested_PSPI", "estimated_PSPI"])
     methods = _in_order(set(shown["method"]))
-    shown = shown.assign(method=shown["method"].map(_method_label))
+    shown = shown.assign(method=shown["method"].map(label))
     sns.scatterplot(shown, x="requested_PSPI", y="estimated_PSPI", hue="method", style="method",
-                    hue_order=[_method_label(m) for m in methods],
-                    style_order=[_method_label(m) for m in methods],
-                    palette=_method_palette(methods), markers=_method_markers(methods),
+                    hue_order=[label(m) for m in methods],
+                    style_order=[label(m) for m in methods],
+                    palette=_method_palette(methods, label),
+                    markers=_method_markers(methods, label),
                     alpha=0.7, s=22, ax=ax)  # fmt: skip
     ax.plot([0, 16], [0, 16], ls="--", color=colour(7), lw=0.8, label="read = asked for")
     ax.set(xlabel="PSPI asked for (0-16)", ylabel="PSPI read from the output (0-16)",

@@ -82,6 +82,7 @@ def run(
         "ratings_source": "simulated" if simulated else study["ratings"],
         "trials_per_rater": design["trials_per_rater"],
         "simulation": {"effects": study["simulate"]["effects"]} if simulated else None,
+        "labels": _stage_labels(transfer_dir),
     }
     with clock("validation"):
         replications, failures = _validate(trials, key, study, seed)
@@ -161,11 +162,20 @@ def items_per_condition(result: StudyResult) -> pd.DataFrame:
     return key[key["kind"] == "item"].groupby(["method", "identity"]).size().unstack()
 
 
-def _label(condition: str) -> str:
-    """What readers see for a condition: real photos or a method's readable name."""
+def _stage_labels(transfer_dir) -> dict:
+    """method -> what ran, from stage 03's manifest (start and steps run)."""
+    from paincontrol_lib.transfer import load_manifest, method_labels
+
+    return method_labels(load_manifest(transfer_dir))
+
+
+def _label(condition: str, result: StudyResult) -> str:
+    """What readers see for a condition: real photos or what the method ran."""
     from paincontrol_lib.transfer import METHOD_LABELS
 
-    return "real photo" if condition == REAL else METHOD_LABELS.get(condition, condition)
+    if condition == REAL:
+        return "real photo"
+    return result.metrics.get("labels", {}).get(condition, METHOD_LABELS.get(condition, condition))
 
 
 def _raters(result: StudyResult) -> str:
@@ -196,7 +206,7 @@ def trials_figure(result: StudyResult, study_dir, figures_dir, per_condition: in
     size = result.design["image_size"]
     fig = image_grid(
         rows,
-        [_label(c) if c != "attention check" else c for c in shown],
+        [_label(c, result) if c != "attention check" else c for c in shown],
         [f"example {k + 1}" for k in range(per_condition)],
         cell_inches=1.0,
         title=f"Trial images as served ({size} x {size} px)",
@@ -248,7 +258,7 @@ def ratings_figure(result: StudyResult, figures_dir):
         .unstack(fill_value=0)
         .reindex(index=order, columns=range(1, 6), fill_value=0)
     )
-    names = [_label(m) for m in order]
+    names = [_label(m, result) for m in order]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     left = np.zeros(len(order))
     scale = {1: "1 artificial", 2: "2", 3: "3", 4: "4", 5: "5 real photo"}
@@ -289,7 +299,7 @@ def effects_figure(result: StudyResult, figures_dir):
     from paincontrol_lib.figures import colour
 
     generated = [m for m in _order(result) if m != REAL]
-    names = [_label(m) for m in generated]
+    names = [_label(m, result) for m in generated]
     effect = result.analysis["effects"].set_index("method").loc[generated]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
     y = np.arange(len(generated))

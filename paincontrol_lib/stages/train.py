@@ -1,6 +1,8 @@
-"""Stage 02 (notebook ``02_train_controlnet``): fine-tune the shipped checkpoint (the default),
-optionally train our recipe and the plain diffusers-example recipe from scratch for the same
-number of steps, and score every run on held-out identities (final models and along training).
+"""Stage 02 (notebook ``02_train_controlnet``): fine-tune the shipped checkpoint (for
+``train.max_steps``, 0 by default: the shipped weights as they are), choose the sampler on
+validation people, optionally train our recipe and the plain diffusers-example recipe from
+scratch for the same number of steps, and score every run on held-out identities (final models
+and along training).
 
 Every run's budget is ``train.max_steps`` optimisation steps, so the same commit makes the same
 model on any machine; ``train.max_minutes`` is only a safety cap, and a run it cuts short says
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from paincontrol_lib.io import PhaseClock, save_figure, write_json
+from paincontrol_lib.landmarks.mesher import FaceMesher
 from paincontrol_lib.model.heldout import (
     IdentityScorer,
     evaluate_model,
@@ -34,7 +37,13 @@ from paincontrol_lib.model.train import (
     main,
     parse_args,
 )
-from paincontrol_lib.model.tuning import require_split, tune_sampler
+from paincontrol_lib.model.tuning import (
+    ExactAnswers,
+    require_split,
+    summarise,
+    tune_sampler,
+    tuning_rows,
+)
 
 METRICS = "train.json"
 TUNING = "tuning.json"
@@ -165,13 +174,14 @@ def run(
     run on test people and write ``train.json``.
 
     Top-level metrics are the default run (``ours``: the shipped checkpoint fine-tuned for
-    ``max_steps``, or from scratch when ``init_from`` is empty) drawn with the sampler chosen
-    on validation people, as transfer draws. ``noise_start`` is the same model drawn by
-    :meth:`SamplerConfig.model_alone` (pure noise, identity scale 1), like ``from_scratch`` and
-    ``reference_recipe`` (our recipe and the plain diffusers-example recipe from random weights
-    for the same steps, when ``compare_from_scratch`` is on), so that race measures training,
-    not sampling. Identity is scored against a frame of each person that no sampler saw, by the
-    in-domain identity encoder (``identity.SynthFaceIdentity``), dlib beside as a second judge."""
+    ``max_steps``, or from scratch when ``init_from`` is empty) drawn with PainControl's sampler
+    (from noise) chosen on validation people, as transfer draws. ``noise_start`` is the same
+    model drawn by :meth:`SamplerConfig.model_alone` (pure noise, identity scale 1), like
+    ``from_scratch`` and ``reference_recipe`` (our recipe and the plain diffusers-example recipe
+    from random weights for the same steps, when ``compare_from_scratch`` is on), so that race
+    measures training, not sampling. Identity is scored against a frame of each person that no
+    sampler saw, by the in-domain identity encoder (``identity.SynthFaceIdentity``), dlib beside
+    as a second judge."""
     started, clock = time.perf_counter(), PhaseClock()
     seed, models_dir = base["seed"], Path(models_dir)
     init_from = train.get("init_from") or None
@@ -191,11 +201,24 @@ def run(
     ours = PainControlModel.from_pretrained(models_dir / "ours" / "final")
     validation = load_training_examples(args, split="val")
     encoder = {"model_dir": evaluate_training["identity_encoder"]}
+    mesher = FaceMesher()
     with clock("tune_sampler"):
-        tuning = tune_sampler(ours, validation, SamplerConfig.from_params(sampler), tune, seed,
-                              identity=IdentityScorer.of(validation, **encoder))  # fmt: skip
+        from paincontrol_lib.au_reading.pixels import PixelAU
+
+        exact = ExactAnswers(validation, tuning_rows(validation, tune, seed),
+                             IdentityScorer.of(validation, **encoder),
+                             PixelAU.load(tune["au_reader"]), mesher)  # fmt: skip
+        tuning, per_row = tune_sampler(ours, validation, SamplerConfig.from_params(sampler),
+                                       tune, seed, exact)  # fmt: skip
     write_json(Path(reports_dir) / "metrics" / TUNING, tuning)
-    config = SamplerConfig.from_params(tuning["selected"])
+    config = SamplerConfig.from_params(tuning["paincontrol"])
+    effect = None
+    if init_from and results["ours"]["steps"] > 0:
+        with clock("finetune_effect"):
+            nme = next(r["nme"] for r in tuning["grid"] if r["label"] == config.label)
+            effect = finetune_effect(init_from, validation, exact, config,
+                                     per_row[config.label], nme, tune, seed)  # fmt: skip
+    mesher.close()
     held_out = load_training_examples(args, split="test")
     require_split(held_out, "test")
     rows = pick_rows(held_out, evaluate_training["n_samples"], seed)
@@ -215,10 +238,32 @@ def run(
     )
     with clock("ceilings"):
         metrics = _metrics(scores, results, curves, config, held_out, rows, init_from, judges)
+    metrics["finetune_effect_val"] = effect
     metrics["phase_seconds"] = clock.seconds
     metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
     return TrainResult(metrics, curves, rows, samples, held_out, tuning)
+
+
+def finetune_effect(init_from, validation, exact: ExactAnswers, sampler: SamplerConfig,
+                    final: dict, final_nme, tune: dict, seed: int) -> dict:  # fmt: skip
+    """What fine-tuning changed on validation people: the shipped checkpoint (step 0) and the
+    fine-tuned model drawn by PainControl's tuned sampler on the tuning rows, scored against the
+    exact answers by the tuning objective; differences (final minus step 0) paired by row, with
+    95 % bootstrap intervals over people."""
+    start = PainControlModel.from_pretrained(init_from)
+    rows = tuning_rows(validation, tune, seed)
+    scorer = {"mesher": exact.mesher, "identity": exact.identity}
+    scores, images = evaluate_model(start, validation, rows, sampler, seed=seed, **scorer)
+    step0 = exact.closeness(images, tune["objective"])
+    difference = {k: final[k] - step0[k] for k in final}
+    return {
+        "split": "val",
+        "sampler": sampler.label,
+        "step_0": summarise(step0, exact.subjects, seed) | {"nme": scores.get("nme")},
+        "final": summarise(final, exact.subjects, seed) | {"nme": final_nme},
+        "final_minus_step_0": summarise(difference, exact.subjects, seed),
+    }
 
 
 def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, seed, clock,

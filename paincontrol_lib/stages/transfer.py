@@ -23,10 +23,16 @@ from paincontrol_lib.io import atomic_folder, save_figure, save_image, write_jso
 from paincontrol_lib.landmarks.face import face_of
 from paincontrol_lib.landmarks.table import load_landmark_table, mesh_of, neutral_row
 from paincontrol_lib.model.presets import PainControlModel
-from paincontrol_lib.model.sampler import tuned_sampler
+from paincontrol_lib.model.sampler import SamplerConfig, tuned_sampler
 from paincontrol_lib.retarget import aus_for_pspi, retarget
 from paincontrol_lib.seeds import stream
-from paincontrol_lib.transfer import MANIFEST, METHOD_LABELS, METHODS, Transfer, sequence_jitter
+from paincontrol_lib.transfer import (
+    MANIFEST,
+    METHODS,
+    MODEL_METHODS,
+    Transfer,
+    sequence_jitter,
+)
 
 METRICS = "transfer.json"
 
@@ -130,6 +136,7 @@ class _Outputs:
         self.records.append(
             {
                 "method": method,
+                "label": self.engine.label(method),  # what ran: start and steps
                 "mode": expr.mode,
                 **source,
                 "target": str(target_row["subject"]),
@@ -141,6 +148,14 @@ class _Outputs:
                 "path": name,
             }
         )
+
+
+def _warp_start(sampler: dict, tuning) -> SamplerConfig:
+    """The warp-start variant: tuned on val people, or (no tuning file) params' sampler from the
+    warped target."""
+    if tuning is None:
+        return SamplerConfig.from_params(sampler | {"start": "warped_target"})
+    return tuned_sampler(sampler, tuning, "warp_start")
 
 
 def run(
@@ -157,7 +172,8 @@ def run(
         raise ValueError(f"unknown transfer methods {sorted(unknown)}; expected {METHODS}")
     table = load_landmark_table(landmarks_dir)
     model = PainControlModel.from_pretrained(transfer["checkpoint"])
-    engine = Transfer(model, tuned_sampler(sampler, tuning))
+    engine = Transfer(model, tuned_sampler(sampler, tuning),
+                      warp_start=_warp_start(sampler, tuning))  # fmt: skip
     design = plan_design(
         table,
         transfer["n_sources"],
@@ -188,6 +204,9 @@ def run(
         "n_pairs": len(design.pairs),
         "frames_per_pair": transfer["frames_per_pair"],
         "sampler": engine.sampler.as_dict(),
+        "warp_start_sampler": engine.warp_start.as_dict(),
+        "labels": {m: engine.label(m) for m in methods},
+        "steps_run": {m: engine.sampler_for(m).steps_run for m in methods if m in MODEL_METHODS},
         "methods": {m: {"n_outputs": int(counts.get(m, 0))} for m in methods},
         "sequence_jitter": {m: float(np.mean(out.jitter[m])) for m in methods},
         "source_sequence_jitter": float(np.mean(out.panels["source_jitter"])),
@@ -281,10 +300,12 @@ def _apex(panel: dict) -> int:
 def apex_grid_figure(result: TransferResult, figures_dir):
     """Each source at its strongest frame on its first target: source | target neutral |
     control | each method (one pair per source keeps the figure a page high)."""
+    import textwrap
+
     from paincontrol_lib.figures import image_grid
 
-    methods = list(result.metrics["methods"])
-    rows, labels, shown = [], [], set()
+    methods, labels = list(result.metrics["methods"]), result.metrics["labels"]
+    rows, names, shown = [], [], set()
     for panel in result.panels["sequences"]:
         if panel["source"] in shown:
             continue
@@ -292,10 +313,10 @@ def apex_grid_figure(result: TransferResult, figures_dir):
         apex = _apex(panel)
         rows.append([panel["source_crops"][apex], panel["target_crop"], panel["controls"][apex],
                      *(panel["outputs"][m][apex] for m in methods)])  # fmt: skip
-        labels.append(f"{panel['source']} -> {panel['target']}\nPSPI {panel['pspi'][apex]:.0f}")
+        names.append(f"{panel['source']} -> {panel['target']}\nPSPI {panel['pspi'][apex]:.0f}")
     columns = ["source (apex)", "target (neutral)", "control",
-               *(METHOD_LABELS.get(m, m).replace(" (", "\n(") for m in methods)]  # fmt: skip
-    fig = image_grid(rows, labels, columns, cell_inches=0.9)
+               *(textwrap.fill(labels[m], 14) for m in methods)]  # fmt: skip
+    fig = image_grid(rows, names, columns, cell_inches=0.9)
     save_figure(fig, Path(figures_dir) / "transfer_grid.png")
     return fig
 
@@ -308,7 +329,7 @@ def sequence_figure(result: TransferResult, figures_dir):
     panel = result.panels["sequences"][0]
     rows = [list(panel["source_crops"]), list(panel["controls"])]
     rows += [list(panel["outputs"][m]) for m in methods]
-    labels = ["source", "control", *(METHOD_LABELS.get(m, m) for m in methods)]
+    labels = ["source", "control", *(result.metrics["labels"][m] for m in methods)]
     columns = [f"frame {i + 1}: PSPI {p:.0f}" for i, p in enumerate(panel["pspi"])]
     fig = image_grid(rows, labels, columns, cell_inches=0.9,
                      title=f"Source {panel['source']} onto target {panel['target']}, in time "
@@ -335,7 +356,7 @@ def explicit_figure(result: TransferResult, out_dir, figures_dir):
         for method in methods
     ]  # fmt: skip
     title = f"PSPI levels asked for directly on target {target} (no source)"
-    fig = image_grid(rows, [METHOD_LABELS.get(m, m) for m in methods],
+    fig = image_grid(rows, [result.metrics["labels"][m] for m in methods],
                      [f"PSPI {level:g} asked" for level in levels], cell_inches=0.9,
                      title=title)  # fmt: skip
     save_figure(fig, Path(figures_dir) / "transfer_explicit.png")
@@ -348,25 +369,27 @@ def sampler_start_figure(result: TransferResult, figures_dir, n: int = 4):
     shows where the model changed the start."""
     from paincontrol_lib.figures import image_grid
 
-    sampler = result.metrics["sampler"]
-    if "paincontrol" not in result.metrics["methods"] or sampler["start"] != "warped_target":
+    sampler = result.metrics["warp_start_sampler"]
+    if "paincontrol_warp_start" not in result.metrics["methods"]:
         return None
     rows, labels = [], []
     for panel in result.panels["sequences"][:n]:
         apex = _apex(panel)
         start = panel["outputs"]["warp"][apex] if "warp" in panel["outputs"] else None
-        output = panel["outputs"]["paincontrol"][apex]
+        output = panel["outputs"]["paincontrol_warp_start"][apex]
         change = None
         if start is not None:
             diff = np.abs(output.astype(np.int16) - start.astype(np.int16)).mean(axis=2)
             change = np.clip(diff * 4, 0, 255).astype(np.uint8)[..., None].repeat(3, axis=2)
         rows.append([panel["controls"][apex], start, output, change])
         labels.append(f"{panel['source']} -> {panel['target']}")
-    columns = ["control", "start: target warped\nonto the control", "PainControl\noutput",
+    columns = ["control", "start: target warped\nonto the control",
+               result.metrics["labels"]["paincontrol_warp_start"].replace(", ", "\n"),
                "change\n|output - start| x 4"]  # fmt: skip
     strength = sampler["start_strength"]
-    title = (f"Start noised to strength {strength:g}; the last {strength:.0%} of a "
-             f"{sampler['steps']}-step schedule denoises it")  # fmt: skip
+    steps = result.metrics["steps_run"]["paincontrol_warp_start"]
+    title = (f"Start noised to strength {strength:g}; {steps} of a {sampler['steps']}-step "
+             "schedule denoise it")  # fmt: skip
     fig = image_grid(rows, labels, columns, cell_inches=1.3, title=title)
     save_figure(fig, Path(figures_dir) / "transfer_sampler_start.png")
     return fig
@@ -376,7 +399,7 @@ def method_overview_figure(result: TransferResult, figures_dir):
     """The method on one real pair of this run, left to right: the source's expression becomes
     a mesh, is retargeted onto the target's face and drawn as the control image; the control,
     an AU prompt and identity tokens from the target's photo condition the ControlNet, which
-    denoises the start image (the target warped onto the control) into the output."""
+    denoises pure noise into the output (PainControl, the paper's sampler)."""
     import textwrap
 
     import matplotlib.pyplot as plt
@@ -385,15 +408,17 @@ def method_overview_figure(result: TransferResult, figures_dir):
 
     panel = result.panels["sequences"][0]
     apex = _apex(panel)
-    start = panel["outputs"]["warp"][apex] if "warp" in panel["outputs"] else None
-    output = panel["outputs"].get("paincontrol", panel["outputs"][next(iter(panel["outputs"]))])
+    method = "paincontrol" if "paincontrol" in panel["outputs"] else next(iter(panel["outputs"]))
+    output = panel["outputs"][method]
+    noise = np.random.default_rng(0).integers(0, 256, output[apex].shape, dtype=np.uint8)
     steps = [
         ("source face\n(pain, apex frame)", panel["source_crops"][apex]),
         ("target identity photo\n-> identity tokens", panel["target_crop"]),
         ("control: source expression\nretargeted onto the\ntarget's 478-point mesh",
          panel["controls"][apex]),
-        ("start image: target\nwarped onto the control", start),
-        ("output: ControlNet\n(control + prompt +\nidentity tokens)", output[apex]),
+        ("start: pure noise,\nevery DDIM step run", noise),
+        (f"output: {result.metrics['labels'][method]}\n(control + prompt +\nidentity tokens)",
+         output[apex]),
     ]  # fmt: skip
     steps = [(label, image) for label, image in steps if image is not None]
     height = 3.8
@@ -415,4 +440,50 @@ def method_overview_figure(result: TransferResult, figures_dir):
     fig.text(0.5, 0.01, prompt, ha="center", va="bottom", fontsize=7, style="italic")
     fig.tight_layout(rect=(0, (0.15 + 0.14 * (1 + prompt.count("\n"))) / height, 1, 0.97))
     save_figure(fig, Path(figures_dir) / "method_overview.png")
+    return fig
+
+
+def tuning_tradeoff_figure(tuning_json, figures_dir):
+    """Stage 02's sampler grid on validation people: identity kept (similarity to the exact
+    answer) against expression error (pain-AU error against it), colour = denoising steps run;
+    the samplers chosen and the exact answer itself are marked."""
+    import matplotlib.pyplot as plt
+
+    from paincontrol_lib.figures import colour
+
+    tuning = json.loads(Path(tuning_json).read_text())
+    grid = pd.DataFrame(tuning["grid"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    points = ax.scatter(grid["au_error"], grid["identity_similarity"], c=grid["steps_run"],
+                        cmap="viridis", s=40, zorder=3)  # fmt: skip
+    for row in grid.itertuples():
+        (x_lo, x_hi), (y_lo, y_hi) = row.au_error_ci, row.identity_similarity_ci
+        x, y = row.au_error, row.identity_similarity
+        ax.errorbar(x, y, xerr=[[x - x_lo], [x_hi - x]], yerr=[[y - y_lo], [y_hi - y]],
+                    color=colour(7), lw=0.6, zorder=2)  # fmt: skip
+    marks = {"paincontrol": ("o", "PainControl (best from noise)"),
+             "warp_start": ("s", "best on the warped target")}  # fmt: skip
+    for name, (marker, what) in marks.items():
+        chosen = grid.iloc[tuning["grid_rows"][name]]
+        ax.scatter(chosen["au_error"], chosen["identity_similarity"], s=180, marker=marker,
+                   facecolors="none", edgecolors="k", lw=1.4, zorder=4,
+                   label=f"{what}: {chosen['label']}")  # fmt: skip
+    best = grid.iloc[tuning["grid_rows"]["selected"]]
+    ax.scatter(best["au_error"], best["identity_similarity"], s=320, marker="*",
+               facecolors="none", edgecolors=colour(3), lw=1.2, zorder=5,
+               label=f"best of all by the objective: {best['label']}")  # fmt: skip
+    exact = tuning["exact_answer"]
+    ax.scatter(exact["au_error"], exact["identity_similarity"], marker="P", s=90, color=colour(2),
+               zorder=4, label="the exact answer itself (ceiling)")  # fmt: skip
+    fig.colorbar(points, ax=ax, label="denoising steps run (0: the warp itself)")
+    weights = tuning["objective"]
+    ax.set(xlabel="pain-AU error against the exact answer (fraction of each AU's range)",
+           ylabel="identity similarity to the exact answer",
+           title=f"Sampler settings on {tuning['n_people']} val people (objective: "
+           f"{weights['identity_weight']:g} x similarity - {weights['au_error_weight']:g} x "
+           "AU error)")  # fmt: skip
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.tight_layout()
+    save_figure(fig, Path(figures_dir) / "transfer_tuning.png")
     return fig
