@@ -127,13 +127,14 @@ def test_sampling_from_a_start_image_runs_the_tail_of_the_schedule():
     full = TailDDIMScheduler(timestep_spacing="trailing")
     full.set_timesteps(6)
     tail = TailDDIMScheduler(timestep_spacing="trailing")
-    tail.keep = SamplerConfig(steps=6, start_strength=0.33).steps_run
+    warped = SamplerConfig(steps=6, start="warped_target", start_strength=0.33)
+    tail.keep = warped.steps_run
     tail.set_timesteps(6)
     assert tail.keep == 2 and tail.timesteps.tolist() == full.timesteps[-2:].tolist()
-    runs = [SamplerConfig(steps=6, start_strength=s).steps_run for s in (1.0, 0.5, 0.01)]
-    assert runs == [6, 3, 1]
+    runs = [replace(warped, start_strength=s).steps_run for s in (1.0, 0.5, 0.01, 0.0)]
+    assert runs == [6, 3, 1, 0]  # strength 0: the start image itself, no step
     assert SamplerConfig(steps=6, start="noise", start_strength=0.5).steps_run == 6
-    for bad in (0.0, -0.2, 1.5):
+    for bad in (-0.2, 1.5):
         with pytest.raises(ValueError, match="start_strength"):
             SamplerConfig(start_strength=bad)
 
@@ -150,6 +151,9 @@ def test_sampling_from_a_start_image_runs_the_tail_of_the_schedule():
     again = sample(model, controls, None, prompts, partial, seeds, photos)
     np.testing.assert_array_equal(one, again)
     assert not np.array_equal(one, noise)
+    the_start = sample(model, controls, None, prompts, replace(start, start_strength=0.0), seeds,
+                       photos)  # fmt: skip
+    np.testing.assert_array_equal(the_start, photos)
     with pytest.raises(ValueError, match="start images of shape"):
         sample(model, controls, None, prompts, replace(start, start_strength=0.5), seeds,
                photos[:1])  # fmt: skip
