@@ -157,10 +157,11 @@ def select(grid_rows: list[dict], where) -> dict | None:
 
 
 def tune_sampler(model, examples, base: SamplerConfig, tune: dict, seed: int,
-                 exact: ExactAnswers) -> tuple[dict, dict]:  # fmt: skip
+                 exact: ExactAnswers) -> tuple[dict, list]:  # fmt: skip
     """Score every grid setting on validation ``examples`` against ``exact`` (the exact answers
     of ``tuning_rows``, read by the objective's instruments); returns ``tuning.json`` and each
-    setting's per-row closeness (label -> :meth:`ExactAnswers.closeness`)."""
+    grid row's per-row closeness (:meth:`ExactAnswers.closeness`, in ``grid`` order: labels do
+    not tell identity scales or guidance apart)."""
     require_split(examples, "val")
     unknown = set(tune) - TUNE_KEYS
     if unknown:
@@ -169,15 +170,15 @@ def tune_sampler(model, examples, base: SamplerConfig, tune: dict, seed: int,
     rows = tuning_rows(examples, tune, seed)
     scorer = {"mesher": exact.mesher, "identity": exact.identity}
     ceiling = score_images(exact.images, examples, rows, **scorer)
-    grid_rows, per_row = [], {}
+    grid_rows, per_row = [], []
     for settings in grid_settings(tune["grids"], base):
         config = replace(base, **settings)
         label = config.label if config.steps_run else "warp"
         scores, images = evaluate_model(model, examples, rows, config, seed=seed, **scorer)
-        per_row[label] = exact.closeness(images, objective)
+        per_row.append(exact.closeness(images, objective))
         grid_rows.append(
             {"settings": settings, "label": label, "steps_run": config.steps_run}
-            | summarise(per_row[label], exact.subjects, seed)
+            | summarise(per_row[-1], exact.subjects, seed)
             | {
                 "identity_top1": scores.get("identity_top1"),
                 "nme": scores.get("nme"),

@@ -215,9 +215,9 @@ def run(
     effect = None
     if init_from and results["ours"]["steps"] > 0:
         with clock("finetune_effect"):
-            nme = next(r["nme"] for r in tuning["grid"] if r["label"] == config.label)
-            effect = finetune_effect(init_from, validation, exact, config,
-                                     per_row[config.label], nme, tune, seed)  # fmt: skip
+            chosen = tuning["grid_rows"]["paincontrol"]
+            effect = finetune_effect(init_from, validation, exact, config, per_row[chosen],
+                                     tuning["grid"][chosen]["nme"], tune, seed)  # fmt: skip
     mesher.close()
     held_out = load_training_examples(args, split="test")
     require_split(held_out, "test")
