@@ -39,6 +39,10 @@ test: $(STAMP) browser ## Run the test suite (tiny profile, no GPU, offline)
 identity-encoder: $(STAMP) ## Retrain SynthPain's identity encoder by steps into pretrained/identity-encoder/ (CPU: 137 min measured on a loaded 2-core machine)
 	$(BIN)/python -m paincontrol_lib.model.identity_encoder --out pretrained/identity-encoder --work build/identity-encoder
 
+identity-adapter: $(STAMP) ## Retrain the shipped generator's identity path by steps: a second in-domain encoder (it conditions, never scores) and a fresh identity adapter on it (CPU: see pretrained/tiny-synthpain/PROVENANCE.json)
+	$(BIN)/python -m paincontrol_lib.model.identity_encoder --seed 31 --n_identities 600 --n_monitor 60 --frames 6 --steps 800 --out pretrained/identity-encoder-conditioning --work build/identity-encoder-conditioning
+	$(BIN)/python -m paincontrol_lib.model.identity_adapter
+
 au-readers: $(STAMP) ## Retrain the shipped pixel AU readers (scoring, guide) by steps into pretrained/au-readers/ (CPU: ~70 min a reader measured on a loaded 2-core machine)
 	$(BIN)/python -m paincontrol_lib.au_reading.pixels --role scoring --out pretrained/au-readers/scoring --threads 1
 	$(BIN)/python -m paincontrol_lib.au_reading.pixels --role guide --out pretrained/au-readers/guide --threads 1
@@ -75,5 +79,5 @@ results: $(STAMP) ## Render the results tables of README.md and docs/ from repor
 inference-check: $(STAMP) ## Simulate stage 04's design: each inference's error rates (reports/metrics/inference_check.json; ~30 CPU min)
 	$(BIN)/python scripts/inference_check.py
 
-.PHONY: help env repro browser test identity-encoder au-readers bench book lab lint format clean deps deps-check results \
+.PHONY: help env repro browser test identity-encoder identity-adapter au-readers bench book lab lint format clean deps deps-check results \
 	inference-check

@@ -13,7 +13,12 @@ Three backends, all fed the MediaPipe 478-point mesh we already have (no second 
   ``face-recognition-models`` package, so it works offline. Raw descriptors, so dlib's usual
   "same person below L2 distance 0.6" rule applies to ``l2_distance``. On SynthPain it barely
   separates people (a stranger scores 0.92 cosine, the same person 0.97): the second judge there,
-  and what the model's identity tokens are made from (``train.identity_backend``).
+  and what the first shipped checkpoint's identity tokens were made from.
+* ``ConditioningIdentity`` (``"synthface-conditioning"``): a second in-domain encoder, trained
+  by the same recipe on other people (seed 31, ``make identity-adapter``), that the shipped
+  model's identity tokens are made from (``train.identity_backend``). It never scores anything,
+  and the instrument never conditions: a model conditioned on its own judge could be scored on
+  features it was handed rather than on the face it drew.
 * ``ArcFaceIdentity`` (``"arcface"``): insightface's ArcFace (``w600k_r50.onnx`` of the
   ``buffalo_l`` pack, 512-d, L2-normalised) through onnxruntime, for real photographs. The
   weights are not shipped and never downloaded.
@@ -289,6 +294,8 @@ ENCODER_DIR = REPO_ROOT / "pretrained" / "identity-encoder"
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_CONFIG = "encoder.json"
 ENCODER_TARGET = "make identity-encoder"  # the command that rebuilds ENCODER_DIR
+CONDITIONING_DIR = REPO_ROOT / "pretrained" / "identity-encoder-conditioning"
+CONDITIONING_TARGET = "make identity-adapter"  # rebuilds CONDITIONING_DIR and the adapter
 
 
 def face_crop(image, landmarks, size: int = FACE_CROP) -> np.ndarray:
@@ -366,15 +373,17 @@ class SynthFaceIdentity:
     network is small). Raises ``FileNotFoundError`` naming ``make identity-encoder`` when the
     weights are missing."""
 
+    default_dir, target = ENCODER_DIR, ENCODER_TARGET
+
     def __init__(self, model_dir: str | Path | None = None, batch_size: int = 256):
         import json
 
-        folder = Path(model_dir) if model_dir is not None else ENCODER_DIR
+        folder = Path(model_dir) if model_dir is not None else self.default_dir
         weights, config = folder / ENCODER_WEIGHTS, folder / ENCODER_CONFIG
         missing = [p.name for p in (weights, config) if not p.is_file()]
         if missing:
             raise FileNotFoundError(
-                f"identity encoder {', '.join(missing)} not found in {folder}: `{ENCODER_TARGET}` "
+                f"identity encoder {', '.join(missing)} not found in {folder}: `{self.target}` "
                 "renders and trains it (about an hour on two CPU cores)"
             )
         from safetensors.torch import load_file
@@ -422,12 +431,25 @@ class SynthFaceIdentity:
         return self.embed_crops(self.crops(images, landmarks_list))
 
 
-BACKENDS = {"synthface": SynthFaceIdentity, "dlib": DlibIdentity, "arcface": ArcFaceIdentity}
+class ConditioningIdentity(SynthFaceIdentity):
+    """The encoder the model's identity tokens are made from (module docstring): the same
+    network and crop as the instrument, other weights (``pretrained/identity-encoder-conditioning``,
+    trained on people of another seed)."""
+
+    default_dir, target = CONDITIONING_DIR, CONDITIONING_TARGET
+
+
+BACKENDS = {
+    "synthface": SynthFaceIdentity,
+    "synthface-conditioning": ConditioningIdentity,
+    "dlib": DlibIdentity,
+    "arcface": ArcFaceIdentity,
+}
 
 
 def make_identity(backend: str = "dlib", **kw):
-    """An identity backend by name (``"synthface"`` | ``"dlib"`` | ``"arcface"``), keywords to
-    its constructor."""
+    """An identity backend by name (``"synthface"`` | ``"synthface-conditioning"`` | ``"dlib"`` |
+    ``"arcface"``), keywords to its constructor."""
     try:
         cls = BACKENDS[backend]
     except KeyError:

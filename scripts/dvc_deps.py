@@ -59,6 +59,9 @@ NAMED_BY = {
     "data/landmarks": ("data.root", "its table names the photos under data.root, to crop"),
 }
 TEMPLATE = re.compile(r"\$\{([\w.]+)\}")
+# A parameter naming a model checkpoint: loading it also reads the identity encoder that makes
+# its identity tokens (``train.identity_backend``: the one the pipeline's checkpoints read).
+CHECKPOINT_KEY = re.compile(r"(?:^|_)(?:checkpoint|generator|init_from)$")
 
 
 def module_file(module: str, root: Path) -> Path | None:
@@ -360,12 +363,30 @@ def stage_reads(
                 lines.append(f"{key} = {value} is an out but {NOTEBOOK_SETUP}: OUTPUTS omits it")
             elif key not in written:
                 reads.append((f"it reads {key}", path))
+    encoder = token_encoder(root, params)
+    if encoder and any(CHECKPOINT_KEY.search(why.rpartition(".")[2]) for why, _ in reads):
+        reads.append(("its checkpoint's identity tokens are made by train.identity_backend's "
+                      "encoder", encoder))  # fmt: skip
     for data, (key, why) in NAMED_BY.items():
         named = resolve(f"${{{key}}}", params)
         paths = [path for _, path in reads]
         if named not in (".", *paths) and any(covers(p, data) or covers(data, p) for p in paths):
             reads.append((f"it reads {data}: {why}", named))
     return reads, lines
+
+
+def token_encoder(root: Path, params: dict) -> str | None:
+    """The folder (repository-relative) of the encoder ``train.identity_backend`` names, None
+    for a backend with no weights in the repository (dlib's come with its package)."""
+    sys.path.insert(0, str(root))
+    try:
+        from paincontrol_lib.identity import BACKENDS
+    finally:
+        sys.path.pop(0)
+    folder = getattr(
+        BACKENDS.get(params.get("train", {}).get("identity_backend")), "default_dir", None
+    )
+    return os.path.relpath(folder, REPO_ROOT) if folder else None
 
 
 def data_dep_problems(

@@ -396,10 +396,12 @@ def test_generator_that_saw_withheld_pain_is_refused(tmp_path):
     assert withheld_pain_frames_seen(trained_on, table, train, cells[-1].pain_people) == 0
     other = [TrainingData("synthpain(seed=1)", frozenset(train), "PROVENANCE.json")]
     assert check_cells(other, table, "synthpain(seed=0)", train, cells) == 0
-    # the shipped checkpoint's record names seed 1 and its 960 training people
-    (shipped,) = generator_training_data(Path(__file__).parent.parent / "pretrained/tiny-synthpain")
-    assert shipped.dataset == "synthpain(seed=1)" and len(shipped.people) == 960
-    assert not shipped.frames  # rendered people are named by (seed, subject), never rendered
+    # the shipped checkpoint's record names seed 1 and its 960 training people, for the
+    # generator and for its identity adapter (trained on the same people)
+    shipped = generator_training_data(Path(__file__).parent.parent / "pretrained/tiny-synthpain")
+    assert [t.dataset for t in shipped] == ["synthpain(seed=1)"] * 2
+    assert all(len(t.people) == 960 and t.people == shipped[0].people for t in shipped)
+    assert not any(t.frames for t in shipped)  # rendered people: (seed, subject), not frames
     # a checkpoint whose record names no training data cannot be cleared
     (tmp_path / "training.json").write_text(json.dumps({"arguments": {"examples": "x.npz"}}))
     with pytest.raises(ValueError, match="names no people"):

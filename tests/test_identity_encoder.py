@@ -93,6 +93,22 @@ def _face_on(face, backdrop) -> np.ndarray:
     return np.where(mask, face.image, backdrop.image)
 
 
+def test_the_conditioning_encoder_also_tells_the_people_apart(people):
+    """The second encoder, the one the model is conditioned on (trained the same way on people
+    of another seed): every exact answer nearest its own person's unseen frame, genuine pairs
+    above swapped ones. It is what the identity tokens carry, so it must separate people too."""
+    subjects, *_, answers, frames = people
+    conditioning = ident.make_identity("synthface-conditioning")
+    embed = lambda renders: conditioning.embed_many(  # noqa: E731
+        [r.image for r in renders], [r.landmarks_2d for r in renders]
+    )
+    a, f = embed(answers), embed(frames)
+    sim = ident.cosine_similarity(a, f)
+    n = len(subjects)
+    assert list(ident.nearest_identity(a, f, subjects)) == subjects
+    assert sim[~np.eye(n, dtype=bool)].max() < np.diag(sim).min()
+
+
 def test_the_encoder_reads_the_face_not_the_backdrop(people, encoder):
     """The known-answer probe: each person's face pasted onto the next person's frame keeps
     its own identity (nearest its own unseen frame, and nearly the embedding of the unpasted

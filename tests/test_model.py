@@ -536,3 +536,52 @@ def test_validation_grids_show_validation_people_never_test_people(tmp_path):
     model = build_model(ModelConfig(**SMALL), seed=0)
     validation_grid(model, None, [], args, grid_people, tmp_path / "grid.png")
     assert (tmp_path / "grid.png").is_file()
+
+
+def test_a_fresh_identity_adapter_trains_alone_on_the_frozen_generator(landmarks_dir, tmp_path):
+    """``--trainable identity_adapter``: the starting checkpoint's adapter is replaced by a fresh
+    one (the same whatever adapter it had), only the adapter's weights move, and the saved model
+    reads the run's identity backend."""
+    from paincontrol_lib.model.train import start_model
+
+    start = tmp_path / "start"
+    build_model(ModelConfig(**SMALL), seed=3).save_pretrained(start)
+    argv = ["--landmarks_dir", str(landmarks_dir), "--output_dir", str(tmp_path / "run"),
+            "--init_from", str(start), "--trainable", "identity_adapter", "--max_steps", "2",
+            "--learning_rate", "0.01", *TRAIN_SMALL]  # fmt: skip
+    args = parse_args(argv)
+    fresh = start_model(args)
+    shipped = PainControlModel.from_pretrained(start)
+    before = {k: v.clone() for k, v in fresh.adapter_state_dict()["image_proj"].items()}
+    assert any(
+        not torch.equal(v, shipped.adapter_state_dict()["image_proj"][k]) for k, v in before.items()
+    )  # a fresh adapter, not the checkpoint's
+    main(args)
+    trained = PainControlModel.from_pretrained(tmp_path / "run" / "final")
+    after = trained.adapter_state_dict()["image_proj"]
+    assert all(not torch.equal(before[k], after[k]) for k in ("proj.0.weight", "proj.2.weight"))
+    for part in ("controlnet", "text_encoder"):
+        old, new = getattr(shipped, part).state_dict(), getattr(trained, part).state_dict()
+        assert all(torch.equal(old[k], new[k]) for k in old), f"{part} moved"
+    frozen = {k: v for k, v in shipped.unet.state_dict().items() if "_ip" not in k
+              and "encoder_hid_proj" not in k}  # fmt: skip
+    moved = [k for k, v in trained.unet.state_dict().items() if k in frozen
+             and not torch.equal(v, frozen[k])]  # fmt: skip
+    assert moved == []
+    assert trained.config.identity_backend == "dlib"
+
+
+def test_another_encoder_resets_the_adapter_and_zero_steps_refuse_it(landmarks_dir, tmp_path):
+    """A checkpoint given another encoder's embeddings starts a fresh adapter (its tokens mean
+    nothing in the new space); with no steps to train it, the run is refused, saying why."""
+    from paincontrol_lib.model.train import start_model
+
+    start = tmp_path / "start"
+    build_model(ModelConfig(**SMALL, identity_backend="dlib"), seed=0).save_pretrained(start)
+    common = ["--landmarks_dir", str(landmarks_dir), "--output_dir", str(tmp_path / "o"),
+              "--init_from", str(start), "--identity_backend", "synthface",
+              *TRAIN_SMALL]  # fmt: skip
+    model = start_model(parse_args([*common, "--max_steps", "1"]))
+    assert model.config.identity_backend == "synthface" and model.config.identity_dim == 128
+    with pytest.raises(ValueError, match="untrained"):
+        start_model(parse_args([*common, "--max_steps", "0"]))

@@ -95,11 +95,11 @@ def _state(model) -> dict:
 
 
 def test_pipeline_reproduces_the_shipped_checkpoint_given_the_time(prepared, tmp_path):
-    """The recorded training commands, in order, on this pipeline's own packed data, for 2 steps
-    each instead of the recorded thousands, make a model of exactly the shipped architecture,
-    except the text encoder's token table: the shipped checkpoint predates the tokenizer fix
-    (its own tokenizer splits words; retraining it needs a GPU) and the current tokenizer has
-    another vocabulary size."""
+    """The recorded training commands, in order (the generator's, then its identity adapter's),
+    on this pipeline's own packed data, for 2 steps each instead of the recorded thousands, make
+    a model of exactly the shipped architecture, except the text encoder's token table: the
+    shipped checkpoint predates the tokenizer fix (its own tokenizer splits words; retraining it
+    needs a GPU) and the current tokenizer has another vocabulary size."""
     from paincontrol_lib.model.presets import PainControlModel
     from paincontrol_lib.model.text import build_tokenizer, split_words
     from paincontrol_lib.model.train import main, parse_args
@@ -113,6 +113,13 @@ def test_pipeline_reproduces_the_shipped_checkpoint_given_the_time(prepared, tmp
         result = main(parse_args(argv))
         assert result["steps"] == 2
         start = result["final"]
+    # then the identity adapter's run (model/identity_adapter.py), as the shipped folder records it
+    adapter = json.loads((SHIPPED / "training.json").read_text())["arguments"]
+    assert adapter["trainable"] == "identity_adapter"
+    argv = training_argv(adapter, examples=str(out / "examples.npz"), landmarks_dir=None,
+                         identity_cache_dir=None, output_dir=str(tmp_path / "adapter"),
+                         init_from=start, max_steps=2, train_batch_size=4)  # fmt: skip
+    start = main(parse_args(argv))["final"]
     made = PainControlModel.from_pretrained(start)
     shipped = PainControlModel.from_pretrained(SHIPPED)
     assert made.config == shipped.config
@@ -131,7 +138,8 @@ def test_fine_tuning_starts_from_the_shipped_weights(prepared, tmp_path):
     out, _ = prepared
     base = ["--examples", str(out / "examples.npz"), "--output_dir", str(tmp_path),
             "--init_from", str(SHIPPED), "--train_batch_size", "4", "--validation_steps", "0",
-            "--no-progress", "--learning_rate", "1e-4", "--max_steps", "2"]  # fmt: skip
+            "--no-progress", "--learning_rate", "1e-4", "--max_steps", "2",
+            "--identity_backend", "synthface-conditioning"]  # fmt: skip
     with pytest.raises(ValueError, match="--resolution 64"):
         main(parse_args(base + ["--resolution", "32"]))
     result = main(parse_args(base))

@@ -97,10 +97,20 @@ def generator_training_data(checkpoint) -> list[TrainingData]:
     checkpoint = Path(checkpoint)
     provenance = checkpoint / "PROVENANCE.json"
     if provenance.is_file():
-        options = json.loads(provenance.read_text())["prepared"]["options"]
-        people = _synthpain_people(options["seed"], options["identities"],
-                                   options["test_fraction"])  # fmt: skip
-        return [TrainingData(f"synthpain(seed={options['seed']})", people, str(provenance))]
+        record = json.loads(provenance.read_text())
+        # the generator's pretraining people, then its identity adapter's (model/identity_adapter)
+        populations = [record["prepared"]["options"]]
+        if "identity_adapter" in record:
+            populations.append(record["identity_adapter"]["people"])
+        return [
+            TrainingData(
+                f"synthpain(seed={options['seed']})",
+                _synthpain_people(options["seed"], options["identities"],
+                                  options["test_fraction"]),
+                str(provenance),
+            )
+            for options in populations
+        ]  # fmt: skip
     record = checkpoint / "training.json"
     if not record.is_file():
         raise FileNotFoundError(

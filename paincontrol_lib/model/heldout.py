@@ -10,14 +10,15 @@ sample is upscaled and meshed by MediaPipe, then scored:
 - tracking: correlation of eye opening, mouth opening and inner-brow height between the control
   and the detected mesh, and the slope of detected on requested (the amplitude);
 - identity top-1: the sample's embedding by the identity *instrument* (:class:`IdentityScorer`,
-  SynthPain's in-domain encoder by default, not the dlib embedding the model is conditioned on:
-  the instrument that guides a method never scores it) is nearest to its own person's *unseen
-  frame* (the second reference frame, one no sampler receives) among all held-out people. The
-  sampler is given the person's identity photo (the first reference frame: its dlib embedding,
-  and by default the start image), so scoring against that photo would reward copying it; that
-  score is reported beside, as ``identity_top1_identity_photo``. The ceiling is the identity
-  photo itself scored the same way (:func:`identity_photo_images`): what a perfect copy gets.
-  A second judge (``judge``: dlib) may score the same samples beside (``identity_top1_dlib``).
+  SynthPain's in-domain encoder by default, never the encoder whose embedding the model is
+  conditioned on: the instrument that guides a method never scores it) is nearest to its own
+  person's *unseen frame* (the second reference frame, one no sampler receives) among all
+  held-out people. The sampler is given the person's identity photo (the first reference frame:
+  its embedding, and by default the start image), so scoring against that photo would reward
+  copying it; that score is reported beside, as ``identity_top1_identity_photo``. The ceiling is
+  the identity photo itself scored the same way (:func:`identity_photo_images`): what a perfect
+  copy gets. A second judge (``judge``: dlib) may score the same samples beside
+  (``identity_top1_dlib``).
 """
 
 from __future__ import annotations

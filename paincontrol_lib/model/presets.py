@@ -106,6 +106,14 @@ class PainControlModel:
                 params += list(proc.parameters())
         return params
 
+    def fresh_identity_adapter(self, backend: str, seed: int = 0) -> None:
+        """A new, untrained identity adapter reading ``backend``'s embeddings in place of the
+        current one: tokens learnt from one encoder's embeddings mean nothing in another's space,
+        and an adapter trained from a fresh start does not depend on which adapter it replaced."""
+        self.config.identity_backend = backend
+        self.config.identity_dim = identity_dim(backend)
+        _attach_identity_adapter(self.unet, self.config.identity_dim, seed)
+
     def adapter_state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
         """The identity adapter in the original IP-Adapter-FaceID layout."""
         proj = self.unet.encoder_hid_proj.image_projection_layers[0].state_dict()
@@ -220,6 +228,11 @@ class PainControlModel:
         if self.pixel_space:
             return torch.nn.functional.pixel_shuffle(latents, self.config.patch_size)
         return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+
+
+def identity_dim(backend: str) -> int:
+    """Length of ``backend``'s embeddings (ArcFace 512, the others 128)."""
+    return 512 if backend == "arcface" else 128
 
 
 def _adapter_init(unet, identity_dim: int, cross_dim: int, generator: torch.Generator) -> dict:

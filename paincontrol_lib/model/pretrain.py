@@ -42,10 +42,6 @@ def prepare(
     workers: int = 2,
 ) -> dict:
     """Render SynthPain people of ``seed``, mesh them, embed references, pack the examples."""
-    from paincontrol_lib.data.sources import load_records
-    from paincontrol_lib.data.synthpain.generate import SynthPainConfig, generate
-    from paincontrol_lib.landmarks.batch import build_landmark_table
-    from paincontrol_lib.landmarks.table import load_landmark_table
     from paincontrol_lib.model.data import (
         identity_embeddings,
         prepare_examples,
@@ -53,18 +49,9 @@ def prepare(
         save_examples,
     )
 
-    if seed == 0:
-        raise ValueError("seed 0 makes the default dataset's people: pretrain on another seed")
     out = Path(out)
     started = time.perf_counter()
-    config = SynthPainConfig(
-        seed=seed, n_identities=identities, n_sequences=sequences,
-        frames_per_sequence=frames, test_fraction=test_fraction,
-    )  # fmt: skip
-    generate(config, out / "synthpain", workers=workers)
-    records = load_records("synthpain", out / "synthpain")
-    build_landmark_table(records, out / "synthpain", out / "landmarks", workers=workers)
-    table = load_landmark_table(out / "landmarks")
+    table = render_people(out, seed, identities, sequences, frames, test_fraction, workers)
     refs = reference_rows(table, references, seed)
     embeddings = identity_embeddings(refs, "dlib", out / "identity_cache")
     examples = prepare_examples(table, embeddings, resolution)
@@ -85,6 +72,28 @@ def prepare(
     return summary
 
 
+def render_people(out: str | Path, seed: int, identities: int, sequences: int, frames: int,
+                  test_fraction: float, workers: int = 2):  # fmt: skip
+    """SynthPain people of ``seed`` rendered into ``out/synthpain`` and meshed into
+    ``out/landmarks``; their landmark table."""
+    from paincontrol_lib.data.sources import load_records
+    from paincontrol_lib.data.synthpain.generate import SynthPainConfig, generate
+    from paincontrol_lib.landmarks.batch import build_landmark_table
+    from paincontrol_lib.landmarks.table import load_landmark_table
+
+    if seed == 0:
+        raise ValueError("seed 0 makes the default dataset's people: pretrain on another seed")
+    out = Path(out)
+    config = SynthPainConfig(
+        seed=seed, n_identities=identities, n_sequences=sequences,
+        frames_per_sequence=frames, test_fraction=test_fraction,
+    )  # fmt: skip
+    generate(config, out / "synthpain", workers=workers)
+    records = load_records("synthpain", out / "synthpain")
+    build_landmark_table(records, out / "synthpain", out / "landmarks", workers=workers)
+    return load_landmark_table(out / "landmarks")
+
+
 def training_argv(arguments: dict, **overrides) -> list[str]:
     """The ``paincontrol_lib.model.train`` command line of recorded ``arguments`` (the
     ``arguments`` of a final model's training.json), with ``overrides`` applied."""
@@ -97,7 +106,8 @@ def training_argv(arguments: dict, **overrides) -> list[str]:
     return argv + ["--no-progress"]
 
 
-def _git_revision() -> str | None:
+def git_revision() -> str | None:
+    """The repository's HEAD commit, None outside git."""
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
@@ -127,7 +137,7 @@ def publish(run: str | Path, data: str | Path, out: str | Path, revision: str | 
         if record["examples_sha256"] != prepared["examples_sha256"]:
             raise ValueError(f"{run} was not trained on {data / 'examples.npz'}")
     provenance = {
-        "code_revision": revision or _git_revision(),
+        "code_revision": revision or git_revision(),
         "prepare_command": "python -m paincontrol_lib.model.pretrain prepare "
         + " ".join(f"--{k} {v}" for k, v in prepared["options"].items())
         + f" --out {data}",

@@ -70,6 +70,13 @@ def parse_args(input_args=None) -> argparse.Namespace:
     p.add_argument("--references_per_subject", type=int, default=4)
     p.add_argument("--identity_backend", default="dlib")
     p.add_argument(
+        "--trainable",
+        choices=["all", "identity_adapter"],
+        default="all",
+        help="identity_adapter: a fresh identity adapter trained on the frozen generator "
+        "(sd15's `all` already keeps the UNet and text encoder frozen)",
+    )
+    p.add_argument(
         "--identity_cache_dir",
         default=None,
         help="where identity embeddings are cached (default: <output_dir>/identity_cache)",
@@ -173,8 +180,15 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _build(args):
-    from paincontrol_lib.model.presets import ModelConfig, PainControlModel, build_model
+def start_model(args):
+    """The model a run starts from: ``--init_from`` (with a fresh identity adapter where the
+    run trains one or reads another encoder), else a fresh one of ``--preset``."""
+    from paincontrol_lib.model.presets import (
+        ModelConfig,
+        PainControlModel,
+        build_model,
+        identity_dim,
+    )
 
     if args.init_from:
         model = PainControlModel.from_pretrained(args.init_from)
@@ -183,6 +197,22 @@ def _build(args):
                 f"--init_from {args.init_from} is a {model.config.resolution} px model: "
                 f"train it with --resolution {model.config.resolution}, not {args.resolution}"
             )
+        if model.config.identity_backend != args.identity_backend:
+            print(
+                f"note: {args.init_from} reads {model.config.identity_backend} identity "
+                f"embeddings; this run gives it {args.identity_backend}, so its identity "
+                "adapter starts afresh"
+            )
+        other_encoder = model.config.identity_backend != args.identity_backend
+        if other_encoder and args.max_steps == 0:
+            raise ValueError(
+                f"--init_from {args.init_from} reads {model.config.identity_backend} identity "
+                f"embeddings, not {args.identity_backend}: with 0 training steps its identity "
+                f"adapter would stay untrained (use --identity_backend "
+                f"{model.config.identity_backend}, or train)"
+            )
+        if args.trainable == "identity_adapter" or other_encoder:
+            model.fresh_identity_adapter(args.identity_backend, seed=args.seed)
         return model
     config = ModelConfig(
         preset=args.preset,
@@ -194,7 +224,7 @@ def _build(args):
         pretrained=args.pretrained,
         controlnet=args.controlnet,
         identity_backend=args.identity_backend,
-        identity_dim=512 if args.identity_backend == "arcface" else 128,
+        identity_dim=identity_dim(args.identity_backend),
     )
     return build_model(config, seed=args.seed)
 
@@ -278,9 +308,15 @@ def _setup(args: argparse.Namespace) -> _Run:
     output_dir = Path(args.output_dir)
     accelerator = _accelerator(args)
     set_seed(args.seed)
-    model = _build(args)
+    model = start_model(args)
     if model.config.preset == "sd15":
         _freeze_for_sd15(model, accelerator)
+    if args.trainable == "identity_adapter":
+        model.unet.requires_grad_(False)
+        model.controlnet.requires_grad_(False)
+        model.text_encoder.requires_grad_(False)
+        for param in model.identity_parameters():
+            param.requires_grad_(True)
     examples = load_training_examples(args)
     if accelerator.device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True

@@ -9,8 +9,8 @@ expression at once::
     objective = identity_weight * cos(identity(output), identity(exact answer))
               - au_error_weight * mean over pain AUs |AU(output) - AU(exact answer)| / AU range
 
-Identity is read by the in-domain identity encoder (never the dlib embedding the model is
-conditioned on; an output with no face found counts similarity 0), AUs by the shipped pixel
+Identity is read by the in-domain identity encoder (never the encoder whose embedding the model
+is conditioned on; an output with no face found counts similarity 0), AUs by the shipped pixel
 reader (fresh identities only). The grid contains the warp itself (a start image at strength 0)
 and pure noise, so if the warp is the closest, the warp wins, and ``tuning.json`` says so.
 

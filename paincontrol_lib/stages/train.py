@@ -140,7 +140,7 @@ def _provenance(init_from: str | None) -> dict | None:
         return None
     record = json.loads(path.read_text())
     runs = record["training_runs"]
-    return {
+    out = {
         "path": str(init_from),
         "code_revision": record["code_revision"],
         "devices": sorted({r["device"] for r in runs}),
@@ -148,6 +148,18 @@ def _provenance(init_from: str | None) -> dict | None:
         "train_minutes": sum(r["train_minutes"] for r in runs),
         "n_identities": record["prepared"]["n_train_subjects"],
     }
+    adapter = record.get("identity_adapter")
+    if adapter:  # its learning curve: identity on the adapter's held-out people by steps
+        out["identity_adapter"] = {
+            "identity_backend": adapter["training"]["identity_backend"],
+            "steps": adapter["training"]["steps_run"],
+            "train_minutes": adapter["training"]["train_minutes"],
+            "device": adapter["training"]["device"],
+            "conditioning_encoder_seed": adapter["conditioning_encoder"]["seed"],
+            "curve_sampler": adapter["curve_sampler"],
+            "curve": adapter["curve"],
+        }
+    return out
 
 
 @dataclass
@@ -222,7 +234,8 @@ def run(
     held_out = load_training_examples(args, split="test")
     require_split(held_out, "test")
     rows = pick_rows(held_out, evaluate_training["n_samples"], seed)
-    # The in-domain encoder scores identity; dlib (the model's own conditioning) judges beside.
+    # The in-domain instrument scores identity (the model is conditioned on another encoder);
+    # dlib judges beside.
     judges = IdentityScorer.of(held_out, **encoder), IdentityScorer.of(held_out, "dlib")
     scores, samples, curves = _score_runs(
         names,
@@ -264,6 +277,13 @@ def finetune_effect(init_from, validation, exact: ExactAnswers, sampler: Sampler
         "final": summarise(final, exact.subjects, seed) | {"nme": final_nme},
         "final_minus_step_0": summarise(difference, exact.subjects, seed),
     }
+
+
+def identity_adapter_curve(result: TrainResult) -> pd.DataFrame | None:
+    """The starting checkpoint's identity-adapter learning curve (``train.json: init_from``):
+    identity top-1 on the adapter's held-out people by steps, None when it has none."""
+    adapter = (result.metrics.get("init_from") or {}).get("identity_adapter")
+    return pd.DataFrame(adapter["curve"]).set_index("step") if adapter else None
 
 
 def _score_runs(names, models_dir, held_out, rows, sampler, n_curve, init_from, seed, clock,
