@@ -152,11 +152,12 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     make_identity(BACKEND)  # fails first, naming the make target, when the encoder is missing
     work, started = Path(args.work), time.perf_counter()
-    if (work / "landmarks" / "landmarks.parquet").is_file():
+    reused = (work / "landmarks" / "landmarks.parquet").is_file()
+    if reused:
         print(f"people: reusing {work / 'landmarks'}")
     else:
         render_people(work, **PEOPLE, workers=args.workers)
-    render_minutes = (time.perf_counter() - started) / 60
+    render_minutes = None if reused else (time.perf_counter() - started) / 60
     train_args = training_arguments(args)
     result = train.main(train_args)
     curve = learning_curve(train_args, args.curve_rows)
@@ -182,6 +183,7 @@ def main(argv=None) -> dict:
             "device": json.loads((Path(result["final"]) / "training.json").read_text())["device"],
             "threads": args.threads,
         },
+        "people_reused": reused,  # rendered by an earlier run: their minutes are not these
         "render_minutes": render_minutes,
         "curve_sampler": "PainControl from noise, every step (SamplerConfig())",
         "curve": curve,
