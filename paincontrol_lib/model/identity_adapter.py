@@ -113,13 +113,9 @@ def publish(final: Path, generator: Path, out: Path, record: dict) -> dict:
 
     provenance = json.loads((generator / "PROVENANCE.json").read_text())
     provenance["identity_adapter"] = record
-    staged = out.parent / f".staged-{out.name}"
-    shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(final, staged)  # ``final`` may live inside ``out``'s own tree: copy first
-    with atomic_folder(out) as tmp:
-        shutil.copytree(staged, tmp, dirs_exist_ok=True)
+    with atomic_folder(out) as tmp:  # ``out`` stays in place until the copy is whole, so
+        shutil.copytree(final, tmp, dirs_exist_ok=True)  # ``final`` may even lie inside it
         (tmp / "PROVENANCE.json").write_text(json.dumps(provenance, indent=2) + "\n")
-    shutil.rmtree(staged)
     return provenance
 
 
