@@ -86,7 +86,20 @@ def _wait_for(driver, text: str):
 
     # The page may be replaced between finding <main> and reading it (the post's redirect).
     wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
-    wait.until(lambda d: text in d.find_element("tag name", "main").text)
+    wait.until(lambda d: text in _main_text(d))
+
+
+def _main_text(driver) -> str:
+    """<main>'s text, "" while the page is being replaced: Chromium may report an element of
+    the old page as "does not belong to the document" rather than as stale."""
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        return driver.find_element("tag name", "main").text
+    except WebDriverException as exc:
+        if "does not belong to the document" not in str(exc):
+            raise
+        return ""
 
 
 def test_rate_resume_finish_export(served, profiles):
