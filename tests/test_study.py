@@ -559,6 +559,43 @@ def test_instrument_validation_null_panels_and_power():
     assert report["ci_coverage"] >= 0.75 and report["ci_coverage_mc"]["n"] == 4 * 3
 
 
+def test_replications_split_over_workers_are_the_same_panels():
+    """Workers change the time, not the panels: each replication is its own seeded stream."""
+    from paincontrol_lib.study.validation import replicate
+
+    trials, key = _synthetic_design()
+    args = (trials, key, SIMULATOR, EFFECTS, 3)
+    alone, _ = replicate(*args, seed=0, max_attention_failures=0, first=2)
+    split, _ = replicate(*args, seed=0, max_attention_failures=0, first=2, workers=2)
+    pd.testing.assert_frame_equal(alone, split)
+    assert list(split["replication"].unique()) == [2, 3, 4]
+
+
+def test_the_ordinal_model_fits_exactly_as_statsmodels_logit_does():
+    """The fast logistic cdf/pdf are scipy's logistic to the bit, so the fit is statsmodels'
+    own: same coefficients and standard errors on the same ratings."""
+    from scipy.stats import logistic
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    from paincontrol_lib.study.analysis import _logit_ordered_model, ordinal_model
+    from paincontrol_lib.study.design import REAL
+
+    x = np.array([-np.inf, -800.0, -30.0, -1.5, 0.0, 0.25, 7.0, 40.0, 800.0, np.inf])
+    fast = _logit_ordered_model()
+    assert np.array_equal(fast.cdf(None, x), logistic.cdf(x))
+    assert np.allclose(fast.pdf(None, x), logistic.pdf(x), rtol=1e-15, atol=0)
+    ratings = _simulated(EFFECTS, seed=3)
+    items = ratings[(ratings["kind"] == "item") & (ratings["showing"] == 1)]
+    ours = ordinal_model(items)
+    data = items.assign(realism=items["realism"].astype(int))
+    formula = f"realism ~ C(method, Treatment({REAL!r})) + C(rater)"
+    plain = OrderedModel.from_formula(formula, data, distr="logit").fit(
+        method="bfgs", maxiter=5000, disp=False, cov_type="cluster",
+        cov_kwds={"groups": pd.factorize(data["image_id"])[0]})  # fmt: skip
+    assert np.allclose(ours.params, plain.params, rtol=1e-10)
+    assert np.allclose(ours.bse, plain.bse, rtol=1e-6)
+
+
 def test_monte_carlo_interval_counts_panels_not_comparisons():
     """Comparisons of one panel share its raters: when they reject together the interval must
     be as wide as the panels' count allows, not the comparisons'."""

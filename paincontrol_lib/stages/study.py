@@ -85,7 +85,7 @@ def run(
         "labels": _stage_labels(transfer_dir),
     }
     with clock("validation"):
-        replications, failures = _validate(trials, key, study, seed)
+        replications, failures = _validate(trials, key, study, seed, base["workers"])
     validation = study["validation"]
     alpha = validation["alpha"]
     metrics["validation"] = summarise(replications[replications["panel"] == "null"], alpha)
@@ -99,7 +99,8 @@ def run(
             first = validation["n_replications"] + validation["n_effect_panels"]
             rows, failed = power_table(trials, key, settings, conditions,
                                        validation["power_table"], seed,
-                                       study["max_attention_failures"], first=first)  # fmt: skip
+                                       study["max_attention_failures"], first=first,
+                                       workers=base["workers"])  # fmt: skip
         metrics["power_table"] = rows
         failures += [{"fit": "power table panel", **f} for f in failed]
     failures += analysis["metrics"]["fits_failed"]["failures"]
@@ -117,7 +118,7 @@ def run(
     return StudyResult(design, key, analysis, replications, true_effects, label, metrics)
 
 
-def _validate(trials, key, study: dict, seed: int) -> tuple[pd.DataFrame, list]:
+def _validate(trials, key, study: dict, seed: int, workers: int) -> tuple[pd.DataFrame, list]:
     """Instrument validation: ``n_replications`` simulated panels with every condition equally
     realistic (false positives) and ``n_effect_panels`` with ``power_effects`` (coverage of a
     known truth, power), each panel its own stream. The simulator's other settings are
@@ -134,7 +135,8 @@ def _validate(trials, key, study: dict, seed: int) -> tuple[pd.DataFrame, list]:
     parts, failures, first = [], [], 0
     for panel, effects, n in panels:
         rows, failed = replicate(trials, key, settings, effects, n, seed,
-                                 study["max_attention_failures"], first=first)  # fmt: skip
+                                 study["max_attention_failures"], first=first,
+                                 workers=workers)  # fmt: skip
         parts.append(rows.assign(panel=panel))
         failures += [{"fit": f"{panel} panel", **f} for f in failed]
         first += n

@@ -40,14 +40,37 @@ def replicate(
     max_attention_failures: int,
     reference: str = REAL,
     first: int = 0,
+    workers: int = 1,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """``(rows, failures)``: one row per (replication, compared condition) with the true effect,
     the estimate, its 95 % interval and p-value; one failure (replication, reason) per panel
     whose fit failed. Replications are numbered from ``first``; replication ``r`` is its own
-    simulated panel (stream keys seed, r), so distinct numbers give independent panels."""
+    simulated panel (stream keys seed, r), so distinct numbers give independent panels, and
+    splitting them over ``workers`` processes changes nothing but the time."""
+    job = (trials, key, simulate, true_effects, seed, max_attention_failures, reference)
+    bounds = np.linspace(first, first + n_replications, max(1, workers) + 1).round().astype(int)
+    ranges = [(job, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    if len(ranges) > 1:
+        from paincontrol_lib.parallel import process_pool
+
+        with process_pool(len(ranges)) as pool:
+            parts = list(pool.map(_replicate_range, ranges))
+    else:
+        parts = [_replicate_range(r) for r in ranges]
+    rows = [row for part in parts for row in part[0]]
+    failures = [failure for part in parts for failure in part[1]]
+    columns = ["replication", "method", "true", "estimate", "ci_low", "ci_high", "p"]
+    return pd.DataFrame(rows, columns=columns), failures
+
+
+def _replicate_range(task) -> tuple[list[dict], list[dict]]:
+    """Rows and failures of replications ``[start, stop)`` (module level: workers pickle it)."""
+    (trials, key, simulate, true_effects, seed, max_attention_failures, reference), start, stop = (
+        task
+    )
     rows, failures = [], []
-    for r in range(first, first + n_replications):
-        settings = simulate | {"effects": true_effects}
+    settings = simulate | {"effects": true_effects}
+    for r in range(start, stop):
         ratings = simulate_ratings(trials, key, seed=seed, replication=r, **settings)
         kept = first_showings(ratings, max_attention_failures)[2]
         try:
@@ -70,8 +93,7 @@ def replicate(
                     "p": row.p,
                 }
             )
-    columns = ["replication", "method", "true", "estimate", "ci_low", "ci_high", "p"]
-    return pd.DataFrame(rows, columns=columns), failures
+    return rows, failures
 
 
 def panel_rate(flags, panels, level: float = 0.95) -> dict:
@@ -136,7 +158,8 @@ def larger_panel(trials: pd.DataFrame, n_raters: int) -> pd.DataFrame:
 
 
 def power_table(trials, key, simulate: dict, conditions, table: dict, seed: int,
-                max_attention_failures: int, reference: str = REAL, first: int = 0):  # fmt: skip
+                max_attention_failures: int, reference: str = REAL, first: int = 0,
+                workers: int = 1):  # fmt: skip
     """Power and coverage per (effect size, panel size): ``table["n_panels"]`` panels each,
     every non-reference condition at the effect size (log-odds vs ``reference``).
     ``(rows, failures)``; panels are numbered from ``first`` upwards."""
@@ -146,7 +169,8 @@ def power_table(trials, key, simulate: dict, conditions, table: dict, seed: int,
         for effect in table["effect_sizes"]:
             truth = {c: (0.0 if c == reference else float(effect)) for c in conditions}
             reps, failed = replicate(panel, key, simulate, truth, table["n_panels"], seed,
-                                     max_attention_failures, reference, first)  # fmt: skip
+                                     max_attention_failures, reference, first,
+                                     workers)  # fmt: skip
             first += table["n_panels"]
             failures += [f | {"effect_size": effect, "panel_size": size} for f in failed]
             summary = summarise(reps)
