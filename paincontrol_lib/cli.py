@@ -67,10 +67,12 @@ TUNING = Path("reports") / "metrics" / "tuning.json"  # stage 02's sampler, chos
 def tuned_sampler() -> tuple:
     """The samplers ``paincontrol transfer`` uses by default and where they come from: the ones
     the last default run chose on validation people (``reports/metrics/tuning.json``:
-    ``paincontrol`` from noise, ``warp_start`` for the variant; here or in the repository), else
-    ``params.yaml: sampler``'s defaults (and the same from the warped target)."""
+    ``paincontrol`` from noise, ``warp_start`` for the variant, ``au_guided``'s AU guidance; here
+    or in the repository), else ``params.yaml: sampler``'s defaults (the same from the warped
+    target, no AU guidance). ``(sampler, warp_start, au_guidance settings, origin)``."""
     from paincontrol_lib.config import REPO_ROOT
     from paincontrol_lib.model.sampler import SamplerConfig
+    from paincontrol_lib.transfer import AU_GUIDANCE
 
     for candidate in (TUNING, REPO_ROOT / TUNING):
         if candidate.is_file():
@@ -78,13 +80,16 @@ def tuned_sampler() -> tuple:
             if not {"paincontrol", "warp_start"} <= set(tuning):
                 raise ValueError(f"{candidate}: written by an older stage 02 (no paincontrol / "
                                  "warp_start samplers); rerun it: dvc repro train")  # fmt: skip
+            guided = SamplerConfig.from_params(tuning.get("au_guided", tuning["paincontrol"]))
             return (
                 SamplerConfig.from_params(tuning["paincontrol"]),
                 SamplerConfig.from_params(tuning["warp_start"]),
+                {name: getattr(guided, name) for name in AU_GUIDANCE},
                 f"tuned on val people: {candidate}",
             )
     default = SamplerConfig()
     return (default, replace(default, start="warped_target"),
+            {name: getattr(default, name) for name in AU_GUIDANCE},
             "params.yaml: sampler (no tuning.json: run `make repro` to tune)")  # fmt: skip
 
 
@@ -93,10 +98,14 @@ def describe_sampler(sampler) -> str:
     start = f"{sampler.start} at strength {sampler.start_strength:g}"
     if sampler.start == "noise":
         start = "pure noise"
+    guided = ""
+    if sampler.au_guided_steps:
+        guided = (f"; AU guidance {sampler.au_guidance:g} on the last {sampler.au_guided_steps} "
+                  "steps")  # fmt: skip
     return (
         f"{sampler.steps_run} of {sampler.steps} DDIM steps run from {start}; guidance "
         f"{sampler.guidance_scale:g}, identity scale {sampler.identity_scale:g}, control "
-        f"scale {sampler.control_scale:g}"
+        f"scale {sampler.control_scale:g}{guided}"
     )
 
 
@@ -119,7 +128,7 @@ def _transfer(args) -> int:
     from paincontrol_lib.landmarks.mesher import FaceMesher
     from paincontrol_lib.model.sampler import SamplerConfig
     from paincontrol_lib.retarget import aus_for_pspi, retarget
-    from paincontrol_lib.transfer import MODEL_METHODS, Transfer
+    from paincontrol_lib.transfer import AU_GUIDANCE, MODEL_METHODS, Transfer
 
     if args.mode == "explicit" and (args.aus is None) == (args.pspi is None):
         raise ValueError("explicit mode needs exactly one of --aus (e.g. AU4=3,AU43=1) or --pspi")
@@ -130,9 +139,10 @@ def _transfer(args) -> int:
     out = Path(args.out)
     check_output_folder(out)
     # Every setting is checked before anything is loaded or written.
-    sampler, warp_start, origin = tuned_sampler()
+    sampler, warp_start, guidance, origin = tuned_sampler()
     given = {name: getattr(args, name) for name in SamplerConfig.__dataclass_fields__}
     given = {name: value for name, value in given.items() if value is not None}
+    guidance |= {name: given.pop(name) for name in AU_GUIDANCE if name in given}
     if given:
         sampler, origin = (
             replace(sampler, **given),
@@ -141,6 +151,13 @@ def _transfer(args) -> int:
     print(f"sampler: {describe_sampler(sampler)} ({origin})", file=sys.stderr)
     if "paincontrol_warp_start" in args.method:
         print(f"paincontrol_warp_start: {describe_sampler(warp_start)} ({origin})",
+              file=sys.stderr)  # fmt: skip
+    au_guided = replace(sampler, **guidance)  # PainControl's sampler, AU guidance added
+    if "paincontrol_au_guided" in args.method:
+        if not au_guided.au_guided_steps:
+            raise ValueError("paincontrol_au_guided needs AU guidance: --au-guidance > 0, or a "
+                             "tuning.json from `make repro`")  # fmt: skip
+        print(f"paincontrol_au_guided: {describe_sampler(au_guided)} ({origin})",
               file=sys.stderr)  # fmt: skip
     model = None
     if set(args.method) & set(MODEL_METHODS):
@@ -189,7 +206,8 @@ def _transfer(args) -> int:
                 names.append(path.stem)
     finally:
         mesher.close()
-    engine = Transfer(model, sampler, size=size, warp_start=warp_start)
+    engine = Transfer(model, sampler, size=size, warp_start=warp_start,
+                      au_guided=au_guided if au_guided.au_guided_steps else None)  # fmt: skip
     manifest = []
     # Written into a temporary folder that replaces --out only when every image is done: a
     # failed run leaves the previous --out as it was, and --out holds exactly its manifest.
@@ -427,6 +445,12 @@ def _add_sampler_options(parser) -> None:
         ("--start", str, "what sampling starts from: pure noise, the target's photo warped onto "
                          "the requested mesh, or the unwarped photo"),
         ("--start-strength", float, "part of the DDIM schedule run from the noised start"),
+        ("--au-guidance", float, "paincontrol_au_guided only: step on each step's predicted "
+                                 "clean image toward the requested pain AUs"),
+        ("--au-guidance-last", float, "paincontrol_au_guided only: part of the steps it steers, "
+                                      "counted back from the last"),
+        ("--au-guidance-iterations", int, "paincontrol_au_guided only: gradient steps on the "
+                                          "clean image per guided step"),
     ]  # fmt: skip
     for flag, kind, text in options:
         name = flag.removeprefix("--").replace("-", "_")

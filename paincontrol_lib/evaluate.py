@@ -298,6 +298,10 @@ def score_outputs(
         scores[f"requested_{au}"] = asked[au]
         scores[f"estimated_{au}"] = estimated[au]
         scores[f"error_{au}"] = (estimated[au] - asked[au]).abs()
+    if "guide" in aus.readers:  # AU guidance's own reader on the outputs: reported, never scores
+        guide = aus.readers["guide"](faces["output"]).reset_index(drop=True)
+        for au in PAIN_AUS:
+            scores[f"guide_estimated_{au}"] = guide[au].to_numpy()
     if exact is not None:
         every = aus.read_all(faces["exact"])
         on_truth = aus.combine(every).set_index(manifest.index)
@@ -309,6 +313,10 @@ def score_outputs(
             scores[f"null_estimated_{au}"] = null[au]
             for reader, read in every.items():
                 scores[f"exact_read_{reader}_{au}"] = read[au].to_numpy()
+            if f"guide_estimated_{au}" in scores:
+                scores[f"guide_error_vs_exact_{au}"] = (
+                    scores[f"guide_estimated_{au}"] - scores[f"exact_read_guide_{au}"]
+                ).abs()
     keep = ["method", "mode", "source", "target", "frame", "path"]
     return pd.concat([manifest[keep], scores], axis=1)
 
@@ -664,14 +672,92 @@ def summarise(scores: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reader_agreement(scores: pd.DataFrame, method: str) -> dict | None:
+    """Per pain AU on ``method``'s outputs: the scoring reader's and the guide reader's error
+    against the exact answer (each against its own reading of it) and their mean disagreement.
+    A guided method whose guide error falls far below the scoring error has fooled its guide."""
+    rows = scores[scores["method"] == method]
+    if f"guide_error_vs_exact_{PAIN_AUS[0]}" not in rows:
+        return None
+
+    def mean(values) -> float | None:
+        value = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
+        return value if np.isfinite(value) else None
+
+    return {
+        au: {
+            "scoring_error_vs_exact": mean(rows[f"error_vs_exact_{au}"].to_numpy(float)),
+            "guide_error_vs_exact": mean(rows[f"guide_error_vs_exact_{au}"].to_numpy(float)),
+            "disagreement": mean(
+                (rows[f"guide_estimated_{au}"] - rows[f"estimated_{au}"]).abs().to_numpy(float)
+            ),
+        }
+        for au in PAIN_AUS
+    }
+
+
+GUIDED, UNGUIDED = "paincontrol_au_guided", "paincontrol"
+HARD_AUS = ("AU04", "AU43")  # the paper's hard AUs, AU guidance's targets
+GUIDANCE_GOAL = -0.30  # issue 32: each hard AU's error against the exact answer cut by >= 30 %
+
+
+def au_guidance_verdict(metrics: dict) -> dict | None:
+    """``eval.json: au_guidance``: AU guidance against unguided PainControl (the same sampler
+    otherwise), from the declared family ``au_guidance`` and the per-method numbers. Per hard AU:
+    both means (scoring reader, against its reading of the exact answer), the paired difference
+    [95 % CI] and Holm p, the relative change and whether it meets the goal (<= -30 % with the
+    interval below 0); identity (top-1 gallery, target-over-source) and realism (two-sample AUC)
+    not worse beyond the unguided interval; the PSPI slopes (1: full strength); both readers'
+    errors on the guided outputs. None when either method was not run."""
+    methods = metrics["methods"]
+    if GUIDED not in methods or UNGUIDED not in methods:
+        return None
+    name, out = f"{GUIDED}_vs_{UNGUIDED}", {"aus": {}}
+    for au in HARD_AUS:
+        test = metrics["tests"].get(f"{au.lower()}_error_vs_exact", {}).get(name)
+        readers = [methods[m].get("au_readers") or {} for m in (UNGUIDED, GUIDED)]
+        before, after = (r.get(au, {}).get("scoring_error_vs_exact") for r in readers)
+        if test is None or not before:
+            out["aus"][au] = {"reason": "not tested (no exact answers or too few people)"}
+            continue
+        relative = [test[k] / before for k in ("estimate", "ci_low", "ci_high")]
+        out["aus"][au] = {
+            "unguided": before, "guided": after, "difference": test,
+            "relative_change": relative[0], "relative_change_ci": relative[1:],
+            "meets_goal": bool(relative[0] <= GUIDANCE_GOAL and test["ci_high"] < 0),
+            "guide_reader_guided": readers[1].get(au, {}).get("guide_error_vs_exact"),
+        }  # fmt: skip
+    for key in ("identity_top1_gallery", "target_over_source", "pspi_slope"):
+        out[key] = {
+            m: [methods[m].get(key), methods[m].get(f"{key}_ci_low"),
+                methods[m].get(f"{key}_ci_high")]
+            for m in (UNGUIDED, GUIDED)
+        }  # fmt: skip
+        if key != "pspi_slope" and None not in (out[key][GUIDED][0], out[key][UNGUIDED][1]):
+            out[key]["not_lower"] = bool(out[key][GUIDED][0] >= out[key][UNGUIDED][1])
+    slopes = out["pspi_slope"]
+    if None not in (slopes[GUIDED][0], slopes[UNGUIDED][0]):
+        slopes["closer_to_1"] = bool(abs(slopes[GUIDED][0] - 1) < abs(slopes[UNGUIDED][0] - 1))
+    realism = metrics.get("realism", {})
+    if all(realism.get(m, {}).get("c2st_auc_face_features_ci") for m in (UNGUIDED, GUIDED)):
+        auc = {m: [realism[m]["c2st_auc_face_features"], *realism[m]["c2st_auc_face_features_ci"]]
+               for m in (UNGUIDED, GUIDED)}  # fmt: skip
+        out["realism_c2st_auc"] = auc | {"not_worse": bool(auc[GUIDED][0] <= auc[UNGUIDED][2])}
+    met = [entry.get("meets_goal") for entry in out["aus"].values()]
+    out["goal_met"] = bool(all(met) and out.get("identity_top1_gallery", {}).get("not_lower")
+                           and out.get("target_over_source", {}).get("not_lower")
+                           and out.get("realism_c2st_auc", {}).get("not_worse"))  # fmt: skip
+    return out
+
+
 def compare_methods(scores: pd.DataFrame, endpoints: Mapping[str, str],
                     families: Mapping[str, Mapping], level: float = 0.95):  # fmt: skip
     """The comparisons declared before the run (``params.yaml: evaluate.inference``): each
     family's methods against its baseline on every endpoint (``eval.json`` name -> score
-    column), method minus baseline per request both answered, the mean difference with its
-    two-way cluster t-interval and p (:data:`INFERENCE`), Holm over the family (every method x
-    endpoint it declares). An endpoint with no values (no exact answers on real data) is not
-    part of any family.
+    column; a family may declare its own ``endpoints``), method minus baseline per request both
+    answered, the mean difference with its two-way cluster t-interval and p (:data:`INFERENCE`),
+    Holm over the family (every method x endpoint it declares). An endpoint with no values (no
+    exact answers on real data) is not part of any family.
 
     ``(tests, failures)``: ``tests[endpoint][f"{method}_vs_{baseline}"]``; a comparison that
     cannot be tested (a method not run, fewer than 2 sources or targets) is left out of its
@@ -685,7 +771,7 @@ def compare_methods(scores: pd.DataFrame, endpoints: Mapping[str, str],
     failures = []
     for family, spec in families.items():
         baseline, rows = spec["baseline"], []
-        for endpoint, column in endpoints.items():
+        for endpoint, column in spec.get("endpoints", endpoints).items():
             if column not in scores or scores[column].notna().sum() == 0:
                 continue
             for method in spec["methods"]:
@@ -732,13 +818,20 @@ def realism_by_method(
     (:class:`~paincontrol_lib.realism.FaceFeatures`), its outputs against the exact answers of
     the requests they answer (output ``i`` paired with its own truth): FD, paired KID [CI],
     precision and recall with radii to other people (:func:`~paincontrol_lib.realism.
-    realism_scores`), and the paired two-sample test (``c2st_auc_face_features``; in the AU
+    realism_scores`), and the paired two-sample test (``c2st_auc_face_features`` with its 95 %
+    interval over people, ``_ci``; in the AU
     readings from ``scores``: ``c2st_auc_au_estimator``). ``exact_answer``: the exact answers
     fed as a method, the known answer every metric must score at its floor (FD 0, KID 0,
     precision and recall 1, AUC 0.5). Without exact answers (real data) nothing has a known
     answer here, so nothing is scored (``reason``)."""
     from paincontrol_lib.data.records import AU_COLUMNS
-    from paincontrol_lib.realism import CROP, FaceFeatures, paired_two_sample_auc, realism_scores
+    from paincontrol_lib.realism import (
+        CROP,
+        FaceFeatures,
+        paired_two_sample_auc,
+        paired_two_sample_auc_ci,
+        realism_scores,
+    )
 
     if exact is None:
         return {"reason": "no exact answers (real data): no realism metric has a known answer "
@@ -777,7 +870,9 @@ def realism_by_method(
         generated, targets = features(crops), group["target"].to_numpy()
         paired = truth.loc[group.index].to_numpy()
         out[method] = realism_scores(generated, paired, seed, groups=targets)
-        out[method]["c2st_auc_face_features"] = paired_two_sample_auc(generated, paired, targets)
+        c2st = paired_two_sample_auc_ci(generated, paired, targets, seed=seed)
+        out[method]["c2st_auc_face_features"] = c2st and c2st["auc"]
+        out[method]["c2st_auc_face_features_ci"] = c2st and [c2st["ci_low"], c2st["ci_high"]]
         if scores is not None and "exact_estimated_AU04" in scores:
             mine = scores.loc[group.index]
             out[method]["c2st_auc_au_estimator"] = paired_two_sample_auc(

@@ -243,7 +243,7 @@ def transfer(reports_dir) -> str:
         + "".join(
             f"- {labels[x]} took {1000 * per_image[x]:.0f} ms per image here ({steps[x]} "
             f"denoising step{'s' if steps[x] != 1 else ''} run).\n"
-            for x in ("paincontrol", "paincontrol_warp_start")
+            for x in ("paincontrol", "paincontrol_warp_start", "paincontrol_au_guided")
             if x in steps
         )
         + "".join(line + "\n" for line in _tokenizer_note(reports_dir))
@@ -272,6 +272,7 @@ def evaluate(reports_dir) -> str:
                 f"warp {_interval(test)}, Holm {_p(test['p_holm'])}: it {verdict} the warp."
             )
     lines += _components(m)
+    lines += _au_guidance(m)
     claim = m.get("au_claim", {})
     ours_claim = claim.get("methods", {}).get("paincontrol")
     if ours_claim and ours_claim["hard_minus_rest"]["estimate"] is not MISSING:
@@ -319,6 +320,41 @@ def evaluate(reports_dir) -> str:
             f"exact answers fed as a method score {known['fd']:.2f} (the floor)."
         )
     return "\n".join(lines)
+
+
+def _au_guidance(m: dict) -> list[str]:
+    """AU guidance against unguided PainControl (``eval.json: au_guidance``)."""
+    verdict = m.get("au_guidance")
+    if not verdict:
+        return []
+    label = m.get("labels", {}).get("paincontrol_au_guided", "PainControl + AU guidance")
+    parts = []
+    for au, entry in verdict["aus"].items():
+        if "difference" not in entry:
+            parts.append(f"{au} {entry['reason']}")
+            continue
+        low, high = entry["relative_change_ci"]
+        parts.append(
+            f"{au} error against the exact answer {entry['unguided']:.3f} -> {entry['guided']:.3f}"
+            f", {entry['relative_change']:+.0%} [95 % CI {low:+.0%}, {high:+.0%}], Holm "
+            f"{_p(entry['difference']['p_holm'])} (the guide reader itself reads "
+            f"{entry['guide_reader_guided']:.3f})"
+        )
+    top1, slope = verdict["identity_top1_gallery"], verdict["pspi_slope"]
+    line = (
+        f"- Beyond the paper, {label} against unguided PainControl (`au_guidance`): "
+        + "; ".join(parts)
+        + f". Identity top-1 {top1['paincontrol'][0]:.2f} -> {top1['paincontrol_au_guided'][0]:.2f}"
+        f"; PSPI slope {slope['paincontrol'][0]:.2f} -> {slope['paincontrol_au_guided'][0]:.2f}"
+    )
+    realism = verdict.get("realism_c2st_auc")
+    if realism:
+        line += (
+            f"; realism AUC {realism['paincontrol'][0]:.2f} -> "
+            f"{realism['paincontrol_au_guided'][0]:.2f}"
+        )
+    goal = "meets" if verdict["goal_met"] else "does not meet"
+    return [line + f". It {goal} the goal (both hard AUs cut by 30 % or more, nothing lost)."]
 
 
 def _components(m: dict) -> list[str]:

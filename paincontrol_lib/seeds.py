@@ -32,6 +32,7 @@ PURPOSES = {
     "au_answer_degradation": 0xA0D1,  # degraded copies of exact answers (the AU readers' noise)
     "identity_encoder_frames": 0x1DE0,  # pose, light, backdrop, AUs of the encoder's renders
     "identity_encoder_training": 0x1DE1,  # the identity encoder's batches and augmentation
+    "c2st_people": 0xC257,  # the people resampled for the two-sample AUC's interval
 }
 
 

@@ -274,8 +274,10 @@ class FitError(RuntimeError):
     unless a parameter allows failures: a failed fit is never a silently missing number."""
 
 
-def mixed_model(formula: str, data: pd.DataFrame, groups, vc_formula=None, re_formula=None):
-    """statsmodels ``MixedLM`` of ``formula`` fitted (REML, its defaults).
+def mixed_model(formula: str, data: pd.DataFrame, groups, vc_formula=None, re_formula=None,
+                optimizers: Sequence[str] | None = None):  # fmt: skip
+    """statsmodels ``MixedLM`` of ``formula`` fitted (REML, its defaults; ``optimizers`` replaces
+    its chain of optimisers, each starting where the last stopped).
 
     Raises :class:`FitError` when it cannot be fitted (a singular design), when the optimiser
     did not converge, or when a fixed effect has no finite standard error. A variance component
@@ -294,7 +296,7 @@ def mixed_model(formula: str, data: pd.DataFrame, groups, vc_formula=None, re_fo
             model = smf.mixedlm(
                 formula, data, groups=groups, vc_formula=vc_formula, re_formula=re_formula
             )
-            fit = model.fit()
+            fit = model.fit(method=list(optimizers)) if optimizers else model.fit()
             finite = np.isfinite(np.asarray(fit.bse_fe, float)).all()
         except (ValueError, np.linalg.LinAlgError) as error:
             raise FitError(f"MixedLM {formula}: cannot be fitted ({error})") from error
@@ -310,7 +312,8 @@ def mixed_model(formula: str, data: pd.DataFrame, groups, vc_formula=None, re_fo
 ALL = "_all"  # the one group spanning all rows that crossed random effects are nested in
 
 
-def crossed_mixed_model(formula: str, data: pd.DataFrame, factors: Sequence[str] | Mapping):
+def crossed_mixed_model(formula: str, data: pd.DataFrame, factors: Sequence[str] | Mapping,
+                        optimizers: Sequence[str] | None = None):  # fmt: skip
     """``formula`` with crossed random intercepts, one per level of each factor (e.g. source and
     target person, or rater and image); :class:`FitError` as :func:`mixed_model`.
 
@@ -323,7 +326,8 @@ def crossed_mixed_model(formula: str, data: pd.DataFrame, factors: Sequence[str]
     if not columns:
         raise ValueError("crossed_mixed_model needs at least one factor")
     vc_formula = {name: f"0 + C({column})" for name, column in columns.items()}
-    return mixed_model(formula, data.assign(**{ALL: 1}), groups=ALL, vc_formula=vc_formula)
+    return mixed_model(formula, data.assign(**{ALL: 1}), groups=ALL, vc_formula=vc_formula,
+                       optimizers=optimizers)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- crossed designs

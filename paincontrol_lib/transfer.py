@@ -14,7 +14,12 @@ crops, where the model works and control images are drawn):
   reenactment methods such as FOMM, TPSMM and LivePortrait refine);
 - single-factor ablations of ``paincontrol`` (its sampler, from noise, one input removed):
   ``no_identity`` (identity tokens zeroed), ``no_landmarks`` (control image zeroed) and
-  ``no_text`` (empty prompt).
+  ``no_text`` (empty prompt);
+- ``paincontrol_au_guided``: beyond the paper, PainControl's sampler with AU guidance (each
+  step's predicted clean image steered toward the requested pain AUs by the guide AU reader;
+  :mod:`~paincontrol_lib.model.au_guidance`), step size and schedule tuned on validation people
+  (``tuning.json: au_guided``). The requested AUs are the guide's reading of the source frame
+  where the caller gives one (stage 03), else the expression's own AUs.
 
 A sequence is transferred frame by frame with one shared seed (the same noise every frame), so
 changes between frames come from the expression, not from fresh noise.
@@ -22,6 +27,7 @@ changes between frames come from the expression, not from fresh noise.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +37,7 @@ from paincontrol_lib.model.sampler import SamplerConfig, start_images
 from paincontrol_lib.retarget import Retargeted
 
 METHODS = ("paincontrol", "paincontrol_warp_start", "warp", "no_identity", "no_landmarks",
-           "no_text")  # fmt: skip
+           "no_text", "paincontrol_au_guided")  # fmt: skip
 METHOD_LABELS = {  # what figures and tables show readers (Transfer.labels adds the steps run)
     "paincontrol": "PainControl",
     "paincontrol_warp_start": "PainControl, warp start",
@@ -39,10 +45,12 @@ METHOD_LABELS = {  # what figures and tables show readers (Transfer.labels adds 
     "no_identity": "no identity tokens",
     "no_landmarks": "no landmarks",
     "no_text": "no text",
+    "paincontrol_au_guided": "PainControl + AU guidance",
 }
 ABLATIONS = ("no_identity", "no_landmarks", "no_text")
 MANIFEST = "manifest.parquet"  # what stage 03 asked for, one row per generated image
-MODEL_METHODS = ("paincontrol", "paincontrol_warp_start", *ABLATIONS)
+AU_GUIDANCE = ("au_guidance", "au_guidance_last", "au_guidance_iterations")  # its sampler fields
+MODEL_METHODS = ("paincontrol", "paincontrol_warp_start", *ABLATIONS, "paincontrol_au_guided")
 
 
 def sequence_jitter(frames: np.ndarray) -> float | None:
@@ -62,9 +70,18 @@ class Transfer:
     """
 
     def __init__(self, model=None, sampler: SamplerConfig | None = None, identity=None,
-                 size: int | None = None, warp_start: SamplerConfig | None = None):  # fmt: skip
+                 size: int | None = None, warp_start: SamplerConfig | None = None,
+                 au_guided: SamplerConfig | None = None, guide_dir=None):  # fmt: skip
         self.model = model
         self.sampler = sampler or SamplerConfig()
+        self.au_guided = au_guided
+        if au_guided is not None and (
+            not au_guided.au_guided_steps
+            or replace(self.sampler, **{k: getattr(au_guided, k) for k in AU_GUIDANCE}) != au_guided
+        ):
+            raise ValueError("the AU-guided method needs PainControl's sampler with "
+                             "au_guidance > 0 and nothing else changed")  # fmt: skip
+        self._guide_reader, self._guide_dir = None, guide_dir
         self.warp_start = warp_start or SamplerConfig(start="warped_target")
         if self.warp_start.start != "warped_target" or not self.warp_start.steps_run:
             raise ValueError("the warp-start variant needs start warped_target and >= 1 step run")
@@ -79,12 +96,31 @@ class Transfer:
 
     def sampler_for(self, method: str) -> SamplerConfig:
         """``paincontrol_warp_start`` has its own sampler; PainControl and its ablations share
-        one (from noise), so an ablation changes one input and nothing else."""
+        one (from noise), so an ablation changes one input and nothing else; the AU-guided
+        method adds AU guidance to it and changes nothing else."""
+        if method == "paincontrol_au_guided":
+            if self.au_guided is None:
+                raise ValueError("paincontrol_au_guided needs a sampler with AU guidance "
+                                 "(tuning.json: au_guided, chosen by stage 02)")  # fmt: skip
+            return self.au_guided
         return self.warp_start if method == "paincontrol_warp_start" else self.sampler
+
+    @property
+    def guide_reader(self):
+        """The guide AU reader (``guide_dir``, default the shipped ``pretrained/au-readers/
+        guide``), loaded once."""
+        if self._guide_reader is None:
+            from paincontrol_lib.au_reading.pixels import PixelAU
+            from paincontrol_lib.model.au_guidance import GUIDE
+
+            self._guide_reader = PixelAU.load(self._guide_dir or GUIDE)
+        return self._guide_reader
 
     def label(self, method: str) -> str:
         """What runs: a method drawn from a start image names its start and the steps run."""
         sampler = self.sampler_for(method)
+        if method == "paincontrol_au_guided":  # the guided steps are named from noise too
+            return sampler.label
         if method not in MODEL_METHODS or not sampler.from_start_image:
             return METHOD_LABELS.get(method, method)
         if method in ("paincontrol", "paincontrol_warp_start"):
@@ -110,9 +146,11 @@ class Transfer:
 
     def generate(
         self, method: str, target: Face, expressions: list[Retargeted], seed: int = 0,
-        shared_noise: bool = False,
+        shared_noise: bool = False, requested: np.ndarray | None = None,
     ) -> np.ndarray:  # fmt: skip
-        """Images (n, size, size, 3) of ``target`` wearing each of ``expressions``."""
+        """Images (n, size, size, 3) of ``target`` wearing each of ``expressions``.
+        ``requested`` (n, 6): the pain AUs AU guidance steers toward (default: each
+        expression's own AUs); unused by the other methods."""
         if method not in METHODS:
             raise ValueError(f"method {method!r}: expected one of {METHODS}")
         if not expressions:
@@ -147,7 +185,13 @@ class Transfer:
         if method == "no_text":
             prompts = [""] * n
         seeds = [seed] * n if shared_noise else [seed + i for i in range(n)]
-        return sample(self.model, controls, identity, prompts, sampler, seeds, starts)
+        guide = None
+        if sampler.au_guided_steps:
+            from paincontrol_lib.model.au_guidance import AUGuide, requested_aus
+
+            wanted = requested_aus([e.aus for e in expressions]) if requested is None else requested
+            guide = AUGuide(self.guide_reader, wanted, [target.crop(self.size)] * n)
+        return sample(self.model, controls, identity, prompts, sampler, seeds, starts, guide=guide)
 
 
 def method_labels(manifest) -> dict[str, str]:

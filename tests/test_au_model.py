@@ -260,6 +260,19 @@ def test_paired_two_sample_auc_tells_shifted_from_identical():
     shifted = paired_two_sample_auc(truth + 2.0, truth, groups)
     assert shifted > 0.95 and abs(same - 0.5) < 0.15
     assert paired_two_sample_auc(truth, truth, np.zeros(120)) is None  # one person: no test
+    from paincontrol_lib.realism import paired_two_sample_auc_ci
+
+    blurred = truth + rng.normal(size=truth.shape)
+    interval = paired_two_sample_auc_ci(blurred, truth, groups)
+    assert interval["auc"] == paired_two_sample_auc(blurred, truth, groups)  # the same test
+    assert interval["ci_low"] < interval["auc"] < interval["ci_high"]  # people resampled
+    assert paired_two_sample_auc_ci(truth + 2.0, truth, groups)["ci_low"] > 0.9
+    from sklearn.metrics import roc_auc_score
+
+    from paincontrol_lib.realism import _rank_auc
+
+    labels, tied = np.r_[np.ones(50), np.zeros(50)], np.round(rng.normal(size=100), 1)
+    assert _rank_auc(labels, tied) == pytest.approx(roc_auc_score(labels, tied), abs=1e-12)
 
 
 def test_penalty_path_equals_separate_ridge_solves():

@@ -173,3 +173,88 @@ def test_a_comparison_that_cannot_be_tested_stops_stage_04_or_is_named():
     missing = FAMILIES | {"more": {"baseline": "warp", "methods": ["no_landmarks"]}}
     _, failures = compare_methods(_scores(), ENDPOINTS, missing)
     assert {f["reason"] for f in failures} == {"['no_landmarks'] not in the transfer outputs"}
+
+
+def test_a_family_may_declare_its_own_endpoints():
+    """AU guidance is judged on the hard AUs: its family's endpoints, and Holm over those alone;
+    the other families keep the shared endpoints."""
+    from paincontrol_lib.evaluate import compare_methods
+
+    scores = _scores().assign(error_vs_exact_AU43=lambda d: d["y"].abs())
+    families = FAMILIES | {
+        "au_guidance": {"baseline": "paincontrol", "methods": ["no_text"],
+                        "endpoints": {"au43_error_vs_exact": "error_vs_exact_AU43"}}
+    }  # fmt: skip
+    families["components"] = {"baseline": "warp", "methods": ["paincontrol"]}
+    families.pop("paincontrol_vs_warp")
+    tests, failures = compare_methods(scores, ENDPOINTS, families)
+    assert failures == [] and set(tests) == {"pspi_mae", "nme", "au43_error_vs_exact"}
+    own = tests["au43_error_vs_exact"]["no_text_vs_paincontrol"]
+    assert own["family"] == "au_guidance" and own["family_size"] == 1
+    assert "no_text_vs_paincontrol" not in tests["pspi_mae"]
+    assert tests["pspi_mae"]["paincontrol_vs_warp"]["family_size"] == 2  # pspi_mae and nme
+
+
+def test_both_readers_are_reported_on_every_method_s_outputs():
+    """Scoring and guide readers each against their own reading of the exact answer, and how
+    far they disagree: an output that fools the guide shows as a guide error far below the
+    scoring error."""
+    from paincontrol_lib.evaluate import reader_agreement
+    from paincontrol_lib.facs import PAIN_AUS
+
+    rows = {"method": ["a", "a", "b"]}
+    for au in PAIN_AUS:
+        rows |= {
+            f"error_vs_exact_{au}": [0.5, 1.5, 2.0],
+            f"guide_error_vs_exact_{au}": [0.1, 0.1, 2.0],
+            f"estimated_{au}": [1.0, 2.0, 3.0],
+            f"guide_estimated_{au}": [1.0, 4.0, 3.0],
+        }
+    scores = pd.DataFrame(rows)
+    got = reader_agreement(scores, "a")["AU43"]
+    assert got == {"scoring_error_vs_exact": 1.0, "guide_error_vs_exact": 0.1, "disagreement": 1.0}
+    assert reader_agreement(scores, "b")["AU04"]["disagreement"] == 0.0
+    unguided = scores.drop(columns=[f"guide_error_vs_exact_{PAIN_AUS[0]}"])
+    assert reader_agreement(unguided, "a") is None
+
+
+def _guidance_metrics(au43_difference, guided_top1=0.5):
+    methods = {}
+    arms = (("paincontrol", 1.0, 0.55), ("paincontrol_au_guided", 0.6, guided_top1))
+    for method, error, top1 in arms:
+        methods[method] = {
+            "au_readers": {au: {"scoring_error_vs_exact": error, "guide_error_vs_exact": 0.1}
+                           for au in ("AU04", "AU43")},
+            "identity_top1_gallery": top1, "identity_top1_gallery_ci_low": top1 - 0.1,
+            "identity_top1_gallery_ci_high": top1 + 0.1, "target_over_source": 0.9,
+            "target_over_source_ci_low": 0.85, "target_over_source_ci_high": 0.95,
+            "pspi_slope": 0.6 if method == "paincontrol" else 0.8, "pspi_slope_ci_low": 0.5,
+            "pspi_slope_ci_high": 0.9,
+        }  # fmt: skip
+    test = {"estimate": -0.4, "ci_low": -0.6, "ci_high": -0.2, "p_holm": 0.01}
+    weak = {"estimate": au43_difference, "ci_low": au43_difference - 0.2,
+            "ci_high": au43_difference + 0.2, "p_holm": 0.3}  # fmt: skip
+    name = "paincontrol_au_guided_vs_paincontrol"
+    realism = {m: {"c2st_auc_face_features": 0.9, "c2st_auc_face_features_ci": [0.85, 0.95]}
+               for m in methods}  # fmt: skip
+    return {
+        "methods": methods,
+        "realism": realism,
+        "tests": {"au04_error_vs_exact": {name: test}, "au43_error_vs_exact": {name: weak}},
+    }
+
+
+def test_the_au_guidance_verdict_needs_both_hard_aus_cut_by_30_percent_and_nothing_lost():
+    from paincontrol_lib.evaluate import au_guidance_verdict
+
+    good = au_guidance_verdict(_guidance_metrics(-0.4))
+    assert good["aus"]["AU04"]["relative_change"] == pytest.approx(-0.4)
+    assert good["aus"]["AU04"]["relative_change_ci"] == pytest.approx([-0.6, -0.2])
+    assert good["goal_met"] and good["pspi_slope"]["closer_to_1"]
+    small = au_guidance_verdict(_guidance_metrics(-0.1))  # 10 %, interval through 0
+    assert not small["aus"]["AU43"]["meets_goal"] and not small["goal_met"]
+    lost = au_guidance_verdict(_guidance_metrics(-0.4, guided_top1=0.3))  # below 0.45
+    assert not lost["identity_top1_gallery"]["not_lower"] and not lost["goal_met"]
+    metrics = _guidance_metrics(-0.4)
+    metrics["methods"].pop("paincontrol_au_guided")
+    assert au_guidance_verdict(metrics) is None

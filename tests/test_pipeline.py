@@ -106,7 +106,7 @@ def test_landmarks_stage(tiny_repo):
 
 
 METHODS = {"paincontrol", "paincontrol_warp_start", "warp", "no_identity", "no_landmarks",
-           "no_text"}  # fmt: skip
+           "no_text", "paincontrol_au_guided"}  # fmt: skip
 
 
 def test_train_stage_tunes_on_val_and_reports_on_test(tiny_repo):
@@ -131,7 +131,7 @@ def test_train_stage_tunes_on_val_and_reports_on_test(tiny_repo):
     assert m["stopped_by"] == "steps" and m["reference_recipe"]["stopped_by"] == "steps"
     assert m["heldout_split"] == "test" and m["identity_scoring"] == "unseen_frame"
     tuning = _metrics(tiny_repo, "tuning")
-    assert tuning["split"] == "val" and tuning["n_people"] == 1 and len(tuning["grid"]) == 3
+    assert tuning["split"] == "val" and tuning["n_people"] == 1 and len(tuning["grid"]) == 4
     # the declared objective, a grid with the warp itself and noise, every score, the selection
     assert tuning["objective"] == {"identity_weight": 1.0, "au_error_weight": 2.0}
     assert {r["steps_run"] for r in tuning["grid"]} == {0, 1, 2}
@@ -142,6 +142,13 @@ def test_train_stage_tunes_on_val_and_reports_on_test(tiny_repo):
     assert tuning["steps_run"] == tuning["grid"][tuning["grid_rows"]["selected"]]["steps_run"]
     assert tuning["labels"]["warp_start"] == "PainControl, warp start, 1 of 2 steps"
     assert m["sampler"] == tuning["paincontrol"] and m["sampler_chosen_on"] == "val"
+    # AU guidance: drawn on top of PainControl's setting, the only guided row, never "selected"
+    guided = tuning["grid"][tuning["grid_rows"]["au_guided"]]
+    assert [r["au_guided"] for r in tuning["grid"]] == [False] * 3 + [True]
+    assert tuning["au_guided"] == tuning["paincontrol"] | {"au_guidance": 40.0,
+                                                          "au_guidance_last": 0.5}  # fmt: skip
+    assert guided["label"] == "PainControl + AU guidance (1 of 2 steps)"
+    assert tuning["selected"]["au_guidance"] == 0
     assert m["sampler"]["steps"] == 2 and m["sampler"]["start"] == "noise"
     assert m["noise_start"]["steps"] == 4 and "heldout_nme" in m["noise_start"]
     assert m["reference_recipe"]["steps"] == 4
@@ -159,10 +166,12 @@ def test_transfer_stage(tiny_repo):
     assert m["warp_start_sampler"] == tuning["warp_start"]
     assert m["labels"]["paincontrol_warp_start"] == tuning["labels"]["warp_start"]
     assert m["steps_run"] == {"paincontrol": 2, "paincontrol_warp_start": 1, "no_identity": 2,
-                              "no_landmarks": 2, "no_text": 2}  # fmt: skip
+                              "no_landmarks": 2, "no_text": 2,
+                              "paincontrol_au_guided": 2}  # fmt: skip
+    assert m["au_guided_sampler"] == tuning["au_guided"]
     manifest = pd.read_parquet(tiny_repo / "data" / "transfer" / "manifest.parquet")
     assert (
-        len(manifest) == 48
+        len(manifest) == 8 * len(METHODS)
         and manifest["path"].map(lambda p: (tiny_repo / "data" / "transfer" / p).is_file()).all()
     )
     assert not (manifest["source"] == manifest["target"]).any()  # nobody onto themself
@@ -187,9 +196,19 @@ def test_evaluate_stage(tiny_repo):
             assert (f"{method}_vs_warp", metric) in named
         for ablation in ("no_identity", "no_landmarks", "no_text", "paincontrol_warp_start"):
             assert (f"{ablation}_vs_paincontrol", metric) in named
+    for endpoint in ("au04_error_vs_exact", "au43_error_vs_exact", "identity_top1_gallery"):
+        assert ("paincontrol_au_guided_vs_paincontrol", endpoint) in named  # its own endpoints
+    guidance = m["au_guidance"]  # nothing tested with one source: said, never a number
+    assert set(guidance["aus"]) == {"AU04", "AU43"} and not guidance["goal_met"]
+    assert all("reason" in entry for entry in guidance["aus"].values())
+    readers = m["methods"]["paincontrol_au_guided"]["au_readers"]
+    assert {"scoring_error_vs_exact", "guide_error_vs_exact", "disagreement"} == set(
+        readers["AU43"]
+    )
     assert set(m["realism"]) == METHODS | {"features", "reference", "exact_answer"}
     for method in METHODS:
-        assert {"c2st_auc_face_features", "c2st_auc_au_estimator"} <= set(m["realism"][method])
+        assert {"c2st_auc_face_features", "c2st_auc_face_features_ci",
+                "c2st_auc_au_estimator"} <= set(m["realism"][method])  # fmt: skip
         claim = m["au_claim"]["methods"][method]
         assert {"estimate", "ci_low", "ci_high"} <= set(claim["hard_minus_rest"])
     for method in METHODS:
@@ -249,12 +268,12 @@ def test_augment_stage(tiny_repo):
 def test_study_stage(tiny_repo):
     m = _metrics(tiny_repo, "study")
     conditions = METHODS | {"real"}
-    # tiny profile: 6 rater slots x (7 conditions x (2 items + 1 repeat) + 1 attention check)
-    assert m["simulated"] is True and m["n_raters"] == 6 and m["n_ratings"] == 6 * 22
+    # tiny profile: 6 rater slots x (8 conditions x (2 items + 1 repeat) + 1 attention check)
+    assert m["simulated"] is True and m["n_raters"] == 6 and m["n_ratings"] == 6 * 25
     assert set(m["methods"]) == conditions and -1 <= m["reliability"] <= 1
     assert set(m["simulation"]["effects"].values()) == {0.0}  # null: no simulated finding
     validation = m["validation"]
-    assert validation["n_replications"] == 3 and validation["n_comparisons"] == 3 * 6
+    assert validation["n_replications"] == 3 and validation["n_comparisons"] == 3 * 7
     assert 0 <= validation["false_positive_rate"] <= 1 and 0 <= validation["ci_coverage"] <= 1
     for name, method in m["methods"].items():
         assert method["ci_low"] <= method["mean_rating"] <= method["ci_high"], name

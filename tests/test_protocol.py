@@ -254,3 +254,56 @@ def test_the_transfer_design_balances_targets_and_never_transfers_onto_oneself()
     frames = table[table["sequence"] == "P01_q0"]
     picked = frames_across_pspi(frames, 3)
     assert list(picked["frame"]) == sorted(picked["frame"]) and picked["PSPI"].max() > 0
+
+
+def test_au_guidance_is_tuned_on_top_of_the_chosen_paincontrol_and_chooses_nothing_else(
+    monkeypatch,
+):
+    """The guidance grid is drawn with PainControl's chosen setting and nothing else changed;
+    its rows never win PainControl, the warp start or the best of all, even when they score
+    higher; ``au_guided`` is the best of them."""
+    from dataclasses import replace
+
+    from paincontrol_lib.model import tuning
+    from paincontrol_lib.model.sampler import SamplerConfig
+
+    drawn = []
+
+    def fake_draw(model, examples, rows, config, seed, guide_dir):
+        drawn.append(config)
+        # closer to the exact answer with identity scale 3 and with AU guidance 80
+        score = config.identity_scale + (5.0 - abs(config.au_guidance - 80) / 40) * (
+            config.au_guidance > 0
+        ) + (config.au_guidance_last == 0.5)  # fmt: skip
+        return np.full((len(rows), 1), score)
+
+    monkeypatch.setattr(tuning, "draw_samples", fake_draw)
+    monkeypatch.setattr(tuning, "mesh_images", lambda images, mesher: None)
+    monkeypatch.setattr(tuning, "score_images", lambda *a, **k: {"detection_rate": 1.0})
+    n = 4
+    exact = SimpleNamespace(
+        images=None, subjects=np.array([f"P{i}" for i in range(n)]), mesher=None,
+        identity=SimpleNamespace(label="encoder"), reader=SimpleNamespace(record={}),
+        closeness=lambda images, objective, meshed=None: {
+            "objective": np.zeros(n) if images is None else images[:, 0].astype(float)},
+    )  # fmt: skip
+    examples = _examples(["val"] * n)
+    tune = {
+        "n_samples": n,
+        "objective": {"identity_weight": 1.0, "au_error_weight": 2.0},
+        "grids": [
+            {"start": ["noise"], "identity_scale": [1.0, 3.0]},
+            {"start": ["warped_target"], "start_strength": [0.0, 0.5]},
+        ],
+        "au_guidance_grid": {"au_guidance": [40.0, 80.0], "au_guidance_last": [0.17, 0.5]},
+    }
+    monkeypatch.setattr(tuning, "tuning_rows", lambda examples, tune, seed: np.arange(n))
+    report, per_row = tuning.tune_sampler(None, examples, SamplerConfig(), tune, 0, exact)
+    chosen = SamplerConfig.from_params(report["paincontrol"])
+    guided = SamplerConfig.from_params(report["au_guided"])
+    assert chosen.identity_scale == 3.0 and chosen.au_guidance == 0
+    assert guided == replace(chosen, au_guidance=80.0, au_guidance_last=0.5)
+    assert [c.identity_scale for c in drawn[-4:]] == [3.0] * 4  # on top of the chosen one
+    assert sum(row["au_guided"] for row in report["grid"]) == 4 == len(per_row) - 4
+    assert SamplerConfig.from_params(report["selected"]).au_guidance == 0
+    assert report["grid"][report["grid_rows"]["au_guided"]]["au_guided"]

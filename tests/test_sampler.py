@@ -41,7 +41,7 @@ def test_library_defaults_are_the_params_defaults_and_the_cli_uses_the_tuned_sam
     (tmp_path / cli.TUNING).parent.mkdir(parents=True)
     (tmp_path / cli.TUNING).write_text(json.dumps({"paincontrol": tuned, "warp_start": variant}))
     monkeypatch.chdir(tmp_path)
-    sampler, warp_start, origin = cli.tuned_sampler()
+    sampler, warp_start, guidance, origin = cli.tuned_sampler()
     assert sampler == SamplerConfig.from_params(tuned) and "tuned on val people" in origin
     assert warp_start == SamplerConfig.from_params(variant)
     # ...and what it says names the steps that actually run

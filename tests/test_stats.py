@@ -185,3 +185,26 @@ def test_mixed_model_that_does_not_converge_is_a_fit_error():
             assert "did not converge" in str(error) or "standard error" in str(error)
             failed += 1
     assert failed >= 1
+
+
+def test_a_mixed_model_can_name_its_optimisers(monkeypatch):
+    """The study's sensitivity model adds gradient-free Powell after statsmodels' own chain;
+    where the default converges, Powell alone finds the same fit."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    data, *_ = _crossed_data()
+    default = stats.crossed_mixed_model("y ~ method", data, ["source", "target"])
+    powell = stats.crossed_mixed_model("y ~ method", data, ["source", "target"], ["powell"])
+    assert powell.params["method"] == pytest.approx(default.params["method"], abs=1e-3)
+    asked, fit = [], MixedLM.fit
+
+    def recording(self, *args, **kwargs):
+        asked.append(kwargs.get("method"))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(MixedLM, "fit", recording)
+    from paincontrol_lib.study.analysis import SENSITIVITY_OPTIMIZERS
+
+    stats.crossed_mixed_model("y ~ method", data, ["source"], SENSITIVITY_OPTIMIZERS)
+    stats.crossed_mixed_model("y ~ method", data, ["source"])
+    assert asked == [["bfgs", "lbfgs", "cg", "powell"], None]

@@ -1,6 +1,7 @@
 """Retargeting (delta, au, explicit), generation methods, sequences and the transfer CLI."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from paincontrol_lib import facemesh
 from paincontrol_lib import retarget as rt
 from paincontrol_lib.au_basis import estimate_aus
 from paincontrol_lib.cli import main as cli
+from paincontrol_lib.facs import PAIN_AUS
 from paincontrol_lib.landmarks.align import align, canonical_landmarks
 from paincontrol_lib.landmarks.face import Face
 from paincontrol_lib.model.sampler import SamplerConfig
@@ -214,14 +216,20 @@ def test_the_label_of_every_method_with_a_start_image_carries_its_steps_run():
     for strength, steps in ((0.17, 1), (0.5, 3), (0.83, 5)):
         variant = SamplerConfig(steps=6, start="warped_target", start_strength=strength)
         for sampler in (SamplerConfig(), variant):
-            engine = Transfer(None, sampler, size=64, warp_start=variant)
+            guided = replace(sampler, au_guidance=40.0, au_guidance_last=0.5)
+            engine = Transfer(None, sampler, size=64, warp_start=variant, au_guided=guided)
             for method in METHODS:
                 used = engine.sampler_for(method)
                 label = engine.label(method)
                 if method in MODEL_METHODS and used.from_start_image:
                     assert f"warp start, {used.steps_run} of 6 steps" in label, (method, label)
                 else:
-                    assert "steps" not in label and "start" not in label, (method, label)
+                    assert "start" not in label, (method, label)
+                if used.au_guided_steps:
+                    guided_steps = f"AU guidance ({used.au_guided_steps} of {used.steps_run} steps)"
+                    assert guided_steps in label, (method, label)
+                elif not used.from_start_image:
+                    assert "steps" not in label, (method, label)
             assert engine.label("paincontrol_warp_start") == (
                 f"PainControl, warp start, {steps} of 6 steps"
             )
@@ -229,6 +237,10 @@ def test_the_label_of_every_method_with_a_start_image_carries_its_steps_run():
     assert SamplerConfig(start="warped_target", start_strength=0).steps_run == 0
     with pytest.raises(ValueError, match="warp-start variant"):
         Transfer(None, size=64, warp_start=SamplerConfig(start="warped_target", start_strength=0))
+    with pytest.raises(ValueError, match="AU-guided method"):  # guidance and nothing else
+        Transfer(None, size=64, au_guided=SamplerConfig(au_guidance=40.0, identity_scale=3.0))
+    with pytest.raises(ValueError, match="needs a sampler with AU guidance"):
+        Transfer(None, size=64).label("paincontrol_au_guided")
 
 
 def test_each_ablation_differs_from_paincontrol_in_exactly_one_factor(neutral, monkeypatch):
@@ -237,14 +249,21 @@ def test_each_ablation_differs_from_paincontrol_in_exactly_one_factor(neutral, m
     import paincontrol_lib.model.sampling as sampling
     from paincontrol_lib.model.presets import PainControlModel
 
-    calls = {}
-    monkeypatch.setattr(sampling, "sample", lambda *args: calls.setdefault(len(calls), args))
+    calls, guides = {}, {}
+
+    def fake_sample(*args, guide=None):
+        guides[len(calls)] = guide
+        return calls.setdefault(len(calls), args)
+
+    monkeypatch.setattr(sampling, "sample", fake_sample)
     variant = SamplerConfig(start="warped_target", start_strength=0.33)
+    guided = SamplerConfig(au_guidance=40.0, au_guidance_last=0.5)
     engine = Transfer(PainControlModel.from_pretrained(SHIPPED), SamplerConfig(),
-                      identity=_FixedIdentity(), warp_start=variant)  # fmt: skip
+                      identity=_FixedIdentity(), warp_start=variant, au_guided=guided)  # fmt: skip
     face = _face(neutral, 64)
     levels = [rt.retarget("explicit", face.landmarks, aus=rt.aus_for_pspi(12), size=64)]
-    methods = ("paincontrol", "no_identity", "no_landmarks", "no_text", "paincontrol_warp_start")
+    methods = ("paincontrol", "no_identity", "no_landmarks", "no_text", "paincontrol_warp_start",
+               "paincontrol_au_guided")  # fmt: skip
     for method in methods:
         engine.generate(method, face, levels)
     got = dict(zip(methods, calls.values(), strict=True))
@@ -267,7 +286,8 @@ def test_each_ablation_differs_from_paincontrol_in_exactly_one_factor(neutral, m
         return out
 
     expected = {"no_identity": ["identity"], "no_landmarks": ["control"],
-                "no_text": ["prompt"], "paincontrol_warp_start": ["sampler", "start"]}  # fmt: skip
+                "no_text": ["prompt"], "paincontrol_warp_start": ["sampler", "start"],
+                "paincontrol_au_guided": ["sampler"]}  # fmt: skip
     for method, factor in expected.items():
         assert differing(got["paincontrol"], got[method]) == factor, method
     assert got["paincontrol"][6] is None and got["paincontrol"][4] == SamplerConfig()
@@ -276,6 +296,17 @@ def test_each_ablation_differs_from_paincontrol_in_exactly_one_factor(neutral, m
     assert not got["no_identity"][2].any() and got["paincontrol"][2].any()
     assert not got["no_landmarks"][1].any() and got["paincontrol"][1].any()
     assert got["no_text"][3] == [""] and got["paincontrol"][3] != [""]
+    # AU guidance: the same sampler with guidance added, steering toward the requested AUs
+    assert (
+        replace(got["paincontrol_au_guided"][4], au_guidance=0.0, au_guidance_last=1.0)
+        == (got["paincontrol"][4])
+    )
+    steer = guides[methods.index("paincontrol_au_guided")]
+    assert [g for i, g in guides.items() if i != methods.index("paincontrol_au_guided")] == [
+        None
+    ] * (len(methods) - 1)
+    np.testing.assert_allclose(steer.targets[0][PAIN_AUS.index("AU43")], 1.0)
+    np.testing.assert_array_equal(steer.neutrals[0], face.crop(64))
 
 
 @pytest.fixture(scope="module")

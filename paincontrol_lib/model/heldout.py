@@ -80,16 +80,19 @@ def score_images(
     mesher: FaceMesher | None = None,
     identity: IdentityScorer | None = None,
     judge: IdentityScorer | None = None,
+    meshed: tuple | None = None,
 ) -> dict:
     """Landmark-following and identity scores of ``images`` generated for ``examples[rows]``;
-    identity by ``identity`` (default: the in-domain encoder), and by ``judge`` beside."""
-    own_mesher = mesher is None
-    mesher = mesher or FaceMesher()
+    identity by ``identity`` (default: the in-domain encoder), and by ``judge`` beside.
+    ``meshed``: :func:`mesh_images` of ``images`` when the caller has it (not meshed twice)."""
     identity = identity or IdentityScorer.of(examples)
-    big = [upscale(im, upscale_to) for im in images]
-    found = [mesher(im) for im in big]
-    if own_mesher:
-        mesher.close()
+    if meshed is None:
+        own_mesher = mesher is None
+        mesher = mesher or FaceMesher()
+        meshed = mesh_images(images, mesher, upscale_to)
+        if own_mesher:
+            mesher.close()
+    big, found = meshed
     detected = np.array([f.detected for f in found])
     table = examples.table.iloc[rows]
     control = np.stack([np.asarray(a).reshape(-1, 3)[:, :2] * upscale_to for a in table["aligned"]])
@@ -115,6 +118,12 @@ def score_images(
             "identity_top1"
         ]
     return out
+
+
+def mesh_images(images, mesher: FaceMesher, upscale_to: int = UPSCALE) -> tuple[list, list]:
+    """``(upscaled images, their MediaPipe faces)``: what every score of generated images reads."""
+    big = [upscale(im, upscale_to) for im in images]
+    return big, [mesher(im) for im in big]
 
 
 def _identity_top1(scorer: IdentityScorer, faces, subjects) -> dict:
@@ -200,10 +209,19 @@ def ground_truth_images(examples, rows: np.ndarray) -> np.ndarray:
     )
 
 
-def evaluate_model(model, examples, rows: np.ndarray, sampler, seed: int = 0, **score_kw):
+def evaluate_model(model, examples, rows: np.ndarray, sampler, seed: int = 0, guide_dir=None,
+                   **score_kw):  # fmt: skip
+    """Sample ``examples[rows]`` (:func:`draw_samples`) and score the samples; returns
+    ``(scores, images)``."""
+    images = draw_samples(model, examples, rows, sampler, seed, guide_dir)
+    return score_images(images, examples, rows, **score_kw), images
+
+
+def draw_samples(model, examples, rows: np.ndarray, sampler, seed: int = 0, guide_dir=None):
     """Sample ``examples[rows]`` with ``model`` under ``sampler`` (a
-    :class:`~paincontrol_lib.model.sampling.SamplerConfig`) and score the samples; returns
-    ``(scores, images)``. Row ``j`` is seeded ``seed + j``."""
+    :class:`~paincontrol_lib.model.sampling.SamplerConfig`): (n, H, W, 3) uint8. Row ``j`` is
+    seeded ``seed + j``. A sampler with AU guidance steers toward each row's own frame as the
+    guide reader in ``guide_dir`` reads it."""
     from paincontrol_lib.model.sampling import sample
 
     subjects = examples.table["subject"].iloc[rows]
@@ -211,5 +229,14 @@ def evaluate_model(model, examples, rows: np.ndarray, sampler, seed: int = 0, **
     prompts = [examples.prompts[i] for i in rows]
     starts = start_images_for(examples, rows, sampler.start) if sampler.from_start_image else None
     seeds = [seed + j for j in range(len(rows))]
-    images = sample(model, examples.controls[rows], identity, prompts, sampler, seeds, starts)
-    return score_images(images, examples, rows, **score_kw), images
+    guide = None
+    if sampler.au_guided_steps:  # the request is the row's own frame: its AUs, read by the guide
+        from paincontrol_lib.model.au_guidance import AUGuide
+
+        if guide_dir is None:
+            raise ValueError("a sampler with AU guidance needs guide_dir, the guide AU reader")
+        photos = identity_photo_images(examples, rows)
+        guide = AUGuide.from_sources(ground_truth_images(examples, rows), photos, photos,
+                                     folder=guide_dir)  # fmt: skip
+    return sample(model, examples.controls[rows], identity, prompts, sampler, seeds, starts,
+                  guide=guide)  # fmt: skip

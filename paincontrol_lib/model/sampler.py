@@ -26,23 +26,32 @@ class SamplerConfig:
     start: str = "noise"  # noise (the paper's method) | warped_target | target_photo
     start_strength: float = 0.33  # part of the schedule run from a start image [0-1] (0: the
     # start image itself, no step run; ignored from noise)
+    au_guidance: float = 0.0  # step on the predicted clean image down the guide AU reader's
+    # squared error against the requested pain AUs (0: unguided; model/au_guidance.py)
+    au_guidance_last: float = 1.0  # part of the steps run that are guided, counted back from the
+    # last (the early steps' clean image is redrawn by the later ones: guiding only them is void)
+    au_guidance_iterations: int = 10  # gradient steps on the clean image per guided step, each
+    # au_guidance / iterations long (one long step overshoots: the reader is far from linear)
 
     def __post_init__(self):
         if self.start not in STARTS:
             raise ValueError(f"sampler start {self.start!r}: expected one of {STARTS}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"sampler steps {self.steps!r}: expected a whole number >= 1")
+        for name in ("steps", "au_guidance_iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"sampler {name} {value!r}: expected a whole number >= 1")
         # Checked first and by name: NaN fails every comparison (``nan < 0`` lets it through) and
         # an infinite scale samples an all-black image without an error.
-        for name in ("guidance_scale", "identity_scale", "control_scale", "start_strength"):
+        for name in ("guidance_scale", "identity_scale", "control_scale", "start_strength",
+                     "au_guidance", "au_guidance_last"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
                 raise ValueError(f"sampler {name} {value!r}: expected a finite number")
-        if not 0 <= self.start_strength <= 1:
-            raise ValueError(
-                f"sampler start_strength {self.start_strength}: expected a value in [0, 1]"
-            )
-        for name in ("guidance_scale", "identity_scale", "control_scale"):
+        for name in ("start_strength", "au_guidance_last"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"sampler {name} {getattr(self, name)}: expected a value in "
+                                 "[0, 1]")  # fmt: skip
+        for name in ("guidance_scale", "identity_scale", "control_scale", "au_guidance"):
             if getattr(self, name) < 0:
                 raise ValueError(f"sampler {name} {getattr(self, name)}: expected >= 0")
 
@@ -69,17 +78,28 @@ class SamplerConfig:
         return self.steps_run < self.steps
 
     @property
+    def au_guided_steps(self) -> int:
+        """Steps run that AU guidance steers, the last ones (0: unguided); rounded as
+        :attr:`steps_run` is, so a positive part steers >= 1 step."""
+        if self.au_guidance == 0 or self.au_guidance_last == 0:
+            return 0
+        return max(1, min(self.steps_run, round(self.steps_run * self.au_guidance_last)))
+
+    @property
     def label(self) -> str:
         """What runs, for tables and figures: "PainControl" is the paper's method (noise start,
         the full schedule); a start image is named with the steps run on top of it."""
+        guided = f" + AU guidance ({self.au_guided_steps} of {self.steps_run} steps)"
+        guided = guided if self.au_guided_steps else ""
         if not self.from_start_image:
-            return "PainControl"
+            return "PainControl" + guided
         start = self.start.replace("_", " ").replace("warped target", "warp")
-        return f"PainControl, {start} start, {self.steps_run} of {self.steps} steps"
+        return f"PainControl{guided}, {start} start, {self.steps_run} of {self.steps} steps"
 
     def model_alone(self) -> SamplerConfig:
-        """The same steps from pure noise with unscaled identity tokens: the model alone."""
-        return replace(self, identity_scale=1.0, start="noise")
+        """The same steps from pure noise with unscaled identity tokens and no AU guidance: the
+        model alone."""
+        return replace(self, identity_scale=1.0, start="noise", au_guidance=0.0)
 
     def with_start(self, start: str) -> SamplerConfig:
         return replace(self, start=start)
@@ -107,7 +127,7 @@ def start_images(start: str, photos, photo_meshes, meshes) -> np.ndarray | None:
     )
 
 
-TUNED = ("paincontrol", "warp_start", "selected")  # the samplers tuning.json records
+TUNED = ("paincontrol", "warp_start", "selected", "au_guided")  # samplers tuning.json records
 
 
 def tuned_sampler(section: dict, tuning_json=None, which: str = "paincontrol") -> SamplerConfig:

@@ -16,6 +16,8 @@ docs/design.md's design notes measure what it does to identity, landmark followi
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
@@ -38,6 +40,30 @@ class TailDDIMScheduler(DDIMScheduler):
             self.timesteps = self.timesteps[len(self.timesteps) - self.keep :]
 
 
+class AUGuidedDDIMScheduler(TailDDIMScheduler):
+    """DDIM (of which the tail runs, as :class:`TailDDIMScheduler`) whose last ``guided`` steps
+    move the predicted clean image down ``gradient`` (clean latents -> the AU loss's gradient;
+    :mod:`paincontrol_lib.model.au_guidance`) in ``inner`` steps of ``scale / inner`` and rewrite
+    the noise prediction to agree, before DDIM's own update."""
+
+    gradient = None
+    scale: float = 0.0
+    guided: int = 0
+    inner: int = 1
+
+    def step(self, model_output, timestep, sample, *args, **kwargs):
+        index = int((self.timesteps == timestep).nonzero()[0, 0])
+        if self.gradient is not None and index >= len(self.timesteps) - self.guided:
+            alpha = self.alphas_cumprod[int(timestep)].to(sample.device)
+            clean = (sample - (1 - alpha).sqrt() * model_output) / alpha.sqrt()
+            # x0 - s g  <=>  eps + sqrt(a / (1 - a)) s g, for the same x_t
+            moved = clean
+            for _ in range(self.inner):
+                moved = moved - self.scale / self.inner * self.gradient(moved)
+            model_output = model_output + (alpha / (1 - alpha)).sqrt() * (clean - moved)
+        return super().step(model_output, timestep, sample, *args, **kwargs)
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -48,6 +74,7 @@ def sample(
     seeds: list[int],
     starts: np.ndarray | None = None,
     batch_size: int = 32,
+    guide=None,
 ) -> np.ndarray:
     """Images (n, H, W, 3) uint8 for control images (n, 3, H, W) in [0, 1], identity embeddings
     (n, d) (None or zeros: no identity) and prompts. Image ``i`` is seeded with ``seeds[i]``, so
@@ -57,7 +84,11 @@ def sample(
     ``starts`` (n, H, W, 3) uint8, a start image per sample (:func:`start_images`), are noised
     with that same noise and denoised through the last ``sampler.start_strength`` of the
     schedule (at strength 0 they are returned as they are); without them, or with
-    ``sampler.start == "noise"``, sampling starts from noise."""
+    ``sampler.start == "noise"``, sampling starts from noise.
+
+    ``guide`` (an :class:`~paincontrol_lib.model.au_guidance.AUGuide`, one row per image) steers
+    the last ``sampler.au_guided_steps`` steps toward its requested AUs; a sampler with AU
+    guidance needs one."""
     n = len(prompts)
     if len(seeds) != n:
         raise ValueError(f"{len(seeds)} seeds for {n} images")
@@ -68,11 +99,18 @@ def sample(
     from_start = starts is not None and sampler.from_start_image
     if from_start and keep == 0:  # strength 0: the start image is the output (e.g. the warp)
         return np.array(starts, dtype=np.uint8)
+    if sampler.au_guided_steps and (guide is None or len(guide) != n):
+        raise ValueError(f"a sampler with AU guidance needs an AU guide of {n} rows (requested "
+                         "AUs and neutral crops); got " + ("none" if guide is None else
+                                                           f"{len(guide)}"))  # fmt: skip
     pipe = model.pipeline()
-    if from_start:
-        pipe.scheduler = TailDDIMScheduler.from_config(pipe.scheduler.config)
-        pipe.scheduler.keep = keep
+    if from_start or sampler.au_guided_steps:
+        pipe.scheduler = AUGuidedDDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.scheduler.keep = keep if from_start else None
+        pipe.scheduler.scale, pipe.scheduler.guided = sampler.au_guidance, sampler.au_guided_steps
+        pipe.scheduler.inner = sampler.au_guidance_iterations
         pipe.scheduler.set_timesteps(steps)
+    if from_start:
         first_step = pipe.scheduler.timesteps[:1]
         start_pixels = torch.from_numpy(np.asarray(starts)).permute(0, 3, 1, 2) / 127.5 - 1
     pipe.set_ip_adapter_scale(sampler.identity_scale)
@@ -87,6 +125,8 @@ def sample(
         if sampler.guidance_scale > 1:
             ids = torch.cat([torch.zeros_like(ids), ids])
         generators = [torch.Generator().manual_seed(seeds[i]) for i in range(sl.start, sl.stop)]
+        if sampler.au_guided_steps:
+            pipe.scheduler.gradient = partial(guide.gradient, model, rows=sl)
         latents = None
         if from_start:
             clean = model.to_latent(start_pixels[sl].to(device), deterministic=True)

@@ -17,6 +17,10 @@ and pure noise, so if the warp is the closest, the warp wins, and ``tuning.json`
 Three winners are recorded: ``paincontrol`` (the best noise-start setting: the paper's method,
 what every table calls PainControl), ``warp_start`` (the best setting that runs >= 1 step on the
 warped target, named by its steps) and ``selected`` (the best of all, what the CLI samples with).
+A fourth, ``au_guided``, is PainControl's setting with AU guidance (``tune.au_guidance_grid``:
+its step size and schedule drawn on top of the chosen PainControl, the same rows, the same
+objective; ``model/au_guidance.py``); its rows are in ``grid`` too, marked ``au_guided``, and
+take no part in the first three choices.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from paincontrol_lib.facs import PAIN_AUS
 from paincontrol_lib.landmarks.mesher import FaceMesher
 from paincontrol_lib.model.heldout import (
     IdentityScorer,
-    evaluate_model,
+    draw_samples,
     ground_truth_images,
     identity_photo_images,
+    mesh_images,
     pick_rows,
     score_images,
 )
@@ -44,7 +49,7 @@ OBJECTIVE = (
     "{au_error_weight:g} x mean pain-AU error against the exact answer / AU range (pixel reader)"
 )
 OBJECTIVE_KEYS = ("identity_weight", "au_error_weight")
-TUNE_KEYS = {"n_samples", "grids", "objective", "au_reader"}  # params.yaml: tune
+TUNE_KEYS = {"n_samples", "grids", "objective", "au_reader", "au_guide", "au_guidance_grid"}
 
 
 def require_split(examples, split: str) -> None:
@@ -115,24 +120,22 @@ class ExactAnswers:
         self.embeddings = self._embed(self.images)
         self.aus = reader.predict(self.images, self.neutrals)
 
-    def _embed(self, images) -> np.ndarray:
-        """(n, d) identity embeddings, NaN rows where no face is found."""
-        from paincontrol_lib.landmarks.image import UPSCALE, upscale
-
+    def _embed(self, images, meshed=None) -> np.ndarray:
+        """(n, d) identity embeddings, NaN rows where no face is found (``meshed``:
+        :func:`~paincontrol_lib.model.heldout.mesh_images` of ``images``, if done already)."""
+        big, found = meshed or mesh_images(images, self.mesher)
         out = np.full((len(images), self.identity.backend.dim), np.nan, np.float32)
-        for i, image in enumerate(images):
-            big = upscale(image, UPSCALE)
-            found = self.mesher(big)
-            if found.detected:
-                out[i] = self.identity.backend.embed(big, found.landmarks)
+        for i, (image, face) in enumerate(zip(big, found, strict=True)):
+            if face.detected:
+                out[i] = self.identity.backend.embed(image, face.landmarks)
         return out
 
-    def closeness(self, images, objective: dict) -> dict[str, np.ndarray]:
+    def closeness(self, images, objective: dict, meshed=None) -> dict[str, np.ndarray]:
         """Per-row identity similarity, AU error (fraction of each AU's range, mean over the pain
         AUs) and the objective of ``images`` against the exact answers."""
         from paincontrol_lib.au_reading.pixels import SCALE
 
-        found = self._embed(images)
+        found = self._embed(images, meshed)
         similarity = np.nansum(found * self.embeddings, axis=1)
         similarity[np.isnan(found).any(1)] = 0.0  # no face found: nothing of the person kept
         similarity[np.isnan(self.embeddings).any(1)] = np.nan  # the exact answer unreadable
@@ -171,13 +174,17 @@ def tune_sampler(model, examples, base: SamplerConfig, tune: dict, seed: int,
     scorer = {"mesher": exact.mesher, "identity": exact.identity}
     ceiling = score_images(exact.images, examples, rows, **scorer)
     grid_rows, per_row = [], []
-    for settings in grid_settings(tune["grids"], base):
+
+    def draw(settings: dict, au_guided: bool = False) -> None:
         config = replace(base, **settings)
         label = config.label if config.steps_run else "warp"
-        scores, images = evaluate_model(model, examples, rows, config, seed=seed, **scorer)
-        per_row.append(exact.closeness(images, objective))
+        images = draw_samples(model, examples, rows, config, seed, tune.get("au_guide"))
+        meshed = mesh_images(images, exact.mesher)  # read once by both scorers
+        scores = score_images(images, examples, rows, meshed=meshed, **scorer)
+        per_row.append(exact.closeness(images, objective, meshed))
         grid_rows.append(
-            {"settings": settings, "label": label, "steps_run": config.steps_run}
+            {"settings": settings, "label": label, "steps_run": config.steps_run,
+             "au_guided": au_guided}
             | summarise(per_row[-1], exact.subjects, seed)
             | {
                 "identity_top1": scores.get("identity_top1"),
@@ -188,15 +195,22 @@ def tune_sampler(model, examples, base: SamplerConfig, tune: dict, seed: int,
                 ),
             }
         )  # fmt: skip
+
+    for settings in grid_settings(tune["grids"], base):
+        draw(settings)
     best = select(grid_rows, lambda r: True)
 
     def start(row):
         return row["settings"].get("start", base.start)
 
+    def guided(row):
+        return replace(base, **row["settings"]).au_guided_steps > 0
+
     chosen = {
-        "paincontrol": select(grid_rows, lambda r: start(r) == "noise"),
+        "paincontrol": select(grid_rows, lambda r: start(r) == "noise" and not guided(r)),
         "warp_start": select(
-            grid_rows, lambda r: r["steps_run"] > 0 and start(r) == "warped_target"
+            grid_rows,
+            lambda r: r["steps_run"] > 0 and start(r) == "warped_target" and not guided(r),
         ),
     }
     missing = [name for name, row in chosen.items() if row is None]
@@ -204,6 +218,13 @@ def tune_sampler(model, examples, base: SamplerConfig, tune: dict, seed: int,
         raise ValueError(f"tune.grids has no setting for {missing}: include a noise start and a "
                          "start image at strength > 0")  # fmt: skip
     configs = {name: replace(base, **row["settings"]) for name, row in chosen.items()}
+    if tune.get("au_guidance_grid"):
+        unguided = chosen["paincontrol"]["settings"]
+        for settings in grid_settings([tune["au_guidance_grid"]], configs["paincontrol"]):
+            if replace(configs["paincontrol"], **settings).au_guided_steps:
+                draw(unguided | settings, au_guided=True)
+        chosen["au_guided"] = select(grid_rows, lambda r: r["au_guided"])
+        configs["au_guided"] = replace(base, **chosen["au_guided"]["settings"])
     report = {
         "split": "val",
         "n_people": int(examples.table["subject"].nunique()),
@@ -221,8 +242,7 @@ def tune_sampler(model, examples, base: SamplerConfig, tune: dict, seed: int,
         "selected_label": best["label"],
         "steps_run": best["steps_run"],
         "warp_wins": best["steps_run"] == 0,
-        "paincontrol": configs["paincontrol"].as_dict(),
-        "warp_start": configs["warp_start"].as_dict(),
+        **{name: config.as_dict() for name, config in configs.items()},
         "labels": {name: c.label for name, c in configs.items()},
         # each winner's row of ``grid`` (labels alone do not tell identity scales apart)
         "grid_rows": {name: grid_rows.index(row) for name, row in chosen.items()}

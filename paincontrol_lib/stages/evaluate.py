@@ -25,6 +25,7 @@ from paincontrol_lib.evaluate import (
     IDENTITY_JUDGES,
     INFERENCE,
     ExactAnswers,
+    au_guidance_verdict,
     compare_methods,
     estimator_floor,
     hard_au_claim,
@@ -33,6 +34,7 @@ from paincontrol_lib.evaluate import (
     identity_instrument,
     identity_known_answers,
     normalise_identity,
+    reader_agreement,
     realism_by_method,
     requested_aus,
     score_outputs,
@@ -155,6 +157,7 @@ def run(
         metrics["realism"] = realism_by_method(
             manifest, transfer_dir, table, seed, evaluate["realism_feature_steps"], exact, scores
         )
+    metrics["au_guidance"] = au_guidance_verdict(metrics)
     metrics["phase_seconds"] = clock.seconds
     metrics["seconds"] = time.perf_counter() - started
     write_json(Path(reports_dir) / "metrics" / METRICS, metrics)
@@ -284,6 +287,7 @@ def _metrics(scores, summary, estimator, manifest, inference: dict) -> dict:
             au: [stat(method, f"error_{au}", "lo"), stat(method, f"error_{au}", "hi")]
             for au in PAIN_AUS
         }
+        entry["au_readers"] = reader_agreement(scores, method)
         methods[method] = entry
     transferred = manifest[manifest["mode"] != "explicit"]
     counts = scores.groupby("method").size()
@@ -299,6 +303,7 @@ def _metrics(scores, summary, estimator, manifest, inference: dict) -> dict:
             "endpoints": dict(inference["endpoints"]),
             "families": {
                 name: {"baseline": f["baseline"], "methods": list(f["methods"])}
+                | ({"endpoints": dict(f["endpoints"])} if "endpoints" in f else {})
                 for name, f in inference["families"].items()
             },
         },
@@ -311,6 +316,33 @@ def _metrics(scores, summary, estimator, manifest, inference: dict) -> dict:
         },
         "primary_metrics": dict(inference["endpoints"]),
     }
+
+
+def au_guidance_table(result: EvaluateResult) -> pd.DataFrame:
+    """AU guidance against unguided PainControl (``eval.json: au_guidance``), per hard AU: the
+    scoring reader's error against the exact answer unguided and guided, the paired difference
+    [95 % CI], the relative change, the guide reader's own error on the guided outputs."""
+    verdict = result.metrics.get("au_guidance")
+    if not verdict:
+        return pd.DataFrame({"note": ["paincontrol_au_guided was not run"]})
+    rows = {}
+    for au, entry in verdict["aus"].items():
+        if "difference" not in entry:
+            rows[au] = {"note": entry["reason"]}
+            continue
+        d = entry["difference"]
+        rows[au] = {
+            "PainControl": round(entry["unguided"], 3),
+            "+ AU guidance": round(entry["guided"], 3),
+            "difference [95 % CI]": (
+                f"{d['estimate']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+            ),
+            "relative change": f"{entry['relative_change']:+.0%}",
+            "p (Holm)": round(d["p_holm"], 4),
+            "goal (-30 %) met": entry["meets_goal"],
+            "guide reader's own error": round(entry["guide_reader_guided"], 3),
+        }
+    return pd.DataFrame(rows).T
 
 
 def load_identity_instrument(reports_dir) -> dict:

@@ -125,9 +125,10 @@ class _Outputs:
     jitter: dict = field(default_factory=dict)
     panels: dict = field(default_factory=lambda: {"sequences": [], "source_jitter": []})
 
-    def generate(self, method, target: str, face, expressions) -> np.ndarray:
+    def generate(self, method, target: str, face, expressions, requested=None) -> np.ndarray:
         start = time.perf_counter()
-        images = self.engine.generate(method, face, expressions, seed=self.seed, shared_noise=True)
+        images = self.engine.generate(method, face, expressions, seed=self.seed,
+                                      shared_noise=True, requested=requested)  # fmt: skip
         self.seconds[method] = self.seconds.get(method, 0.0) + time.perf_counter() - start
         return images
 
@@ -172,8 +173,11 @@ def run(
         raise ValueError(f"unknown transfer methods {sorted(unknown)}; expected {METHODS}")
     table = load_landmark_table(landmarks_dir)
     model = PainControlModel.from_pretrained(transfer["checkpoint"])
+    guided = "paincontrol_au_guided" in methods
+    au_guided = tuned_sampler(sampler, tuning, "au_guided") if guided else None
     engine = Transfer(model, tuned_sampler(sampler, tuning),
-                      warp_start=_warp_start(sampler, tuning))  # fmt: skip
+                      warp_start=_warp_start(sampler, tuning), au_guided=au_guided,
+                      guide_dir=transfer["au_guide"])  # fmt: skip
     design = plan_design(
         table,
         transfer["n_sources"],
@@ -205,6 +209,7 @@ def run(
         "frames_per_pair": transfer["frames_per_pair"],
         "sampler": engine.sampler.as_dict(),
         "warp_start_sampler": engine.warp_start.as_dict(),
+        "au_guided_sampler": engine.au_guided.as_dict() if guided else None,
         "labels": {m: engine.label(m) for m in methods},
         "steps_run": {m: engine.sampler_for(m).steps_run for m in methods if m in MODEL_METHODS},
         "methods": {m: {"n_outputs": int(counts.get(m, 0))} for m in methods},
@@ -228,6 +233,12 @@ def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, me
     neutral = mesh_of(neutral_row(table, subject))
     source_crops = np.stack([face_of(r).crop(size) for _, r in frames.iterrows()])
     out.panels["source_jitter"].append(sequence_jitter(source_crops))
+    requested = None  # AU guidance steers toward the source's AUs as the guide reads them
+    if "paincontrol_au_guided" in methods:
+        source_neutral = face_of(neutral_row(table, subject)).crop(size)
+        requested = out.engine.guide_reader.predict(
+            source_crops, np.repeat(source_neutral[None], len(source_crops), axis=0)
+        )
     for target, (target_row, face) in target_faces.items():
         expressions = [
             retarget(mode, face.landmarks, source=mesh_of(r), source_neutral=neutral, size=size)
@@ -235,7 +246,7 @@ def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, me
         ]
         outputs = {}
         for method in methods:
-            outputs[method] = images = out.generate(method, target, face, expressions)
+            outputs[method] = images = out.generate(method, target, face, expressions, requested)
             out.jitter.setdefault(method, []).append(sequence_jitter(images))
             for (_, row), expr, image in zip(frames.iterrows(), expressions, images, strict=True):
                 frame = int(row["frame"])
@@ -446,7 +457,7 @@ def method_overview_figure(result: TransferResult, figures_dir):
 def tuning_tradeoff_figure(tuning_json, figures_dir):
     """Stage 02's sampler grid on validation people: identity kept (similarity to the exact
     answer) against expression error (pain-AU error against it), colour = denoising steps run;
-    the samplers chosen and the exact answer itself are marked."""
+    the samplers chosen (AU guidance's included) and the exact answer itself are marked."""
     import matplotlib.pyplot as plt
 
     from paincontrol_lib.figures import colour
@@ -462,8 +473,11 @@ def tuning_tradeoff_figure(tuning_json, figures_dir):
         ax.errorbar(x, y, xerr=[[x - x_lo], [x_hi - x]], yerr=[[y - y_lo], [y_hi - y]],
                     color=colour(7), lw=0.6, zorder=2)  # fmt: skip
     marks = {"paincontrol": ("o", "PainControl (best from noise)"),
-             "warp_start": ("s", "best on the warped target")}  # fmt: skip
+             "warp_start": ("s", "best on the warped target"),
+             "au_guided": ("D", "PainControl's setting + the best AU guidance")}  # fmt: skip
     for name, (marker, what) in marks.items():
+        if name not in tuning["grid_rows"]:
+            continue
         chosen = grid.iloc[tuning["grid_rows"][name]]
         ax.scatter(chosen["au_error"], chosen["identity_similarity"], s=180, marker=marker,
                    facecolors="none", edgecolors="k", lw=1.4, zorder=4,
