@@ -328,7 +328,8 @@ def apex_grid_figure(result: TransferResult, figures_dir):
     columns = ["source (apex)", "target (neutral)", "control",
                *(textwrap.fill(labels[m], 14) for m in methods)]  # fmt: skip
     fig = image_grid(rows, names, columns, cell_inches=0.9)
-    save_figure(fig, Path(figures_dir) / "transfer_grid.png")
+    # 150 dpi draws each 64 px output over 135 px: nothing lost, a third fewer bytes than 200
+    save_figure(fig, Path(figures_dir) / "transfer_grid.png", dpi=150)
     return fig
 
 
