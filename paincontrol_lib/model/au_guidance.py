@@ -6,24 +6,26 @@ and furrowed brows look like. Guidance adds that, in the spirit of classifier gu
 (Dhariwal & Nichol 2021) but on the *predicted clean image* (as universal guidance, Bansal et
 al. 2023): at a guided DDIM step the model's noise prediction gives the clean image it is
 heading for, ``x0 = (x_t - sqrt(1 - a) eps) / sqrt(a)``; the guide reader reads that image beside
-the person's neutral crop and ``x0`` moves ``au_guidance`` times down the gradient of
+the person's neutral crop and ``x0`` moves down the gradient of
 
     1/2 sum over the pain AUs of ((read - requested) / range)^2
 
-(each AU as a fraction of its FACS range, so AU43's 0-1 weighs as AU4's 0-5). The noise
-prediction is rewritten to agree with the moved ``x0`` and the scheduler's own update runs, so
-the model keeps drawing the rest of the image. No gradient flows through the UNet: one reader
-forward and backward per guided step, cheap beside the UNet.
+(each AU as a fraction of its FACS range, so AU43's 0-1 weighs as AU4's 0-5), in
+``au_guidance_iterations`` steps whose lengths add up to ``au_guidance``; only the last
+``au_guidance_last`` of the steps run are guided. The noise prediction is rewritten to agree with
+the moved ``x0`` and the scheduler's own update runs, so the model keeps drawing the rest of the
+image. No gradient flows through the UNet: a few reader forwards and backwards per guided step,
+cheap beside the UNet.
 
 The guide is the shipped ``guide`` pixel reader (``pretrained/au-readers/guide``, params
 ``tune.au_guide`` and ``transfer.au_guide``: fresh SynthPain identities, no person of the
-dataset). It never scores: stage 04 scores with the independently
-trained ``scoring`` reader, and reports how far the two readers agree on guided outputs, so an
-image that fools the guide without showing the AU is visible.
+dataset). It never scores: stage 04 scores with its own AU readers and reports the guide beside
+them on every method's outputs, so an image that fools the guide without showing the AU is
+visible.
 
 The requested intensities are what the request knows: the guide's own reading of the source
-frame beside the source's neutral (delta transfer, sampler tuning), or the AUs asked for
-(explicit PSPI levels).
+frame beside the source's neutral (stage 03's sequences; in sampler tuning the row's own frame),
+or the expression's AUs (explicit PSPI levels, the command line).
 """
 
 from __future__ import annotations
