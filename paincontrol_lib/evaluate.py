@@ -276,7 +276,11 @@ def score_outputs(
     aus = aus or AUReaders()
     asked = requested_aus(manifest, table)
     synthpain_dir = exact.synthpain_dir if exact is not None else None
-    shares = [r for r in np.array_split(np.arange(len(manifest)), max(1, workers)) if len(r)]
+    request, first = same_requests(manifest, asked)
+    # Every output of one request in one process: its exact answer is rendered, meshed and
+    # embedded once, whichever methods asked for it.
+    split = [r for r in np.array_split(np.arange(len(first)), max(1, workers)) if len(r)]
+    shares = [np.flatnonzero(np.isin(request, requests)) for requests in split]
     people = scoring_people(table, manifest)  # from the whole manifest, not a worker's share
     jobs = [(manifest.iloc[rows], asked.iloc[rows], Path(out_dir), table, synthpain_dir, seed,
              people, encoder_dir) for rows in shares]  # fmt: skip
@@ -287,9 +291,12 @@ def score_outputs(
             parts = list(pool.map(_measure_outputs, jobs))
     else:
         parts = [_measure_outputs(jobs[0], exact)] if jobs else []
+    back = np.argsort(np.concatenate(shares)) if shares else np.zeros(0, int)  # manifest order
     records = [r for part in parts for r in part[0]]
+    records = [records[i] for i in back]
     faces = {
-        name: Faces(*(np.concatenate([part[1][name][k] for part in parts]) for k in range(4)))
+        name: Faces(*(np.concatenate([part[1][name][k] for part in parts])[back]
+                      for k in range(4)))
         for name in ("output", "exact", "null")
     } if parts else {}  # fmt: skip
     scores = pd.DataFrame(records, index=manifest.index)
@@ -302,10 +309,11 @@ def score_outputs(
         guide = aus.readers["guide"](faces["output"]).reset_index(drop=True)
         for au in PAIN_AUS:
             scores[f"guide_estimated_{au}"] = guide[au].to_numpy()
-    if exact is not None:
-        every = aus.read_all(faces["exact"])
+    if exact is not None:  # read once per request, shared by every output of it
+        every = {name: read.iloc[request].reset_index(drop=True)
+                 for name, read in aus.read_all(faces["exact"].subset(first)).items()}  # fmt: skip
         on_truth = aus.combine(every).set_index(manifest.index)
-        null = aus(faces["null"]).set_index(manifest.index)
+        null = aus(faces["null"].subset(first)).iloc[request].set_index(manifest.index)
         for au in (*PAIN_AUS, "PSPI"):
             scores[f"exact_estimated_{au}"] = on_truth[au]
             scores[f"error_vs_exact_{au}"] = (estimated[au] - on_truth[au]).abs()
@@ -319,6 +327,17 @@ def score_outputs(
                 ).abs()
     keep = ["method", "mode", "source", "target", "frame", "path"]
     return pd.concat([manifest[keep], scores], axis=1)
+
+
+def same_requests(manifest: pd.DataFrame, asked: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(request, first)``: per output the number of its request (the target and the pain AUs
+    asked for: one exact answer), and per request the position of its first output."""
+    values = asked[list(PAIN_AUS)].to_numpy(float)
+    keys = [f"{target}|" + ",".join(f"{v:.6f}" for v in aus)
+            for target, aus in zip(manifest["target"], values, strict=True)]  # fmt: skip
+    _, first, request = np.unique(np.array(keys, dtype=str), return_index=True,
+                                  return_inverse=True)  # fmt: skip
+    return request.ravel(), first
 
 
 def _measure_outputs(job, exact=None):
@@ -346,6 +365,7 @@ def _measure_outputs(job, exact=None):
              for k in ("output", "exact", "null", "photo")}  # fmt: skip
     neutral_meshes: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
     null_reads: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # per request
+    truths: dict[tuple, tuple] = {}  # per request: the exact answer upscaled and meshed
     records = []
     with FaceMesher() as mesher:
         for i, row in enumerate(manifest.itertuples(index=False)):
@@ -390,7 +410,9 @@ def _measure_outputs(job, exact=None):
                     null_reads[request] = _degraded_answer(crop, request, seed, mesher)
                 crops["null"][i], null_meshes[i] = null_reads[request]
                 crops["exact"][i] = _reader_sized(crop)
-                truth_big, truth_face = _output_face(crop, mesher)
+                if request not in truths:  # the same answer for every method that asked
+                    truths[request] = _output_face(crop, mesher)
+                truth_big, truth_face = truths[request]
                 if truth_face.detected:
                     exact_meshes[i] = truth_face.landmarks / UPSCALE
                     request = (row.target, row.source, tuple(wanted.values()), size)
@@ -505,7 +527,7 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 def identity_instrument(table: pd.DataFrame, seed: int, n_boot: int = 1000,
-                        encoder_dir=None) -> dict:  # fmt: skip
+                        encoder_dir=None, workers: int = 1) -> dict:  # fmt: skip
     """``identity_encoder.json``: the identity instrument validated on the test people, whom
     neither the encoder nor any method was fit to, on their exact frames (MediaPipe meshes),
     every judge alike (the encoder's numbers at the top level, dlib's under ``dlib``).
@@ -515,7 +537,9 @@ def identity_instrument(table: pd.DataFrame, seed: int, n_boot: int = 1000,
     - closed-set identification: every test frame that is not the identity photo (all
       expressions, pain included) against the identity photos of all val and test people:
       ``top1`` with a 95 % CI from a bootstrap over people, and ``top1_scoring_frames`` for the
-      one frame per person that stage 04 scores identity against."""
+      one frame per person that stage 04 scores identity against.
+
+    The frames are embedded in ``workers`` processes (the same numbers whatever it is)."""
     import json
 
     from paincontrol_lib.identity import nearest_identity, verification
@@ -528,9 +552,10 @@ def identity_instrument(table: pd.DataFrame, seed: int, n_boot: int = 1000,
     query = ~test["neutral_reference"].to_numpy(bool)
     people = test["subject"].to_numpy()
     out: dict = {}
+    embedded = judge_embeddings(pd.concat([test, photos], ignore_index=True), encoder_dir, workers)
     for suffix, backend in identity_judges(encoder_dir).items():
         name = IDENTITY_JUDGES[suffix]
-        frames, gallery = _embed_rows(test, backend), _embed_rows(photos, backend)
+        frames, gallery = embedded[suffix][: len(test)], embedded[suffix][len(test) :]
         pairs = verification(frames, people)
         correct = nearest_identity(frames[query], gallery, photos["subject"]) == people[query]
         top1, low, high = cluster_bootstrap_ci(correct.astype(float), people[query], n_boot, seed)
@@ -576,6 +601,27 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
     return {
         str(q): float(v) for q, v in zip(QUANTILES, np.quantile(values, QUANTILES), strict=True)
     }
+
+
+def judge_embeddings(rows: pd.DataFrame, encoder_dir=None, workers: int = 1) -> dict:
+    """Score-column suffix -> every judge's (n, d) embeddings of landmark-table rows, the rows
+    split over ``workers`` spawned processes (dlib's descriptor alone takes ~0.1 s a face)."""
+    shares = [r for r in np.array_split(np.arange(len(rows)), max(1, workers)) if len(r)]
+    jobs = [(rows.iloc[r], encoder_dir) for r in shares] or [(rows, encoder_dir)]
+    if len(jobs) > 1:
+        from paincontrol_lib.parallel import process_pool
+
+        with process_pool(len(jobs)) as pool:
+            parts = list(pool.map(_judge_share, jobs))
+    else:
+        parts = [_judge_share(jobs[0])]
+    return {suffix: np.concatenate([part[suffix] for part in parts]) for suffix in parts[0]}
+
+
+def _judge_share(job) -> dict:
+    rows, encoder_dir = job
+    return {suffix: _embed_rows(rows, backend)
+            for suffix, backend in identity_judges(encoder_dir).items()}  # fmt: skip
 
 
 def _embed_rows(rows: pd.DataFrame, backend) -> np.ndarray:

@@ -143,7 +143,9 @@ def run(
                                encoder_dir=evaluate["identity_encoder"])  # fmt: skip
     size = int(load_image(Path(transfer_dir) / manifest["path"].iloc[0]).shape[0])
     with clock("identity"):
-        scores, identity = _identity(scores, manifest, table, size, seed, evaluate, reports_dir)
+        scores, identity = _identity(
+            scores, manifest, table, size, seed, evaluate, reports_dir, base["workers"]
+        )
     with clock("statistics"):
         summary = summarise(scores)
         metrics = _metrics(scores, summary, report, manifest, evaluate["inference"])
@@ -199,7 +201,8 @@ def _au_floor_and_slopes(scores, report: dict, metrics: dict, n_boot: int, seed:
     }
 
 
-def _identity(scores, manifest, table, size: int, seed: int, evaluate: dict, reports_dir):
+def _identity(scores, manifest, table, size: int, seed: int, evaluate: dict, reports_dir,
+              workers: int = 1):  # fmt: skip
     """The identity instrument's own numbers: its validation on the test people
     (``identity_encoder.json``), and for ``eval.json`` the floor and ceiling (encoder and dlib),
     the photo-copy ceiling and the known answers; returns ``(scores with identity_normalised,
@@ -208,7 +211,7 @@ def _identity(scores, manifest, table, size: int, seed: int, evaluate: dict, rep
     (:func:`~paincontrol_lib.evaluate.identity_bounds`)."""
     n_boot, encoder = evaluate["n_bootstrap"], evaluate["identity_encoder"]
     write_json(Path(reports_dir) / "metrics" / IDENTITY_METRICS,
-               identity_instrument(table, seed, n_boot, encoder))  # fmt: skip
+               identity_instrument(table, seed, n_boot, encoder, workers))  # fmt: skip
     photo = identity_ceiling(manifest, table, size, seed, encoder)
     out = identity_bounds(scores, photo, table, manifest, seed, n_boot, encoder)
     for suffix in IDENTITY_JUDGES:
