@@ -90,15 +90,20 @@ def _of(metrics: dict, name: str, digits: int = 3) -> str:
 def synthpain(reports_dir) -> str:
     m = _load(reports_dir, "synthpain.json")
     corr = ", ".join(f"{k.replace('_', ' ')} r = {v:.2f}" for k, v in m["tracking_corr"].items())
-    template = ", ".join(f"{v:.2f}" for v in m["template_tracking_corr"].values())
+    template = ", ".join(f"{v:.2f}" for v in m["subject_template_tracking_corr"].values())
     return (
         f"- **{m['n_images']:,} images of {m['n_identities']} synthetic people** were rendered.\n"
         f"- MediaPipe found a face in {m['mediapipe_detection_rate']:.1%} of them. Its landmarks "
-        f"lie at NME {m['mediapipe_nme']:.3f} from the renderer's ground truth; a fixed "
-        f"template face scores {m['template_nme']:.3f}.\n"
-        f"- MediaPipe follows the expression: {corr}. The template gets {template}. So the "
-        "meshes the model is conditioned on carry the expression, not just a face shape.\n"
-        + _synthpain_appearance(m)
+        f"lie at NME {m['mediapipe_nme']:.3f} from the renderer's ground truth "
+        f"(`mediapipe_nme`). A generic neutral face scores {m['template_nme']:.3f} "
+        f"(`template_nme`); the person's own neutral frame, which knows who but not the "
+        f"expression, scores {m['subject_template_nme']:.3f} (`subject_template_nme`), closer "
+        "than MediaPipe: it is the renderer's own shape of the person, and most frames move "
+        "little from it.\n"
+        f"- MediaPipe follows the expression: {corr} (`tracking_corr`). The person's own "
+        f"neutral frame gets {template} (`subject_template_tracking_corr`: it varies between "
+        "people, never with the expression). So the meshes the model is conditioned on carry "
+        "the expression, not just a face shape.\n" + _synthpain_appearance(m)
     )
 
 
@@ -434,8 +439,12 @@ def study(reports_dir) -> str:
         f"no condition differs: false-positive rate {_rate(valid['false_positive_rate_mc'])} "
         f"at nominal alpha {valid['alpha']} (Monte Carlo 95 % interval over panels).\n"
         + _effect_panels(valid)
-        + f"- PainControl vs real photographs: log-odds of a higher rating "
-        f"{_interval(_effect(ours), 2)}{truth if m['simulated'] else ''}."
+        + f"- PainControl vs the dataset's own frames (the `real` condition: "
+        f"{m.get('real_items', 'photographs')}, matched to the requested PSPI: mean "
+        f"{m['pspi_by_condition']['real']['mean']:.1f} against "
+        f"{m['pspi_by_condition']['paincontrol']['mean']:.1f}, `pspi_by_condition`): log-odds "
+        f"of a higher rating {_interval(_effect(ours), 2)}{truth if m['simulated'] else ''} "
+        "(`methods.paincontrol.effect`)."
     )
 
 

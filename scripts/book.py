@@ -13,6 +13,7 @@ reports/figures/): every relative link and image path of the Markdown keeps work
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,12 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = "reports/notebooks"
 FIGURES = "reports/figures"
+# Repository files the pages link to: staged beside them, so the book offers them as downloads.
+LINKED_FILES = ("CITATION.cff", "LICENSE", "params.yaml")
+NOTICES = "THIRD_PARTY_NOTICES"  # a page of the book (Documentation)
+# A Markdown link to a folder of the repository: the book has no page for a folder, so it shows
+# the link's text (the path) where GitHub shows a folder listing.
+FOLDER_LINK = re.compile(r"\[([^\]]+)\]\(((?:\.\./)*[\w.-]+(?:/[\w.-]+)*/)\)")
 
 
 def pages(root: Path) -> tuple[list[str], list[str]]:
@@ -46,9 +53,13 @@ def stage(root: Path, src: Path) -> None:
         shutil.rmtree(src)
     src.mkdir(parents=True)
     shutil.copy2(root / "README.md", src / "README.md")
+    for name in (*LINKED_FILES, f"{NOTICES}.md"):
+        shutil.copy2(root / name, src / name)
     for folder in ("docs", NOTEBOOKS, FIGURES):
         if (root / folder).is_dir():
             shutil.copytree(root / folder, src / folder)
+    for page in [src / "README.md", src / f"{NOTICES}.md", *(src / "docs").glob("*.md")]:
+        page.write_text(unlink_folders(page.read_text(), root / page.parent.relative_to(src)))
     docs, notebooks = pages(root)
     toc = {
         "format": "jb-book",
@@ -58,7 +69,10 @@ def stage(root: Path, src: Path) -> None:
                 "caption": "Results: the executed notebooks (default run)",
                 "chapters": [{"file": nb} for nb in notebooks],
             },
-            {"caption": "Documentation", "chapters": [{"file": d} for d in docs]},
+            {
+                "caption": "Documentation",
+                "chapters": [{"file": d} for d in docs] + [{"file": NOTICES}],
+            },
         ],
     }
     config = {
@@ -67,20 +81,23 @@ def stage(root: Path, src: Path) -> None:
         "copyright": "",
         "only_build_toc_files": True,
         "execute": {"execute_notebooks": "off"},
-        "sphinx": {
-            "config": {
-                "html_show_copyright": False,
-                "suppress_warnings": [
-                    "myst.header",
-                    "myst.xref_missing",
-                    "mystnb.unknown_mime_type",
-                ],
-            }
-        },
+        "bibtex_bibfiles": ["docs/references.bib"],
+        "sphinx": {"config": {"html_show_copyright": False, "myst_heading_anchors": 3}},
         "html": {"use_repository_button": False, "use_issues_button": False},
     }
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def unlink_folders(text: str, repo_dir: Path) -> str:
+    """``text`` with each Markdown link to a folder of the repository (relative to ``repo_dir``,
+    the page's folder there) replaced by the link's text."""
+
+    def replace(match: re.Match) -> str:
+        target = (repo_dir / match.group(2)).resolve()
+        return match.group(1) if target.is_dir() else match.group(0)
+
+    return FOLDER_LINK.sub(replace, text)
 
 
 def build(root: Path, out: Path) -> Path:
@@ -88,10 +105,17 @@ def build(root: Path, out: Path) -> Path:
     src = out / "src"
     stage(root, src)
     jupyter_book = Path(sys.executable).parent / "jupyter-book"
-    command = [str(jupyter_book), "build", str(src), "--path-output", str(out), "--quiet"]
+    command = [str(jupyter_book), "build", str(src), "--path-output", str(out), "--quiet",
+               "--warningiserror", "--keep-going"]  # fmt: skip
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:
-        raise RuntimeError(f"jupyter-book build failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
+        warnings = [line for line in (run.stdout + run.stderr).splitlines() if "WARNING" in line]
+        raise RuntimeError(
+            "jupyter-book build failed (every Sphinx warning is an error: a dead link, a missing "
+            "figure or citation):\n"
+            + "\n".join(warnings[:40])
+            + f"\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
+        )
     index = out / "_build" / "html" / "index.html"
     if not index.is_file():
         raise RuntimeError(f"jupyter-book reported success but wrote no {index}")

@@ -89,7 +89,7 @@ def stages() -> str:
 
 def synthpain() -> str:
     m = _load("synthpain")
-    corr, template = m["tracking_corr"], m["template_tracking_corr"]
+    corr, template = m["tracking_corr"], m["subject_template_tracking_corr"]
     rows = [
         ["detection rate", fmt(m["mediapipe_detection_rate"], 2), ""],
         [

@@ -203,3 +203,27 @@ def test_workers_from_an_unguarded_script_fail_fast(tmp_path):
     )
     ok = subprocess.run([sys.executable, str(guarded)], capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0 and int(ok.stdout.split()[-1]) >= 8, ok.stderr[-1500:]
+
+
+def test_committed_figures_show_only_photographs_whose_licence_permits_it(tmp_path):
+    """Only the public-domain astronaut is drawn (the committed figure is a copy of it); every
+    other bundled photograph is counted in the table, never shown, and each is listed with its
+    terms in THIRD_PARTY_NOTICES.md."""
+    from types import SimpleNamespace
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from paincontrol_lib.config import REPO_ROOT
+    from paincontrol_lib.stages.landmarks import real_photos_figure
+
+    photos = bundled_photos()
+    assert [p.name for p in photos if p.redistributable] == ["astronaut"]
+    fig, table = real_photos_figure(SimpleNamespace(photos=[(p, []) for p in photos]), tmp_path)
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == 1 and drawn[0].get_title().startswith("astronaut")
+    assert len(table) == len(photos) and table["shown"].sum() == 1
+    notices = (REPO_ROOT / "THIRD_PARTY_NOTICES.md").read_text()
+    missing = [p.path.name for p in photos if p.path.name not in notices]
+    missing = [m for m in missing if m != "free-mountain-vector-01.jpg"]  # no person in it
+    assert not missing, f"photographs without their terms in THIRD_PARTY_NOTICES.md: {missing}"

@@ -140,6 +140,33 @@ def test_design_is_balanced_randomised_and_keyed(tmp_path):
     assert set(key.loc[key["kind"] == "attention", "expected"]) <= {1, 2, 3, 4, 5}
 
 
+def test_real_items_show_the_expressions_the_methods_were_asked_for(tmp_path):
+    """The real condition is matched to the requested PSPI: with frames at every level the
+    conditions' PSPI distributions are equal; where the target has no frame at a level, another
+    test person's closest frame is taken rather than a neutral one of the target."""
+    import pandas as pd
+
+    from paincontrol_lib.study.design import _match_real, condition_pspi
+
+    trials_dir, _ = _build(tmp_path)
+    key = load_key(trials_dir)
+    pspi = condition_pspi(key)
+    assert pspi["real"] == pspi["paincontrol"] == pspi["warp"]
+    items = key[key["kind"] == "item"]
+    for condition in ("paincontrol", "warp"):
+        assert sorted(items.loc[items["method"] == "real", "pspi"]) == sorted(
+            items.loc[items["method"] == condition, "pspi"]
+        )
+    requests = pd.DataFrame({"identity": ["a", "a", "b"], "pspi": [12.0, 0.0, 3.0]})
+    real = pd.DataFrame({"identity": ["a", "a", "a", "b", "b"],
+                         "pspi": [0.0, 1.0, 2.0, 3.0, 11.0]})  # fmt: skip
+    chosen = _match_real(requests, real, np.random.default_rng(0))
+    # a's 12 takes b's 11 (a has nothing above 2), a's 0 its own 0, b's 3 its own 3
+    assert sorted(chosen["pspi"]) == [0.0, 3.0, 11.0]
+    with pytest.raises(ValueError, match="too few"):
+        _match_real(requests, real.head(2), np.random.default_rng(0))
+
+
 def test_images_are_identical_in_format_and_carry_no_method(tmp_path):
     trials_dir, info = _build(tmp_path)
     files = sorted((trials_dir / IMAGES).iterdir())

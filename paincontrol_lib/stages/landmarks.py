@@ -88,14 +88,17 @@ def synthetic_figure(result: LandmarksResult, out_dir, figures_dir):
 
 
 def real_photos_figure(result: LandmarksResult, figures_dir):
-    """Every face found in the photographs that ship inside installed packages (read in place),
-    meshed with the full-range detector; returns the figure and a table of faces found."""
+    """The faces found in the photographs that ship inside installed packages (read in place),
+    meshed with the full-range detector; returns the figure and a table of faces found in every
+    one. The figure shows only the photographs whose licence permits redistribution (the
+    committed figure is a copy); the table counts them all."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    photos = result.photos
-    fig, axes = plt.subplots(2, (len(photos) + 1) // 2, figsize=(10, 4.4))
-    for ax, (photo, faces) in zip(axes.ravel(), photos, strict=False):
+    shown_photos = [(p, f) for p, f in result.photos if p.redistributable]
+    fig, axes = plt.subplots(1, len(shown_photos), figsize=(3.2 * len(shown_photos), 3.4),
+                             squeeze=False)  # fmt: skip
+    for ax, (photo, faces) in zip(axes.ravel(), shown_photos, strict=True):
         image = load_image(photo.path)
         for face in faces:
             image = draw_points(image, face.landmarks, (255, 0, 0), max(1, image.shape[1] / 500))
@@ -108,9 +111,10 @@ def real_photos_figure(result: LandmarksResult, figures_dir):
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "landmarks_real_photos.png")
     found = [
-        {"photo": p.name, "faces": p.faces, "meshable": p.meshable, "meshed": len(f)}
-        for p, f in photos
-    ]
+        {"photo": p.name, "faces": p.faces, "meshable": p.meshable, "meshed": len(f),
+         "shown": p.redistributable}
+        for p, f in result.photos
+    ]  # fmt: skip
     return fig, pd.DataFrame(found)
 
 

@@ -18,6 +18,7 @@ from paincontrol_lib.study.design import (
     IMAGES,
     REAL,
     build_trial_set,
+    condition_pspi,
     load_design,
     load_key,
     stage_candidates,
@@ -41,10 +42,11 @@ class StudyResult:
 
 
 def run(
-    base: dict, study: dict, transfer_dir, landmarks_dir, study_dir, reports_dir
+    base: dict, study: dict, transfer_dir, landmarks_dir, study_dir, reports_dir, data=None
 ) -> StudyResult:
     """Build the trial set into ``study_dir``, rate it (simulated unless ``study.ratings`` names
-    an export), analyse and write ``study.json``."""
+    an export), analyse and write ``study.json``; ``data`` (params ``data``) says what the real
+    condition's frames are (``study.json: real_items``)."""
     started, clock = time.perf_counter(), PhaseClock()
     seed = base["seed"]
     with clock("trial_set"):
@@ -79,6 +81,8 @@ def run(
         )
     metrics = {
         **analysis["metrics"],
+        "real_items": REAL_ITEMS.get((data or {}).get("source"), "photographs"),
+        "pspi_by_condition": condition_pspi(key),
         "ratings_source": "simulated" if simulated else study["ratings"],
         "trials_per_rater": design["trials_per_rater"],
         "simulation": {"effects": study["simulate"]["effects"]} if simulated else None,
@@ -160,8 +164,27 @@ def _validation_line(validation: dict) -> str:
 
 
 def items_per_condition(result: StudyResult) -> pd.DataFrame:
+    """Per condition: items, people shown and the PSPI asked for (generated) or shown (real,
+    matched to the requests): ``study.json: pspi_by_condition``."""
     key = result.key
-    return key[key["kind"] == "item"].groupby(["method", "identity"]).size().unstack()
+    items = key[key["kind"] == "item"]
+    pspi = pd.DataFrame(result.metrics["pspi_by_condition"]).T.round(1)
+    counts = items.groupby("method").agg(items=("image_id", "size"), people=("identity", "nunique"))
+    return counts.join(pspi.add_prefix("PSPI "))
+
+
+def validation_table(result: StudyResult) -> pd.DataFrame:
+    """``study.json: validation`` as a table: each rate over the simulated panels with its Monte
+    Carlo 95 % interval (null panels; ``effect_panels`` where there are any)."""
+    rows, validation = [], result.metrics["validation"]
+    for panels, entry in (("null", validation), ("effect", validation.get("effect_panels"))):
+        for name in ("false_positive_rate", "ci_coverage", "power"):
+            mc = (entry or {}).get(f"{name}_mc") or {}
+            if mc.get("rate") is not None:
+                rows.append({"panels": panels, "measure": name, "rate": mc["rate"],
+                             "mc_ci_low": mc["mc_ci_low"], "mc_ci_high": mc["mc_ci_high"],
+                             "n_panels": mc["n_panels"]})  # fmt: skip
+    return pd.DataFrame(rows).round(3)
 
 
 def _stage_labels(transfer_dir) -> dict:
@@ -171,12 +194,21 @@ def _stage_labels(transfer_dir) -> dict:
     return method_labels(load_manifest(transfer_dir))
 
 
+# What the real condition's items are, by data source: photographs unless the data are renders.
+REAL_ITEMS = {"synthpain": "SynthPain renders"}
+
+
+def _real(result: StudyResult) -> str:
+    """The real condition, as readers should read it: the dataset's frames, of which kind."""
+    return f"the dataset's frames ({result.metrics.get('real_items', 'photographs')})"
+
+
 def _label(condition: str, result: StudyResult) -> str:
-    """What readers see for a condition: real photos or what the method ran."""
+    """What readers see for a condition: the dataset's frames or what the method ran."""
     from paincontrol_lib.transfer import METHOD_LABELS
 
     if condition == REAL:
-        return "real photo"
+        return f"real: {result.metrics.get('real_items', 'photographs')}"
     return result.metrics.get("labels", {}).get(condition, METHOD_LABELS.get(condition, condition))
 
 
@@ -317,7 +349,7 @@ def effects_figure(result: StudyResult, figures_dir):
     if result.true_effects is not None:
         axes[0].plot(effect["true"], y, "x", color=colour(3), ms=9, mew=2,
                      label="simulator's true effect")  # fmt: skip
-    axes[0].set(xlabel="log-odds of a higher rating than real photos",
+    axes[0].set(xlabel=f"log-odds of a higher rating than {_real(result)}",
                 title="Ordinal model (primary)")  # fmt: skip
     if result.analysis["mixed"] is not None:
         mixed = result.analysis["mixed"].set_index("method").loc[generated]
@@ -332,10 +364,10 @@ def effects_figure(result: StudyResult, figures_dir):
         )
     else:
         axes[1].text(0.5, 0.5, "not estimable", ha="center", transform=axes[1].transAxes)
-    axes[1].set(xlabel="difference in mean rating from real photos (points)",
+    axes[1].set(xlabel=f"difference in mean rating from {_real(result)} (points)",
                 title="Linear mixed model (sensitivity)")  # fmt: skip
     for ax in axes:
-        ax.axvline(0, color=colour(7), lw=0.8)  # no difference from real photos
+        ax.axvline(0, color=colour(7), lw=0.8)  # no difference from the real condition
         handles, labels = ax.get_legend_handles_labels()
         first = sorted(range(len(labels)), key=lambda k: not labels[k].startswith("estimate"))
         ax.legend([handles[k] for k in first], [labels[k] for k in first], fontsize=8,
@@ -343,7 +375,8 @@ def effects_figure(result: StudyResult, figures_dir):
                   ncols=2)  # fmt: skip
     axes[0].set(yticks=y, yticklabels=names)
     axes[0].invert_yaxis()
-    fig.suptitle(f"Realism of each method against real photos: {_raters(result)}", fontsize=10)
+    fig.suptitle(f"Realism of each method against {_real(result)}: {_raters(result)}",
+                 fontsize=10)  # fmt: skip
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "study_effects.png")
     return fig

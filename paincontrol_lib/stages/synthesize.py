@@ -201,7 +201,8 @@ def pspi_figure(result: SynthesizeResult, figures_dir):
 
 
 def tracking_figure(result: SynthesizeResult, figures_dir):
-    """MediaPipe's expression features against the ground truth's, with the template baseline."""
+    """MediaPipe's expression features against the ground truth's; each title gives the
+    correlation of the person's own neutral frame (the baseline that knows who, not what)."""
     import matplotlib.pyplot as plt
 
     truth = expression_features(synthpain.landmarks(result.table)[result.detected])
@@ -217,7 +218,7 @@ def tracking_figure(result: SynthesizeResult, figures_dir):
             xlabel="ground-truth mesh (inter-ocular units)",
             ylabel="MediaPipe (inter-ocular units)",
             title=f"{words}: r = {report['tracking_corr'][name]:.2f} "
-            f"(fixed template {report['template_tracking_corr'][name]:.2f})",
+            f"(own neutral frame {report['subject_template_tracking_corr'][name]:.2f})",
         )
     axes[0].legend(loc="upper left", fontsize=7)
     fig.tight_layout()
@@ -329,6 +330,6 @@ def realism_table(metrics: dict) -> pd.DataFrame:
     for name, r in metrics["tracking_corr"].items():
         rows[f"tracking r: {name.replace('_', ' ')}"] = {
             "MediaPipe": r,
-            "person's own neutral frame": metrics["template_tracking_corr"][name],
+            "person's own neutral frame": metrics["subject_template_tracking_corr"][name],
         }
     return pd.DataFrame(rows).T.round(3)

@@ -44,7 +44,8 @@ def ratings_db_path(trials_dir) -> Path:
 
 def transfer_candidates(manifest: pd.DataFrame, transfer_dir) -> pd.DataFrame:
     """Every stage-03 output as a candidate item; ``slot`` (the file name without the method
-    folder) is shared by the methods' versions of one (source frame, target)."""
+    folder) is shared by the methods' versions of one (source frame, target); ``pspi`` is the
+    PSPI the output was asked for (the source frame's, or the level asked explicitly)."""
     return pd.DataFrame({
         "condition": manifest["method"].astype(str),
         "identity": manifest["target"].astype(str),
@@ -56,11 +57,12 @@ def transfer_candidates(manifest: pd.DataFrame, transfer_dir) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def real_candidates(table: pd.DataFrame, identities) -> pd.DataFrame:
-    """Detected held-out frames of ``identities`` (landmark table rows), to be cropped exactly
-    like the transfer outputs (the canonical alignment at the output size)."""
+def real_candidates(table: pd.DataFrame) -> pd.DataFrame:
+    """Every detected frame of the test people (landmark table rows), to be cropped exactly like
+    the transfer outputs (the canonical alignment at the output size). The real items are
+    matched to the generated items' requested PSPI (:func:`_match_real`), from the target's own
+    frames where they have the expression, else from another test person's."""
     rows = table[(table["split"] == "test") & table["detected"]]
-    rows = rows[rows["subject"].isin(set(identities))]
     return pd.DataFrame({
         "condition": REAL,
         "identity": rows["subject"].astype(str),
@@ -136,14 +138,49 @@ def _choose(candidates: pd.DataFrame, per_identity: int, rng) -> pd.DataFrame:
             )
         slots = set(rng.choice(common, per_identity, replace=False))
         picked.append(mine[mine["condition"].isin(generated) & mine["slot"].isin(slots)])
-        if REAL in conditions:
-            real = mine[mine["condition"] == REAL].sort_values("slot")
-            if len(real) < per_identity:
-                raise ValueError(
-                    f"identity {identity}: {len(real)} real held-out frames, {per_identity} needed"
-                )
-            picked.append(real.iloc[np.sort(rng.choice(len(real), per_identity, replace=False))])
-    return pd.concat(picked, ignore_index=True)
+    chosen = pd.concat(picked, ignore_index=True)
+    if REAL in conditions:
+        requests = chosen[chosen["condition"] == generated[0]]
+        real = candidates[candidates["condition"] == REAL].sort_values("slot")
+        chosen = pd.concat([chosen, _match_real(requests, real, rng)], ignore_index=True)
+    return chosen
+
+
+# A real frame of another person is taken over the target's own when it is this much closer to
+# the requested PSPI (points): the target's own frames first, the expression above all.
+OTHER_PERSON_COST = 0.5
+
+
+def _match_real(requests: pd.DataFrame, real: pd.DataFrame, rng) -> pd.DataFrame:
+    """One real frame per requested item, its PSPI as close as the frames allow to the PSPI the
+    item was asked for (highest requests first, since high-PSPI frames are rare; ties drawn at
+    random): the real condition then shows the expressions the methods were asked to make, so
+    realism is not confounded with expression."""
+    if len(real) < len(requests):
+        raise ValueError(f"{len(real)} real test frames for {len(requests)} items: too few")
+    pspi, person = real["pspi"].to_numpy(float), real["identity"].to_numpy()
+    free = np.ones(len(real), bool)
+    taken = []
+    for _, item in requests.sort_values("pspi", ascending=False, kind="stable").iterrows():
+        cost = np.abs(pspi - item["pspi"]) + OTHER_PERSON_COST * (person != item["identity"])
+        cost[~free] = np.inf
+        best = np.flatnonzero(cost == cost.min())
+        index = int(best[rng.integers(len(best))])
+        free[index] = False
+        taken.append(index)
+    return real.iloc[np.sort(taken)]
+
+
+def condition_pspi(key: pd.DataFrame) -> dict:
+    """Per condition of a trial set's key, the PSPI of its items (mean, quartiles): the real
+    items' should match the generated items' requests."""
+    items = key[key["kind"] == "item"]
+    return {
+        str(method): {"mean": float(group.mean()), "q25": float(group.quantile(0.25)),
+                      "median": float(group.median()), "q75": float(group.quantile(0.75)),
+                      "max": float(group.max())}
+        for method, group in items.groupby("method")["pspi"]
+    }  # fmt: skip
 
 
 def _order(items: pd.DataFrame, checks: list[str], repeats: int, rng) -> list[tuple[str, int]]:
@@ -257,13 +294,13 @@ def load_key(trials_dir) -> pd.DataFrame:
 
 
 def stage_candidates(transfer_dir, landmarks_dir) -> pd.DataFrame:
-    """Candidates from the pipeline's outputs: every transfer output, and the real held-out
-    frames of the people the outputs were made for."""
+    """Candidates from the pipeline's outputs: every transfer output, and every detected frame
+    of the test people (the real items are matched to the requested PSPI)."""
     from paincontrol_lib.landmarks.table import load_landmark_table
     from paincontrol_lib.transfer import load_manifest
 
     manifest = load_manifest(transfer_dir)
     table = load_landmark_table(landmarks_dir)
     generated = transfer_candidates(manifest, transfer_dir)
-    real = real_candidates(table, generated["identity"].unique())
+    real = real_candidates(table)
     return pd.concat([generated, real], ignore_index=True)

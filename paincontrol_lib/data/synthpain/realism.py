@@ -70,6 +70,6 @@ def realism_report(table: pd.DataFrame, detected: np.ndarray, predicted: np.ndar
         "template_nme": float(facemesh.nme(generic_template(table), gt).mean()),
         "subject_template_nme": float(facemesh.nme(own, gt).mean()),
         "tracking_corr": tracking(predicted[detected], gt[detected]),
-        "template_tracking_corr": tracking(own, gt),
+        "subject_template_tracking_corr": tracking(own, gt),
     }
     return report
