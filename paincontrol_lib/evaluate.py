@@ -305,6 +305,13 @@ def score_outputs(
         scores[f"requested_{au}"] = asked[au]
         scores[f"estimated_{au}"] = estimated[au]
         scores[f"error_{au}"] = (estimated[au] - asked[au]).abs()
+    requested = np.stack([np.asarray(a, float).reshape(-1, 3) for a in manifest["target_aligned"]])
+    meshes = {"": faces["output"].meshes, "requested_": requested}
+    if exact is not None:
+        meshes["exact_"] = faces["exact"].meshes
+    for prefix, found in meshes.items():  # the expression each one shows, for motion following
+        for name, values in facemesh.expression_features(found[..., :2]).items():
+            scores[f"{prefix}feature_{name}"] = values
     if "guide" in aus.readers:  # AU guidance's own reader on the outputs: reported, never scores
         guide = aus.readers["guide"](faces["output"]).reset_index(drop=True)
         for au in PAIN_AUS:
@@ -338,6 +345,56 @@ def same_requests(manifest: pd.DataFrame, asked: pd.DataFrame) -> tuple[np.ndarr
     _, first, request = np.unique(np.array(keys, dtype=str), return_index=True,
                                   return_inverse=True)  # fmt: skip
     return request.ravel(), first
+
+
+MOTION_FEATURES = ("eye_opening", "mouth_opening", "brow_height")  # facemesh.expression_features
+
+
+def motion_following(scores: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
+    """Per transferred sequence (method, source, target; delta outputs in frame order), how
+    well its expression follows the source's motion: the cosine between the frame-to-frame
+    changes of the outputs' expression features (``<prefix>feature_*``; ``exact_`` reads the
+    exact answers) and of the expression asked for (``requested_feature_*``), each feature in
+    units of its requested changes' spread over all sequences. 1: the outputs move as the source
+    does; 0: they stand still, or flicker without following; -1: they move against it. A
+    sequence with a frame without a face, or whose requested expression does not change, is
+    left out. Columns: method, source, target, motion_following."""
+    delta = scores[(scores["mode"] == "delta") & scores["frame"].notna()]
+    asked_cols = [f"requested_feature_{f}" for f in MOTION_FEATURES]
+    shown_cols = [f"{prefix}feature_{f}" for f in MOTION_FEATURES]
+    groups = [
+        (key, g.sort_values("frame")) for key, g in delta.groupby(["method", "source", "target"])
+    ]
+    changes = [np.diff(g[asked_cols].to_numpy(float), axis=0) for _, g in groups]
+    spread = np.nanstd(np.concatenate(changes), axis=0) if changes else np.ones(3)
+    spread[~(spread > 0)] = 1.0
+    rows = []
+    for ((method, source, target), g), asked in zip(groups, changes, strict=True):
+        shown = np.diff(g[shown_cols].to_numpy(float), axis=0) / spread
+        asked = asked / spread
+        norm = np.linalg.norm(shown) * np.linalg.norm(asked)
+        if not np.isfinite(shown).all() or not np.linalg.norm(asked) > 0:
+            continue
+        value = float((shown * asked).sum() / norm) if norm > 0 else 0.0
+        rows.append({"method": method, "source": source, "target": target,
+                     "motion_following": value})  # fmt: skip
+    return pd.DataFrame(rows, columns=["method", "source", "target", "motion_following"])
+
+
+def motion_summary(scores: pd.DataFrame, n_boot: int, seed: int) -> dict:
+    """``eval.json: motion_following``: per method the mean of :func:`motion_following` with a
+    95 % bootstrap interval over targets, and the exact answers' (the ceiling as the instrument
+    reads it; an output that stands still scores 0)."""
+    out = {}
+    for name, frame in (("methods", motion_following(scores)),
+                        ("exact_answer", motion_following(scores, "exact_"))):  # fmt: skip
+        if name == "exact_answer":
+            frame = frame[frame["method"] == frame["method"].iloc[0]] if len(frame) else frame
+            frame = frame.assign(method="exact_answer")
+        for method, g in frame.groupby("method"):
+            mean, low, high = cluster_bootstrap_ci(g["motion_following"], g["target"], n_boot, seed)
+            out[method] = {"mean": mean, "ci_low": low, "ci_high": high, "n_sequences": len(g)}
+    return out
 
 
 def _measure_outputs(job, exact=None):

@@ -10,7 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PALETTE = "colorblind"  # seaborn's colour-blind-safe qualitative palette (Okabe-Ito-like)
+# Okabe and Ito's colour-blind-safe palette, its eight colours told apart at a glance (seaborn's
+# "colorblind" has a brown beside two oranges): blue, orange, bluish green, vermillion, reddish
+# purple, sky blue, yellow; and grey for reference lines.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#7F7F7F"]
 
 
 def theme() -> None:
@@ -54,7 +57,8 @@ def image_grid(
         if labels and len(labels) != n:
             raise ValueError(f"{len(labels)} {what} labels for {n} {what}s")
     label_width = 1.1 if row_labels else 0.05
-    header = (0.3 if column_labels else 0.05) + (0.35 if title else 0.0)
+    lines = max((str(label).count("\n") + 1 for label in column_labels), default=0)
+    header = (0.14 + 0.13 * lines if column_labels else 0.05) + (0.35 if title else 0.0)
     width, height = label_width + cell_inches * n_cols, header + cell_inches * n_rows
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(width, height), squeeze=False)
     fig.subplots_adjust(
@@ -79,6 +83,6 @@ def image_grid(
             axes[i, 0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
     for j, label in enumerate(column_labels):
         axes[0, j].set_title(label, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9, y=1 - 0.08 / height, va="top")
+    if title:  # above the column labels, whatever their height
+        fig.suptitle(title, fontsize=9, y=1 - 0.06 / height, va="top")
     return fig

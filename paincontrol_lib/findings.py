@@ -140,15 +140,21 @@ def landmarks(reports_dir) -> str:
     meshed = sum(p["meshed"] for p in photos.values())
     lines = [
         f"- **{m['detection_rate']:.1%} of {m['n_images']:,} images** were meshed, aligned and "
-        "drawn as control images"
-        + (f"; the mesh lies at NME {m['nme']:.3f} from the ground truth." if "nme" in m else "."),
-        f"- Throughput: {m['images_per_second']:.0f} images/s, "
-        f"{m['throughput_ratio_vs_mediapipe']:.2f}x plain MediaPipe on the same images.",
+        "drawn as control images (`detection_rate`)"
+        + (
+            f"; the mesh lies at NME {m['nme']:.3f} from the ground truth (`nme`)."
+            if "nme" in m
+            else "."
+        ),
+        f"- Throughput: {m['images_per_second']:.0f} images/s (`images_per_second`), "
+        f"{m['throughput_ratio_vs_mediapipe']:.2f}x plain MediaPipe on the same images "
+        "(`throughput_ratio_vs_mediapipe`; timings depend on the machine).",
     ]
     if photos:
         lines.append(
             f"- On {len(photos)} real photographs, {meshed} of the {faces} faces found "
-            "were meshed (the others are profiles or too small; see the figure)."
+            "were meshed (`real_photos`; the others are profiles). The figure shows the one "
+            "photograph whose licence permits it, the public-domain astronaut."
         )
     return "\n".join(lines)
 
@@ -162,20 +168,22 @@ def train(reports_dir) -> str:
     labels, best = tuning["labels"], tuning["selected_label"]
     effect = m.get("finetune_effect_val")
     lines = [
-        f"- **{m['steps']} training steps** from {start} (stopped by {m['stopped_by']}).",
+        f"- **{m['steps']} training steps** from {start} (`steps`, stopped by {m['stopped_by']}).",
         f"- On {m['n_heldout_identities']} **test people**, {labels['paincontrol']} "
         f"({m['sampler']['steps']} of {m['sampler']['steps']} steps from noise, tuned) follows "
-        f"the control mesh at NME {m['heldout_nme']:.4f}. Real frames score "
-        f"{ceiling['nme']:.4f} on the same test; a shuffled control gives "
-        f"{m['heldout_nme_shuffled']:.4f}.",
+        f"the control mesh at NME {m['heldout_nme']:.4f} (`heldout_nme`). The test people's "
+        f"own frames score {ceiling['nme']:.4f} against their meshes (`ground_truth_ceiling.nme`"
+        f"); a shuffled control gives {m['heldout_nme_shuffled']:.4f} "
+        "(`heldout_nme_shuffled`).",
         f"- Identity: its samples are recognised as their own person top-1 "
         f"{m['heldout_identity_top1']:.0%} of the time (`heldout_identity_top1`), against a "
         f"frame the model never saw; the identity photo itself reaches "
-        f"{m['identity_top1_ceiling']:.0%}. The model alone (identity scale 1, no guidance) "
-        f"reaches {m['noise_start']['heldout_identity_top1']:.0%}.",
+        f"{m['identity_top1_ceiling']:.0%} (`identity_top1_ceiling`). The model alone (identity "
+        f"scale 1, no guidance) reaches {m['noise_start']['heldout_identity_top1']:.0%} "
+        "(`noise_start.heldout_identity_top1`).",
         f"- The sampler was chosen on {tuning['n_people']} {tuning['split']} people by the "
         f"declared objective ({tuning['rule']}). Best of all {len(tuning['grid'])} settings: "
-        f"**{best}** ({tuning['steps_run']} denoising steps run)"
+        f"**{best}** ({tuning['steps_run']} denoising steps run; `tuning.json: selected`)"
         + (": the warp itself wins." if tuning["warp_wins"] else ".")
         + f" Best from noise: {labels['paincontrol']}; best on the warped target: "
         f"{labels['warp_start']}.",
@@ -225,7 +233,8 @@ def _tokenizer_note(reports_dir) -> list[str]:
     if not text.get("prompts_truncated"):
         return []
     return [
-        "- The warnings above about truncated prompts come from the tokenizer of the shipped "
+        "- This stage's log (`reports/logs/`, one line above says where) holds warnings about "
+        "truncated prompts: they come from the tokenizer of the shipped "
         f"checkpoint, which stage 02 starts from: it cut {text['prompts_truncated']} of "
         f"{text['n_prompts']} training prompts there (docs/model.md; retraining it needs a GPU)."
     ]
@@ -233,18 +242,15 @@ def _tokenizer_note(reports_dir) -> list[str]:
 
 def transfer(reports_dir) -> str:
     m = _load(reports_dir, "transfer.json")
-    jitter = m["sequence_jitter"]
     per_image = m["per_image_seconds"]
     labels, steps = m["labels"], m["steps_run"]
-    shown = [x for x in ("paincontrol", "paincontrol_warp_start", "warp") if x in jitter]
     return (
         f"- **{m['n_pairs']} source-target pairs** ({m['n_sources']} sources onto "
         f"{m['n_targets']} targets, test people only), {m['frames_per_pair']} frames each, "
         f"{len(m['methods'])} methods: "
         + "; ".join(f"{labels[x]} (`{x}`)" for x in m["methods"])
-        + ".\n- Frame-to-frame jitter of a sequence (lower is steadier): "
-        + ", ".join(f"{labels[x]} {jitter[x]:.2f}" for x in shown)
-        + f"; the source itself {m['source_sequence_jitter']:.2f}.\n"
+        + ".\n- Whether each sequence follows the source's motion is read in stage 04 "
+        "(`eval.json: motion_following`).\n"
         + "".join(
             f"- {labels[x]} took {1000 * per_image[x]:.0f} ms per image here ({steps[x]} "
             f"denoising step{'s' if steps[x] != 1 else ''} run).\n"
@@ -253,6 +259,24 @@ def transfer(reports_dir) -> str:
         )
         + "".join(line + "\n" for line in _tokenizer_note(reports_dir))
     ).rstrip("\n")
+
+
+def _motion(m: dict) -> list[str]:
+    """How the transferred sequences follow the source's motion (``motion_following``)."""
+    motion, labels = m.get("motion_following") or {}, m.get("labels", {})
+    shown = [x for x in ("paincontrol", "paincontrol_warp_start", "paincontrol_au_guided", "warp")
+             if x in motion]  # fmt: skip
+    if not shown:
+        return []
+    exact = motion.get("exact_answer")
+    ceiling = f"; the exact answers, read the same way, {_interval(exact)}" if exact else ""
+    return [
+        "- Following the source's motion (`motion_following`: cosine of each sequence's "
+        "frame-to-frame expression changes with those asked for; 1 moves as the source does, "
+        "0 stands still or flickers): "
+        + ", ".join(f"{labels.get(x, x)} {_interval(motion[x])}" for x in shown)
+        + f"{ceiling}."
+    ]
 
 
 def evaluate(reports_dir) -> str:
@@ -278,6 +302,7 @@ def evaluate(reports_dir) -> str:
             )
     lines += _components(m)
     lines += _au_guidance(m)
+    lines += _motion(m)
     claim = m.get("au_claim", {})
     ours_claim = claim.get("methods", {}).get("paincontrol")
     if ours_claim and ours_claim["hard_minus_rest"]["estimate"] is not MISSING:
@@ -287,14 +312,16 @@ def evaluate(reports_dir) -> str:
             f"- The paper's hard AUs: AU4 and AU43 minus the other four pain AUs (excess error "
             f"over the AU reader's own error on the exact answer, in standard deviations of the "
             f"requests, beyond the reader's noise) = {_interval(hard)}, which {supported} the "
-            f"claim that they are the hardest; hardest first: {', '.join(ours_claim['ranking'])}."
+            f"claim that they are the hardest; hardest first: {', '.join(ours_claim['ranking'])} "
+            "(`au_claim.methods.paincontrol`)."
         )
         warp = claim["methods"].get("warp")
         if warp and "verdict" in claim:
             lines.append(
                 f"- The warp, beside it: {_interval(warp['hard_minus_rest'])}, hardest first "
                 f"{', '.join(warp['ranking'])}; PainControl minus the warp "
-                f"{_interval(claim['paincontrol_vs_warp'])}: {claim['verdict']['text']}."
+                f"{_interval(claim['paincontrol_vs_warp'])}: {claim['verdict']['text']} "
+                "(`au_claim.paincontrol_vs_warp`)."
             )
     slope = ours.get("pspi_slope")
     if slope is not None and slope is not MISSING:
@@ -303,8 +330,9 @@ def evaluate(reports_dir) -> str:
         lines.append(
             f"- Under-transfer: PSPI read against PSPI asked has slope "
             f"{_of(ours, 'pspi_slope')} for PainControl (1: full strength) and "
-            f"{_of(warp_slope, 'pspi_slope')} for the warp; the AU reader on the exact answers: "
-            f"{exact.get('estimate', MISSING):.2f}."
+            f"{_of(warp_slope, 'pspi_slope')} for the warp (`methods.<method>.pspi_slope`); the "
+            f"AU reader on the exact answers: {exact.get('estimate', MISSING):.2f} "
+            "(`transfer_slopes.exact_answer.PSPI`)."
         )
     estimator = m.get("au_estimator", {})
     unreliable = estimator.get("unreliable_aus")
@@ -322,7 +350,8 @@ def evaluate(reports_dir) -> str:
             f"PainControl's outputs from them with AUC {mine['c2st_auc_face_features']:.2f} in "
             f"learned face features (0.5: indistinguishable), "
             f"{mine['c2st_auc_au_estimator']:.2f} in AU readings; FD {mine['fd']:.2f}, where the "
-            f"exact answers fed as a method score {known['fd']:.2f} (the floor)."
+            f"exact answers fed as a method score {known['fd']:.2f} (the floor; "
+            "`realism.<method>`)."
         )
     return "\n".join(lines)
 
@@ -400,7 +429,8 @@ def augment(reports_dir) -> str:
         if gain:
             lines.append(
                 f"- AUC gain of {words}, with {scarcest} real pain {who}: {_interval(gain)}, "
-                f"Holm {_p(gain['p_holm'])} ({gain['family']} family): {gain['verdict']}."
+                f"Holm {_p(gain['p_holm'])} ({gain['family']} family): {gain['verdict']} "
+                f"(`claim.{arm}.{scarcest}`)."
             )
     lines += _tokenizer_note(reports_dir)
     if len(levels) < 2:
@@ -410,7 +440,7 @@ def augment(reports_dir) -> str:
     lines.append(
         f"- With all {levels[-1]} pain people the PainControl gain is {_interval(most)}; "
         f"equivalence within +-{inference['equivalence_margin']} AUC: Holm TOST "
-        f"{_p(most['p_tost_holm'])}: {most['verdict']}."
+        f"{_p(most['p_tost_holm'])}: {most['verdict']} (`claim.paincontrol_vs_real.{levels[-1]}`)."
     )
     if scarce["verdict"] == "gain" and most["verdict"].startswith("equivalent"):
         lines.append(
@@ -434,10 +464,11 @@ def study(reports_dir) -> str:
     return (
         f"- Ratings: {m['n_ratings_analysed']:,} of {m['n_ratings']:,} analysed, from "
         f"the {m['n_raters'] - m['n_raters_excluded']} of {m['n_raters']} raters who passed "
-        f"the attention checks; the raters are {source}.\n"
+        f"the attention checks; the raters are {source} (`n_ratings_analysed`).\n"
         f"- The analysis was validated on {valid['n_replications']} simulated panels in which "
         f"no condition differs: false-positive rate {_rate(valid['false_positive_rate_mc'])} "
-        f"at nominal alpha {valid['alpha']} (Monte Carlo 95 % interval over panels).\n"
+        f"at nominal alpha {valid['alpha']} (Monte Carlo 95 % interval over panels; "
+        "`validation.false_positive_rate_mc`).\n"
         + _effect_panels(valid)
         + f"- PainControl vs the dataset's own frames (the `real` condition: "
         f"{m.get('real_items', 'photographs')}, matched to the requested PSPI: mean "

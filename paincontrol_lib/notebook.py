@@ -37,6 +37,54 @@ OUTPUTS = {
 }
 
 
+# A table in a notebook shows at most this many rows; the whole table is a CSV under reports/plots.
+SHOWN_ROWS = 20
+
+
+def quiet_tables() -> None:
+    """pandas shows at most :data:`SHOWN_ROWS` rows, one line per row, four decimals: no wrapped
+    or 12k-character reprs in the executed notebooks."""
+    import pandas as pd
+
+    pd.set_option("display.max_rows", SHOWN_ROWS)
+    pd.set_option("display.min_rows", SHOWN_ROWS)
+    pd.set_option("display.max_columns", 12)
+    pd.set_option("display.expand_frame_repr", False)
+    pd.set_option("display.precision", 4)
+
+
+def table(frame, name: str, reports_dir, rows=None):
+    """``frame`` as a notebook shows it: written whole to ``reports/plots/<name>.csv`` and shown
+    as the ``rows`` (a boolean mask or labels; default the first :data:`SHOWN_ROWS`), with one
+    line saying how many rows are shown and where the rest are."""
+    from paincontrol_lib.io import atomic_write_bytes
+
+    path = Path(reports_dir) / "plots" / f"{name}.csv"
+    atomic_write_bytes(path, frame.to_csv().encode())
+    shown = frame.head(SHOWN_ROWS) if rows is None else frame.loc[rows]
+    if len(shown) > SHOWN_ROWS:
+        raise ValueError(f"{name}: {len(shown)} rows chosen to show, at most {SHOWN_ROWS}")
+    print(f"{len(shown)} of {len(frame)} rows; the whole table: {path.as_posix()}")
+    return shown
+
+
+def scalars(metrics: dict, keys):
+    """The named entries of a metrics dict (``key`` or ``("nested", "key")``) as a two-column
+    table, what a cell shows instead of the raw dict; the dict is in ``reports/metrics``."""
+    import pandas as pd
+
+    rows = []
+    for key in keys:
+        path = key if isinstance(key, tuple) else (key,)
+        value = metrics
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if isinstance(value, float):
+            value = round(value, 4)
+        rows.append({"metric": ".".join(path), "value": value})
+    return pd.DataFrame(rows).set_index("metric")
+
+
 def repo_root(start: Path | None = None) -> Path:
     """The nearest folder at or above ``start`` (default: the working directory) holding
     ``dvc.yaml`` and ``params.yaml``; the installed library's checkout when none does."""
@@ -55,6 +103,7 @@ def setup(notebook: str, names: dict) -> Path:
     root = repo_root()
     os.chdir(root)
     theme()
+    quiet_tables()
     if names.get("pipeline"):
         return root
     params = load_params(root / "params.yaml")

@@ -10,8 +10,9 @@ What DVC stages run (``dvc.yaml``). Compared with ``papermill NB OUT -f params.y
 - what the kernel and native libraries write straight to the terminal is caught, and the
   messages known to appear on every healthy run (:data:`EXPECTED_STDERR`, each with why) are
   dropped, even when another process wrote into the same line; any other text is printed after
-  the stage, so an unexpected warning still shows; the same messages are removed from the
-  executed notebook's stderr outputs (:func:`drop_expected_stderr`);
+  the stage, so an unexpected warning still shows; in the executed notebook the same messages
+  are removed and every other warning moves to ``reports/logs/<stage>.log``, the cell keeping
+  one line that says how many went there (:func:`move_stderr_to_log`);
 - the kernel runs with :data:`KERNEL_ENV` (OpenMP's passive wait policy, MediaPipe's C++
   logging at errors only);
 - no papermill progress bar; one line per stage: its wall time and a headline metric read back
@@ -19,8 +20,7 @@ What DVC stages run (``dvc.yaml``). Compared with ``papermill NB OUT -f params.y
 - the executed notebook is written once, at the end, so Ctrl-C (one line, exit code 130) or a
   kill leaves the last complete run's as it was.
 
-Errors are not quietened: a failing cell raises papermill's error with the cell's traceback, and
-warnings the notebook's own cells raise stay in the executed notebook.
+Errors are not quietened: a failing cell raises papermill's error with the cell's traceback.
 """
 
 from __future__ import annotations
@@ -171,46 +171,55 @@ def captured_stderr():
                     print(line, file=sys.stderr)
 
 
-def drop_expected_stderr(output: Path) -> int:
+def log_path(output: Path) -> Path:
+    """Where an executed notebook's warnings go: ``reports/logs/<stem>.log`` beside
+    ``reports/notebooks/<stem>.ipynb``."""
+    return output.parent.parent / "logs" / f"{output.stem}.log"
+
+
+def move_stderr_to_log(output: Path, log: Path | None = None) -> int:
     """Clean the executed notebook's stderr outputs for readers: remove what
     :data:`EXPECTED_STDERR` explains (MediaPipe's start-up notes reach the cells through the
-    kernel, from worker processes too), and within a cell keep only the first of lines that
-    repeat the same warning, with a count of the rest. Any other text stays where it was printed.
-    Returns the lines removed."""
+    kernel, from worker processes too) and move every other warning to ``log`` (default
+    :func:`log_path`), each cell's under its number, a warning that repeats within a cell once
+    with a count of the rest. The cell keeps one line saying how many lines went where. The log
+    is written on every run (a run without warnings says so). Returns the lines removed."""
     import nbformat
 
+    log = log or log_path(output)
     book = nbformat.read(str(output), as_version=4)
-    removed, changed = 0, False
-    for cell in book.cells:
+    removed, entries = 0, []
+    for number, cell in enumerate(book.cells):
         if cell.cell_type != "code":
             continue
-        kept, seen, repeats = [], set(), 0
+        kept, seen, repeats, warned = [], set(), 0, []
         for out in cell.outputs:
-            if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                wanted = []
-                for line in out["text"].splitlines(keepends=True):
-                    body = line.rstrip("\r\n")
-                    rest = without_expected(body)
-                    if not rest or rest[:REPEAT_PREFIX] in seen:
-                        repeats += bool(rest)
-                        removed += 1
-                        continue
+            if out.get("output_type") != "stream" or out.get("name") != "stderr":
+                kept.append(out)
+                continue
+            for line in out["text"].splitlines():
+                rest = without_expected(line)
+                removed += 1
+                if rest and rest[:REPEAT_PREFIX] in seen:
+                    repeats += 1
+                elif rest:
                     seen.add(rest[:REPEAT_PREFIX])
-                    wanted.append(rest + line[len(body) :])
-                text = "".join(wanted)
-                changed |= text != out["text"]
-                if not wanted:
-                    continue
-                out["text"] = text
-            kept.append(out)
-        if repeats:
-            note = f"[runner] {repeats} more lines repeating the warnings above were left out\n"
+                    warned.append(rest)
+        if warned:
+            if repeats:
+                warned.append(f"[runner] {repeats} more lines repeating the warnings above")
+            entries.append(f"## cell {number}\n" + "\n".join(warned) + "\n")
+            note = f"[runner] {len(warned)} lines of warnings from this cell: {log.as_posix()}\n"
             kept.append(nbformat.v4.new_output("stream", name="stderr", text=note))
         cell.outputs = kept
-    if changed:
-        tmp = output.with_name(f".{output.name}.tmp")
-        nbformat.write(book, str(tmp))
-        os.replace(tmp, output)
+    from paincontrol_lib.io import atomic_write_bytes
+
+    header = f"# warnings of {output.name}'s last run, by cell (paincontrol_lib/runner.py)\n"
+    body = "\n".join(entries) if entries else "no warnings\n"
+    atomic_write_bytes(log, (header + body).encode())
+    tmp = output.with_name(f".{output.name}.tmp")
+    nbformat.write(book, str(tmp))
+    os.replace(tmp, output)
     return removed
 
 
@@ -243,7 +252,7 @@ def run(notebook, output, params_file="params.yaml") -> float:
             # leaves the last complete run's executed notebook as it was.
             request_save_on_cell_execute=False,
         )
-    drop_expected_stderr(output)
+    move_stderr_to_log(output)
     return time.perf_counter() - started
 
 

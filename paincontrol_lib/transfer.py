@@ -53,15 +53,6 @@ AU_GUIDANCE = ("au_guidance", "au_guidance_last", "au_guidance_iterations")  # i
 MODEL_METHODS = ("paincontrol", "paincontrol_warp_start", *ABLATIONS, "paincontrol_au_guided")
 
 
-def sequence_jitter(frames: np.ndarray) -> float | None:
-    """Flicker of a generated sequence (t, H, W, 3): mean absolute second temporal difference
-    in grey levels (0-255). Smooth motion scores low; frame-to-frame noise scores high."""
-    frames = np.asarray(frames, dtype=np.float64)
-    if len(frames) < 3:
-        return None
-    return float(np.abs(frames[2:] - 2 * frames[1:-1] + frames[:-2]).mean())
-
-
 class Transfer:
     """Generate target faces wearing retargeted expressions, with any of :data:`METHODS`.
 

@@ -58,6 +58,8 @@ def stage(root: Path, src: Path) -> None:
     for folder in ("docs", NOTEBOOKS, FIGURES):
         if (root / folder).is_dir():
             shutil.copytree(root / folder, src / folder)
+    for notebook in (src / NOTEBOOKS).glob("*.ipynb"):
+        hide_boilerplate(notebook)
     for page in [src / "README.md", src / f"{NOTICES}.md", *(src / "docs").glob("*.md")]:
         page.write_text(unlink_folders(page.read_text(), root / page.parent.relative_to(src)))
     docs, notebooks = pages(root)
@@ -87,6 +89,23 @@ def stage(root: Path, src: Path) -> None:
     }
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     (src / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+# Cell tags -> what the book does with the cell: parameter cells (the defaults and what the
+# pipeline injected) are removed, their values are in params.yaml; set-up code is folded away.
+HIDDEN = {"parameters": "remove-cell", "injected-parameters": "remove-cell",
+          "boilerplate": "hide-input"}  # fmt: skip
+
+
+def hide_boilerplate(notebook: Path) -> None:
+    """Tag a staged notebook's cells for the book as :data:`HIDDEN` says."""
+    import json
+
+    book = json.loads(notebook.read_text())
+    for cell in book["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        tags += [HIDDEN[t] for t in list(tags) if t in HIDDEN and HIDDEN[t] not in tags]
+    notebook.write_text(json.dumps(book, indent=1, ensure_ascii=False))
 
 
 def unlink_folders(text: str, repo_dir: Path) -> str:

@@ -1062,6 +1062,7 @@ NOT_RESULTS = {
     "2.62 MB": FRAME_BYTES,
     "7.34 MB": FRAME_BYTES,
     "1.05 MB of the 2.62": FRAME_BYTES,
+    "10.1186/s12938-026-01561-2": "the PainControl article's DOI",
 }
 
 

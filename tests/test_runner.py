@@ -99,9 +99,10 @@ def test_headline_reads_the_stage_metrics(tmp_path):
     assert runner.headline(runner.Path("notebooks/02_train_controlnet.ipynb"), tmp_path) == ""
 
 
-def test_executed_notebook_keeps_unexpected_stderr_once_per_warning(tmp_path):
-    """What readers open: MediaPipe's start-up notes leave the cells, a repeated warning stays
-    once with a count of the rest, and anything unexpected stays where it was printed."""
+def test_executed_notebook_moves_warnings_to_a_log_and_says_where(tmp_path):
+    """What readers open: MediaPipe's start-up notes leave the cells, every other warning moves
+    to the stage's log (a repeated one once with a count of the rest), and the cell says in one
+    line how many lines went where; output that is not a warning stays."""
     cell = nbformat.v4.new_code_cell("run()")
     stderr = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n" + "".join(
         f"The following part of your input was truncated because CLIP can only ... {i}\n"
@@ -113,16 +114,28 @@ def test_executed_notebook_keeps_unexpected_stderr_once_per_warning(tmp_path):
         nbformat.v4.new_output("stream", name="stderr", text="UserWarning: unexpected\n"),
         nbformat.v4.new_output("stream", name="stderr", text="INFO: \n\n"),
     ]
-    notebook = nbformat.v4.new_notebook(cells=[cell])
-    path = tmp_path / "executed.ipynb"
-    nbformat.write(notebook, path)
-    assert runner.drop_expected_stderr(path) == 7  # 2 INFO lines, a blank one, 4 repeats
-    outputs = nbformat.read(path, as_version=4).cells[0].outputs
-    texts = [(o["name"], o["text"]) for o in outputs]
-    assert texts[0] == ("stderr", "The following part of your input was truncated because "
-                                  "CLIP can only ... 0\n")  # fmt: skip
-    assert texts[1:3] == [("stdout", "a result\n"), ("stderr", "UserWarning: unexpected\n")]
-    assert texts[3][1].startswith("[runner] 4 more lines repeating") and len(texts) == 4
+    quiet = nbformat.v4.new_code_cell("quiet()")
+    quiet.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"{XNNPACK}\n")]
+    path = tmp_path / "notebooks" / "executed.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell, quiet]), path)
+    assert runner.move_stderr_to_log(path) == 10  # every stderr line left the notebook
+    cells = nbformat.read(path, as_version=4).cells
+    texts = [(o["name"], o["text"]) for o in cells[0].outputs]
+    log = tmp_path / "logs" / "executed.log"
+    note = f"[runner] 3 lines of warnings from this cell: {log.as_posix()}\n"
+    assert texts == [("stdout", "a result\n"), ("stderr", note)]
+    assert cells[1].outputs == []
+    logged = log.read_text()
+    assert (
+        "## cell 0\nThe following part of your input was truncated because CLIP can only ... 0\n"
+        in logged
+    )
+    assert "UserWarning: unexpected\n[runner] 4 more lines repeating" in logged
+    assert "cell 1" not in logged and "XNNPACK" not in logged
+    nbformat.write(nbformat.v4.new_notebook(cells=[quiet]), path)
+    runner.move_stderr_to_log(path)
+    assert log.read_text().endswith("no warnings\n")
 
 
 def test_expected_messages_glued_to_unexpected_text_leave_the_executed_notebook(tmp_path):
@@ -132,9 +145,8 @@ def test_expected_messages_glued_to_unexpected_text_leave_the_executed_notebook(
     )]  # fmt: skip
     path = tmp_path / "executed.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
-    assert runner.drop_expected_stderr(path) == 1
-    outputs = nbformat.read(path, as_version=4).cells[0].outputs
-    assert [o["text"] for o in outputs] == ["UserWarning: unexpected\n"]
+    runner.move_stderr_to_log(path, tmp_path / "executed.log")
+    assert (tmp_path / "executed.log").read_text().endswith("## cell 0\nUserWarning: unexpected\n")
 
 
 # A notebook that says it is busy (a file) and then waits: a stage in the middle of its work.

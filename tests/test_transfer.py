@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -12,11 +13,12 @@ from paincontrol_lib import facemesh
 from paincontrol_lib import retarget as rt
 from paincontrol_lib.au_basis import estimate_aus
 from paincontrol_lib.cli import main as cli
+from paincontrol_lib.evaluate import MOTION_FEATURES, motion_following
 from paincontrol_lib.facs import PAIN_AUS
 from paincontrol_lib.landmarks.align import align, canonical_landmarks
 from paincontrol_lib.landmarks.face import Face
 from paincontrol_lib.model.sampler import SamplerConfig
-from paincontrol_lib.transfer import Transfer, sequence_jitter
+from paincontrol_lib.transfer import Transfer
 from paincontrol_lib.warp import warp_to
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,12 +138,57 @@ def test_warp_matches_skimage_piecewise_affine(neutral):
     assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 3
 
 
-def test_sequence_jitter_separates_smooth_motion_from_flicker():
-    ramp = np.linspace(0, 200, 6)[:, None, None, None] * np.ones((6, 8, 8, 3))
-    flicker = np.random.default_rng(0).uniform(0, 200, (6, 8, 8, 3))
-    assert sequence_jitter(ramp) == pytest.approx(0, abs=1e-9)
-    assert sequence_jitter(flicker) > 10
-    assert sequence_jitter(ramp[:2]) is None
+def _sequences(shown: dict) -> pd.DataFrame:
+    """Scores of one delta sequence per method: a requested expression ramp (eyes closing, brows
+    lowering, mouth opening) and each method's outputs' features."""
+    asked = np.column_stack([np.linspace(0.3, 0.1, 5), np.linspace(0.0, 0.2, 5),
+                             np.linspace(0.5, 0.4, 5)])  # fmt: skip
+    rows = []
+    for method, features in shown.items():
+        for t in range(5):
+            row = {"method": method, "mode": "delta", "source": "S1", "target": "S2", "frame": t}
+            for k, name in enumerate(MOTION_FEATURES):
+                row[f"requested_feature_{name}"] = asked[t, k]
+                row[f"feature_{name}"] = features(asked)[t, k]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_motion_following_rewards_following_the_source_not_standing_still():
+    """Known answers: the exact expression scores 1, a scaled copy too (amplitude is the PSPI
+    slope's business), standing still 0, the motion reversed -1, flicker about 0; a sequence with
+    a frame without a face is left out."""
+    rng = np.random.default_rng(0)
+    shown = {
+        "exact": lambda a: a,
+        "weaker": lambda a: a[0] + 0.5 * (a - a[0]),
+        "still": lambda a: np.repeat(a[:1], 5, axis=0),
+        "reversed": lambda a: a[::-1],
+        "flicker": lambda a: a[:1] + rng.normal(0, 0.05, a.shape),
+        "no_face": lambda a: np.where(np.arange(5)[:, None] == 2, np.nan, a),
+    }
+    found = motion_following(_sequences(shown)).set_index("method")["motion_following"]
+    assert found["exact"] == pytest.approx(1) and found["weaker"] == pytest.approx(1)
+    assert found["still"] == 0 and found["reversed"] == pytest.approx(-1)
+    assert abs(found["flicker"]) < 0.7 and "no_face" not in found
+
+
+def test_animation_plays_each_source_frame_with_every_method_labelled(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from paincontrol_lib.stages.transfer import ANIMATED, ANIMATION, animation
+
+    frames = np.random.default_rng(0).integers(0, 255, (4, 16, 16, 3), dtype=np.uint8)
+    panel = {"source_crops": frames, "pspi": [0.0, 3.0, 8.0, 2.0], "target": "S2",
+             "outputs": {m: frames[::-1] for m in ANIMATED}, "source_aus": [{}] * 4}  # fmt: skip
+    result = SimpleNamespace(panels={"sequences": [panel]},
+                             metrics={"labels": {m: m for m in ANIMATED}})  # fmt: skip
+    shown = animation(result, {"source": "folder"}, tmp_path, tmp_path)
+    gif = Image.open(tmp_path / ANIMATION)
+    assert gif.n_frames == 4 and gif.info["loop"] == 0 and shown.format == "gif"
+    assert gif.size == (16 * 2 * (1 + len(ANIMATED)), 16 * 2 + 44)  # no exact answers here
 
 
 class _FixedIdentity:

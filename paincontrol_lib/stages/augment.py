@@ -315,14 +315,17 @@ def _arm_style(arm: str) -> dict:
 
 
 def samples_figure(result: AugmentResult, augment: dict, figures_dir, n_pairs: int = 4):
-    """Synthetic pairs of the first cell: the source's real frames | each synthetic arm."""
+    """Synthetic pairs of the first cell, those with the strongest pain frames (a pair of PSPI
+    1-3 frames shows no visible pain): the source's real frames | each synthetic arm."""
     from paincontrol_lib.figures import image_grid
 
     arms = [arm for arm in ("paincontrol", "warp", "classic") if arm in augment["arms"]]
     cell = result.cells[0]
+    framed = [(pair, pair_frames(result.table, pair[0], augment["pain_frames"]))
+              for pair in cell.pairs]  # fmt: skip
+    framed.sort(key=lambda item: -float(item[1]["PSPI"].max()))  # stable: ties keep their order
     rows, labels, n_frames = [], [], 0
-    for pair in cell.pairs[:n_pairs]:
-        frames = pair_frames(result.table, pair[0], augment["pain_frames"])
+    for pair, frames in framed[:n_pairs]:
         row = [crop_of(r) for _, r in frames.iterrows()]
         for arm in arms:
             row += list(result.bank.get(arm, [pair]).crops)
@@ -408,6 +411,11 @@ def scarcity_figure(result: AugmentResult, figures_dir):
 
 
 def mixed_summary(result: AugmentResult, augment: dict):
-    """The primary detector's mixed model (a description), or why it could not be fitted."""
+    """The primary detector's mixed model: one line on the model and its coefficient table, or
+    why it could not be fitted."""
     fit = result.mixed[augment["primary_detector"]]
-    return f"not fitted: {fit}" if isinstance(fit, str) else fit.summary()
+    if isinstance(fit, str):
+        return f"not fitted: {fit}"
+    print(f"MixedLM of the test AUC: {int(fit.nobs)} fits in {len(fit.model.group_labels)} "
+          f"groups (random intercepts), converged: {fit.converged}")  # fmt: skip
+    return fit.summary().tables[1]

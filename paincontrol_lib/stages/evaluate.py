@@ -33,6 +33,7 @@ from paincontrol_lib.evaluate import (
     identity_ceiling,
     identity_instrument,
     identity_known_answers,
+    motion_summary,
     normalise_identity,
     reader_agreement,
     realism_by_method,
@@ -150,6 +151,7 @@ def run(
         summary = summarise(scores)
         metrics = _metrics(scores, summary, report, manifest, evaluate["inference"])
         metrics["au_claim"] = hard_au_claim(scores, evaluate["n_bootstrap"], seed)
+        metrics["motion_following"] = motion_summary(scores, evaluate["n_bootstrap"], seed)
         _au_floor_and_slopes(scores, report, metrics, evaluate["n_bootstrap"], seed)
     write_json(Path(reports_dir) / "metrics" / ESTIMATOR_METRICS, report)
     metrics |= identity
@@ -394,6 +396,37 @@ def identity_instrument_figure(instrument: dict, figures_dir):
     return fig
 
 
+# The rows of the method table a notebook shows (the whole table: reports/plots/eval_methods.csv)
+SHOWN_METRICS = ("detection_rate", "error_AU04", "error_AU43", "error_PSPI", "error_vs_exact_AU04",
+                 "error_vs_exact_AU43", "error_vs_exact_PSPI", "identity_similarity",
+                 "identity_top1_gallery", "target_over_source", "identity_similarity_dlib",
+                 "target_over_source_dlib", "nme", "nme_to_exact", "ssim_to_exact",
+                 "appearance_error")  # fmt: skip
+# The comparisons a notebook shows (all of them: reports/plots/eval_tests.csv)
+SHOWN_TEST_METRICS = ("pspi_mae", "identity_similarity", "au04_error_vs_exact",
+                      "au43_error_vs_exact")  # fmt: skip
+
+
+def shown_metrics(table: pd.DataFrame) -> np.ndarray:
+    """Rows of :func:`method_table` in :data:`SHOWN_METRICS` (marks after the name ignored)."""
+    return table.index.str.split(" ").str[0].isin(SHOWN_METRICS)
+
+
+def shown_tests(table: pd.DataFrame) -> np.ndarray:
+    """Rows of :func:`tests_table` whose endpoint is in :data:`SHOWN_TEST_METRICS`."""
+    return table.index.get_level_values("metric").isin(SHOWN_TEST_METRICS)
+
+
+def motion_table(result: EvaluateResult) -> pd.DataFrame:
+    """``eval.json: motion_following`` per method (its label) and for the exact answers: how
+    well each sequence's expression follows the source's frame-to-frame motion."""
+    labels = result.metrics["labels"]
+    rows = {
+        labels.get(m, m.replace("_", " ")): v for m, v in result.metrics["motion_following"].items()
+    }
+    return pd.DataFrame(rows).T.round(3)
+
+
 def method_table(result: EvaluateResult) -> pd.DataFrame:
     """Metric x method: mean [95 % two-way cluster interval]; AUs whose reader misses its goals
     are marked."""
@@ -559,7 +592,7 @@ def au_error_figure(result: EvaluateResult, figures_dir):
     exact = prefix == "error_vs_exact_"
     ax.set(
         xlabel="",
-        ylabel="absolute error (FACS intensity, 0-5)",
+        ylabel="absolute error (FACS intensity: 0-5, AU43 0-1)",
         title="AU error: output vs exact answer" if exact else "AU error: read vs asked for",
     )
     ax.tick_params(axis="x", labelsize=8)
@@ -613,17 +646,19 @@ def identity_pspi_figure(result: EvaluateResult, figures_dir):
     ax = axes[1]
     shown = scores.dropna(subset=["requested_PSPI", "estimated_PSPI"])
     methods = _in_order(set(shown["method"]))
-    shown = shown.assign(method=shown["method"].map(label))
-    sns.scatterplot(shown, x="requested_PSPI", y="estimated_PSPI", hue="method", style="method",
-                    hue_order=[label(m) for m in methods],
-                    style_order=[label(m) for m in methods],
-                    palette=_method_palette(methods, label),
-                    markers=_method_markers(methods, label),
-                    alpha=0.7, s=22, ax=ax)  # fmt: skip
+    # One line per method through the mean reading at each PSPI asked for (whole points), not
+    # a cloud of every output: 95 % intervals over the outputs at that level.
+    shown = shown.assign(method=shown["method"].map(label),
+                         asked=shown["requested_PSPI"].round())  # fmt: skip
+    sns.lineplot(shown, x="asked", y="estimated_PSPI", hue="method", style="method",
+                 hue_order=[label(m) for m in methods], style_order=[label(m) for m in methods],
+                 palette=_method_palette(methods, label), markers=_method_markers(methods, label),
+                 dashes=False, errorbar=("ci", 95), n_boot=200, seed=0, err_style="bars",
+                 markersize=5, ax=ax)  # fmt: skip
     ax.plot([0, 16], [0, 16], ls="--", color=colour(7), lw=0.8, label="read = asked for")
-    ax.set(xlabel="PSPI asked for (0-16)", ylabel="PSPI read from the output (0-16)",
-           xlim=(-0.5, 16.5), ylim=(-0.5, 16.5),
-           title="Pain intensity: asked for vs read")  # fmt: skip
+    ax.set(xlabel="PSPI asked for (0-16, whole points)",
+           ylabel="PSPI read from the output (mean, 95 % CI)", xlim=(-0.5, 16.5),
+           ylim=(-0.5, 16.5), title="Pain intensity: asked for vs read")  # fmt: skip
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "eval_identity_pspi.png")
@@ -657,7 +692,7 @@ def extremes_figure(result: EvaluateResult, transfer_dir, figures_dir):
             answers.append(crop)
             pair = f"{row['source']} -> {row['target']}"
             if row["mode"] == "explicit":  # no source: a PSPI level asked for directly
-                pair = f"PSPI {row['requested_PSPI']:g} asked, {row['target']}"
+                pair = f"PSPI {row['requested_PSPI']:.0f} asked, {row['target']}"
             columns.append(f"{which} {rank}: SSIM {row['ssim_to_exact']:.2f}\n{pair}")
         title = "PainControl's best and worst outputs by SSIM to the exact answer"
         rows = ["PainControl\noutput", "exact answer\n(renderer)"]

@@ -62,14 +62,18 @@ def run(base: dict, data: dict, landmarks: dict, out_dir, reports_dir) -> Landma
 
 
 def synthetic_figure(result: LandmarksResult, out_dir, figures_dir):
-    """The highest-PSPI frames and two neutral ones: MediaPipe's mesh (red) over the ground truth
-    (green, where known), the aligned crop and the control image."""
+    """The highest-PSPI frames of three people and the neutral frames of two others (one column
+    per person): MediaPipe's mesh (red) over the ground truth (green, where known), the aligned
+    crop and the control image."""
     from PIL import Image
 
     from paincontrol_lib.figures import image_grid
 
     found = result.table[result.table["detected"]]
-    show = pd.concat([found.nlargest(3, "PSPI"), found[found["PSPI"].fillna(0) == 0].head(2)])
+    strongest = found.sort_values("PSPI", ascending=False, kind="stable")
+    strongest = strongest.drop_duplicates("subject").head(3)
+    neutral = found[(found["PSPI"].fillna(0) == 0) & ~found["subject"].isin(strongest["subject"])]
+    show = pd.concat([strongest, neutral.drop_duplicates("subject").head(2)])
     meshes, crops, controls, columns = [], [], [], []
     for _, row in show.iterrows():
         image = load_image(row["image"])
@@ -119,26 +123,33 @@ def real_photos_figure(result: LandmarksResult, figures_dir):
 
 
 def statistics_figure(result: LandmarksResult, figures_dir):
-    """Detection rate per split and, where ground truth exists, MediaPipe's NME histogram."""
+    """Where ground truth exists, MediaPipe's NME per image, neutral frames against frames in
+    pain (the title gives the detection rate per split); without it, the detection rate per
+    split."""
     import matplotlib.pyplot as plt
 
     from paincontrol_lib.figures import colour
 
     table = result.table
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
     rate = table.groupby("split")["detected"].mean()
-    rate.plot.bar(ax=axes[0], ylim=(0, 1.05), color=colour(0), rot=0)
-    axes[0].set(
-        xlabel="split (people)",
-        ylabel="share of images with a face found",
-        title=f"detected {table['detected'].mean():.1%} of {len(table)} images",
-    )
+    rates = ", ".join(f"{split} {value:.1%}" for split, value in rate.items())
+    title = f"Faces found in {table['detected'].mean():.1%} of {len(table)} images ({rates})"
+    fig, ax = plt.subplots(figsize=(7, 3))
     found = table[table["detected"]]
     if "landmarks_2d" in table:
         truth = np.stack([np.asarray(v).reshape(-1, 2) for v in found["landmarks_2d"]])
-        axes[1].hist(nme(stack_landmarks(found), truth), bins=40, color=colour(3))
-        axes[1].set(xlabel="MediaPipe's error against the ground truth (NME, inter-ocular)",
-                    ylabel="images", title="Landmark error per image")  # fmt: skip
+        error = nme(stack_landmarks(found), truth)
+        pain = found["PSPI"].fillna(0).to_numpy() > 0
+        bins = np.linspace(0, np.percentile(error, 99.5), 40)
+        for k, (mask, name) in enumerate(((~pain, "PSPI 0"), (pain, "PSPI > 0"))):
+            ax.hist(error[mask], bins=bins, color=colour(k * 3), alpha=0.6,
+                    label=f"{name} ({mask.sum()} images)")  # fmt: skip
+        ax.set(xlabel="MediaPipe's error against the ground truth (NME, inter-ocular)",
+               ylabel="images", title=title)  # fmt: skip
+        ax.legend(fontsize=8)
+    else:
+        rate.plot.bar(ax=ax, ylim=(0, 1.05), color=colour(0), rot=0)
+        ax.set(xlabel="split (people)", ylabel="share of images with a face found", title=title)
     fig.tight_layout()
     save_figure(fig, Path(figures_dir) / "landmarks_statistics.png")
     return fig

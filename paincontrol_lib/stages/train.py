@@ -373,9 +373,16 @@ RUN_LABELS = {  # training runs in the curves' legends
 
 def heldout_grid(result: TrainResult, n: int = 8) -> tuple[list[list[np.ndarray]], list[str]]:
     """Rows of control | identity photo | ground truth | sample of each run, and the person of
-    each row."""
+    each row: ``n`` scored rows spread over the PSPI range (most held-out frames are neutral;
+    rows evenly spaced in PSPI order show the expressions too), one per person where possible."""
     held_out, rows = result.held_out, result.rows
-    pick = np.linspace(0, len(rows) - 1, min(n, len(rows))).round().astype(int)
+    table = held_out.table.iloc[rows].reset_index(drop=True)
+    pspi = table["PSPI"].fillna(0).to_numpy() if "PSPI" in table else np.zeros(len(rows))
+    best = table.assign(pspi=pspi, j=np.arange(len(table)))  # each person's strongest row
+    best = best.sort_values(["pspi", "j"], ascending=[False, True]).drop_duplicates("subject")
+    ranked = best["j"].tolist()
+    spaced = np.linspace(0, len(ranked) - 1, min(n, len(ranked))).round().astype(int)
+    pick = [ranked[k] for k in spaced]
     cells, people = [], []
     for j in pick:
         i = rows[j]
@@ -419,8 +426,9 @@ def curves_figure(result: TrainResult, models_dir, figures_dir):
         axes[1].plot(curve["step"], curve["nme"], "o-", label=label)
     axes[0].set(xlabel="training step", ylabel="training loss (rolling mean of 20 steps)",
                 yscale="log", title="Training loss")  # fmt: skip
+    top = max([float(np.nanmax(c["nme"])) for c in result.curves.values() if len(c)] + [0.01])
     axes[1].set(xlabel="training step", ylabel="NME of the sample's mesh to the control",
-                title="Held-out landmark error")  # fmt: skip
+                ylim=(0, 1.15 * top), title="Held-out landmark error (axis from 0)")  # fmt: skip
     for ax in axes:
         ax.legend()
     fig.tight_layout()

@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from paincontrol_lib.io import atomic_folder, save_figure, save_image, write_json
+from paincontrol_lib.facs import PAIN_AUS
+from paincontrol_lib.io import (
+    atomic_folder,
+    atomic_write_bytes,
+    save_figure,
+    save_image,
+    write_json,
+)
 from paincontrol_lib.landmarks.face import face_of
 from paincontrol_lib.landmarks.table import load_landmark_table, mesh_of, neutral_row
 from paincontrol_lib.model.presets import PainControlModel
@@ -31,7 +38,6 @@ from paincontrol_lib.transfer import (
     METHODS,
     MODEL_METHODS,
     Transfer,
-    sequence_jitter,
 )
 
 METRICS = "transfer.json"
@@ -115,15 +121,14 @@ class TransferResult:
 
 @dataclass
 class _Outputs:
-    """What the stage collects while it generates: manifest rows, timings, jitter, panels."""
+    """What the stage collects while it generates: manifest rows, timings, panels."""
 
     engine: Transfer
     folder: Path
     seed: int
     records: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
-    jitter: dict = field(default_factory=dict)
-    panels: dict = field(default_factory=lambda: {"sequences": [], "source_jitter": []})
+    panels: dict = field(default_factory=lambda: {"sequences": []})
 
     def generate(self, method, target: str, face, expressions, requested=None) -> np.ndarray:
         start = time.perf_counter()
@@ -213,8 +218,6 @@ def run(
         "labels": {m: engine.label(m) for m in methods},
         "steps_run": {m: engine.sampler_for(m).steps_run for m in methods if m in MODEL_METHODS},
         "methods": {m: {"n_outputs": int(counts.get(m, 0))} for m in methods},
-        "sequence_jitter": {m: float(np.mean(out.jitter[m])) for m in methods},
-        "source_sequence_jitter": float(np.mean(out.panels["source_jitter"])),
         "per_image_seconds": {
             m: out.seconds.get(m, 0.0) / max(1, int(counts.get(m, 0))) for m in methods
         },
@@ -232,7 +235,6 @@ def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, me
     frames = frames_across_pspi(frames[frames["detected"]], transfer["frames_per_pair"])
     neutral = mesh_of(neutral_row(table, subject))
     source_crops = np.stack([face_of(r).crop(size) for _, r in frames.iterrows()])
-    out.panels["source_jitter"].append(sequence_jitter(source_crops))
     requested = None  # AU guidance steers toward the source's AUs as the guide reads them
     if "paincontrol_au_guided" in methods:
         source_neutral = face_of(neutral_row(table, subject)).crop(size)
@@ -247,7 +249,6 @@ def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, me
         outputs = {}
         for method in methods:
             outputs[method] = images = out.generate(method, target, face, expressions, requested)
-            out.jitter.setdefault(method, []).append(sequence_jitter(images))
             for (_, row), expr, image in zip(frames.iterrows(), expressions, images, strict=True):
                 frame = int(row["frame"])
                 name = f"{method}/{subject}_{sequence}_to_{target}_f{frame:02d}.png"
@@ -274,6 +275,10 @@ def _transfer_sequence(out: _Outputs, table, subject, sequence, target_faces, me
                 "controls": np.stack([e.control for e in expressions]),
                 "pspi": [e.pspi for e in expressions],
                 "aus": [e.aus for e in expressions],
+                "source_aus": [
+                    {au: float(r[au]) for au in PAIN_AUS if au in r and np.isfinite(r[au])}
+                    for _, r in frames.iterrows()
+                ],  # fmt: skip
             }
         )
 
@@ -308,11 +313,21 @@ def _apex(panel: dict) -> int:
     return int(np.argmax(panel["pspi"]))
 
 
+def _column_label(label: str, width: int = 13) -> str:
+    """A method's label in short lines for a column header: the name, then its note (steps run)
+    on lines of its own, so neighbouring headers never run into each other."""
+    import textwrap
+
+    head, _, note = label.partition(" (")
+    note = f"({note}" if note else ""
+    head, _, variant = head.partition(", ")
+    parts = [head, variant, note]
+    return "\n".join(line for part in parts if part for line in textwrap.wrap(part, width))
+
+
 def apex_grid_figure(result: TransferResult, figures_dir):
     """Each source at its strongest frame on its first target: source | target neutral |
     control | each method (one pair per source keeps the figure a page high)."""
-    import textwrap
-
     from paincontrol_lib.figures import image_grid
 
     methods, labels = list(result.metrics["methods"]), result.metrics["labels"]
@@ -326,7 +341,7 @@ def apex_grid_figure(result: TransferResult, figures_dir):
                      *(panel["outputs"][m][apex] for m in methods)])  # fmt: skip
         names.append(f"{panel['source']} -> {panel['target']}\nPSPI {panel['pspi'][apex]:.0f}")
     columns = ["source (apex)", "target (neutral)", "control",
-               *(textwrap.fill(labels[m], 14) for m in methods)]  # fmt: skip
+               *(_column_label(labels[m]) for m in methods)]  # fmt: skip
     fig = image_grid(rows, names, columns, cell_inches=0.9)
     # 150 dpi draws each 64 px output over 135 px: nothing lost, a third fewer bytes than 200
     save_figure(fig, Path(figures_dir) / "transfer_grid.png", dpi=150)
@@ -348,6 +363,96 @@ def sequence_figure(result: TransferResult, figures_dir):
                      "order")  # fmt: skip
     save_figure(fig, Path(figures_dir) / "transfer_sequence.png")
     return fig
+
+
+def demo(checkpoint, landmarks_dir, pspi: float = 8.0, start: str = "noise",
+         identity_scale: float = 3.0, start_strength: float = 0.5, guidance_scale: float = 2.0,
+         target: str | None = None, seed: int = 0):  # fmt: skip
+    """One face in seconds, to try settings in the notebook without rebuilding the pipeline: the
+    target's identity photo (default: the first test person) wearing the PSPI asked for
+    (explicit mode), drawn by ``checkpoint`` with these sampler settings. Returns the figure
+    (identity photo | control | output), titled with what ran: its start and steps run."""
+    from paincontrol_lib.figures import image_grid
+
+    table = load_landmark_table(landmarks_dir)
+    photos = table[(table["split"] == "test") & table["neutral_reference"] & table["detected"]]
+    target = target or sorted(photos["subject"])[0]
+    face = face_of(neutral_row(table, target))
+    config = SamplerConfig(
+        start=start,
+        start_strength=start_strength,
+        identity_scale=identity_scale,
+        guidance_scale=guidance_scale,
+    )
+    engine = Transfer(PainControlModel.from_pretrained(checkpoint), config)
+    expression = retarget("explicit", face.landmarks, aus=aus_for_pspi(pspi), size=engine.size)
+    image = engine.generate("paincontrol", face, [expression], seed=seed)[0]
+    ran = "" if config.from_start_image else f", {config.steps_run} of {config.steps} steps run"
+    title = f"{engine.label('paincontrol')}{ran}; identity scale {identity_scale:g}"
+    return image_grid([[face.crop(engine.size), expression.control, image]], [target],
+                      ["identity photo", f"control: PSPI {pspi:g}", "output"], cell_inches=1.4,
+                      title=title)  # fmt: skip
+
+
+ANIMATION = "transfer_animation.gif"
+ANIMATED = ("paincontrol", "paincontrol_warp_start", "paincontrol_au_guided", "warp")
+ANIMATION_SCALE = 2  # each output drawn at twice its pixels
+ANIMATION_FRAME_MS = 700
+
+
+def animation(result: TransferResult, data: dict, landmarks_dir, figures_dir):
+    """The first sequence as a reader can watch it (``reports/figures/transfer_animation.gif``,
+    one frame per source frame, looping): the source, the exact answer on the target where the
+    data have exact answers (SynthPain: the target rendered with the source frame's AUs), and
+    PainControl, its variants and the warp, each column labelled with what ran. Returns it as an
+    image the notebook shows (it plays in the book)."""
+    import io
+    import textwrap
+
+    from IPython.display import Image as Shown
+    from PIL import Image, ImageDraw, ImageFont
+
+    panel = result.panels["sequences"][0]
+    columns = [("source", list(panel["source_crops"]))]
+    exact = _exact_sequence(panel, data, landmarks_dir)
+    if exact is not None:
+        columns.append(("exact answer", exact))
+    labels = result.metrics["labels"]
+    columns += [(labels[m], list(panel["outputs"][m])) for m in ANIMATED if m in panel["outputs"]]
+    side = panel["source_crops"].shape[1] * ANIMATION_SCALE
+    font = ImageFont.load_default(size=11)
+    header = 44
+    frames = []
+    for t, level in enumerate(panel["pspi"]):
+        canvas = Image.new("RGB", (side * len(columns), side + header), "white")
+        draw = ImageDraw.Draw(canvas)
+        for k, (label, images) in enumerate(columns):
+            tile = Image.fromarray(np.asarray(images[t], np.uint8)).resize((side, side))
+            canvas.paste(tile, (k * side, header))
+            lines = textwrap.wrap(label, 20)[:2] + (
+                [f"frame {t + 1}: PSPI {level:.0f}"] if k == 0 else []
+            )
+            for j, line in enumerate(lines[:3]):
+                draw.text((k * side + 3, 2 + 13 * j), line, fill="black", font=font)
+        frames.append(canvas.quantize(colors=255, dither=Image.Dither.NONE))
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:],
+                   duration=ANIMATION_FRAME_MS, loop=0, optimize=True)  # fmt: skip
+    atomic_write_bytes(Path(figures_dir) / ANIMATION, buffer.getvalue())
+    return Shown(data=buffer.getvalue(), format="gif")
+
+
+def _exact_sequence(panel: dict, data: dict, landmarks_dir) -> list | None:
+    """The exact answers of a sequence panel (SynthPain: the target wearing each source frame's
+    AUs, cropped as the outputs are), or None where the data have none."""
+    from paincontrol_lib.evaluate import ExactAnswers
+
+    root = Path(data.get("root", "")) if data.get("source") == "synthpain" else None
+    if root is None or not (root / "config.json").is_file() or not all(panel["source_aus"]):
+        return None
+    exact = ExactAnswers(root, load_landmark_table(landmarks_dir))
+    size = panel["source_crops"].shape[1]
+    return [exact(panel["target"], aus, size)[0] for aus in panel["source_aus"]]
 
 
 def explicit_figure(result: TransferResult, out_dir, figures_dir):
