@@ -61,7 +61,8 @@ def stage(root: Path, src: Path) -> None:
     for notebook in (src / NOTEBOOKS).glob("*.ipynb"):
         hide_boilerplate(notebook)
     for page in [src / "README.md", src / f"{NOTICES}.md", *(src / "docs").glob("*.md")]:
-        page.write_text(unlink_folders(page.read_text(), root / page.parent.relative_to(src)))
+        text = unlink_folders(page.read_text(), root / page.parent.relative_to(src))
+        page.write_text(numbered_figures(text, page.stem.lower()))
     docs, notebooks = pages(root)
     toc = {
         "format": "jb-book",
@@ -106,6 +107,23 @@ def hide_boilerplate(notebook: Path) -> None:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         tags += [HIDDEN[t] for t in list(tags) if t in HIDDEN and HIDDEN[t] not in tags]
     notebook.write_text(json.dumps(book, indent=1, ensure_ascii=False))
+
+
+# A paragraph that is one Markdown image: in the book it becomes a numbered figure whose caption
+# is the image's alt text (GitHub shows the plain image; the book numbers every figure).
+LONE_IMAGE = re.compile(r"^!\[([^\]]+)\]\(([^)\s]+)\)[ \t]*$", re.M)
+
+
+def numbered_figures(text: str, page: str) -> str:
+    """``text`` with each image that stands alone on its line as a MyST figure, named
+    ``fig-<page>-<n>``, captioned with its alt text."""
+    count = iter(range(1, 1000))
+
+    def figure(match: re.Match) -> str:
+        name = f"fig-{re.sub(r'[^a-z0-9]+', '-', page)}-{next(count)}"
+        return f"```{{figure}} {match.group(2)}\n:name: {name}\n\n{match.group(1)}\n```"
+
+    return LONE_IMAGE.sub(figure, text)
 
 
 def unlink_folders(text: str, repo_dir: Path) -> str:

@@ -315,15 +315,17 @@ def _arm_style(arm: str) -> dict:
 
 
 def samples_figure(result: AugmentResult, augment: dict, figures_dir, n_pairs: int = 4):
-    """Synthetic pairs of the first cell, those with the strongest pain frames (a pair of PSPI
-    1-3 frames shows no visible pain): the source's real frames | each synthetic arm."""
+    """Synthetic pairs of the sweep with the strongest pain frames, one per source sequence (a
+    pair of PSPI 1-3 frames shows no visible pain): the source's real frames | each synthetic
+    arm."""
     from paincontrol_lib.figures import image_grid
 
     arms = [arm for arm in ("paincontrol", "warp", "classic") if arm in augment["arms"]]
-    cell = result.cells[0]
+    pairs = list(dict.fromkeys(pair for cell in result.cells for pair in cell.pairs))
     framed = [(pair, pair_frames(result.table, pair[0], augment["pain_frames"]))
-              for pair in cell.pairs]  # fmt: skip
+              for pair in pairs]  # fmt: skip
     framed.sort(key=lambda item: -float(item[1]["PSPI"].max()))  # stable: ties keep their order
+    framed = list({pair[0]: (pair, frames) for pair, frames in reversed(framed)}.values())[::-1]
     rows, labels, n_frames = [], [], 0
     for pair, frames in framed[:n_pairs]:
         row = [crop_of(r) for _, r in frames.iterrows()]
@@ -339,8 +341,9 @@ def samples_figure(result: AugmentResult, augment: dict, figures_dir, n_pairs: i
     )
     blocks = ["real source", *(_SYNTHETIC_LABELS.get(a, a) for a in arms)]
     columns = [f"{block}\n{name}" for block in blocks for name in frame_names]
-    people = f"{cell.level} {'person' if cell.level == 1 else 'people'}"
-    title = f"Synthetic training images: source frames put on new faces ({people} with real pain)"
+    title = (
+        "Synthetic training images: source frames put on new faces (the sweep's strongest pairs)"
+    )
     fig = image_grid(rows, labels, columns, cell_inches=min(1.2, 12 / len(columns)), title=title)
     save_figure(fig, Path(figures_dir) / "augment_samples.png")
     return fig

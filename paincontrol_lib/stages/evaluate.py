@@ -624,7 +624,7 @@ def identity_pspi_figure(result: EvaluateResult, figures_dir):
     present, label = set(ident["method"]), _labeller(result)
     wrap = {m: _wrapped(label(m)) for m in present}
     ident["method"] = ident["method"].map(wrap)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4), width_ratios=(1.4, 1))
+    fig, axes = plt.subplots(1, 2, figsize=(14.5, 4.6), width_ratios=(1.7, 1))
     ax = axes[0]
     if len(ident):
         sns.boxplot(ident, x="method", y="sim", hue="to", hue_order=list(what.values()),

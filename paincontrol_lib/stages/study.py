@@ -349,7 +349,7 @@ def effects_figure(result: StudyResult, figures_dir):
     if result.true_effects is not None:
         axes[0].plot(effect["true"], y, "x", color=colour(3), ms=9, mew=2,
                      label="simulator's true effect")  # fmt: skip
-    axes[0].set(xlabel=f"log-odds of a higher rating than {_real(result)}",
+    axes[0].set(xlabel="log-odds of a higher rating than the real condition",
                 title="Ordinal model (primary)")  # fmt: skip
     if result.analysis["mixed"] is not None:
         mixed = result.analysis["mixed"].set_index("method").loc[generated]
@@ -364,7 +364,7 @@ def effects_figure(result: StudyResult, figures_dir):
         )
     else:
         axes[1].text(0.5, 0.5, "not estimable", ha="center", transform=axes[1].transAxes)
-    axes[1].set(xlabel=f"difference in mean rating from {_real(result)} (points)",
+    axes[1].set(xlabel="difference in mean rating from the real condition (points)",
                 title="Linear mixed model (sensitivity)")  # fmt: skip
     for ax in axes:
         ax.axvline(0, color=colour(7), lw=0.8)  # no difference from the real condition

@@ -357,8 +357,8 @@ def _metrics(scores, results, curves, sampler, held_out, rows, init_from, judges
 
 
 SAMPLE_COLUMNS = {  # sample runs as a reader should read them
-    "ours": "sample (ours)",
-    "noise_start": "ours, started\nfrom noise",
+    "ours": "PainControl\n(tuned sampler)",
+    "noise_start": "model alone\n(id. scale 1)",
     "scratch": "our recipe,\nfrom scratch",
     "diffusers_baseline": "diffusers example\nrecipe, from scratch",
 }

@@ -429,7 +429,7 @@ def animation(result: TransferResult, data: dict, landmarks_dir, figures_dir):
         for k, (label, images) in enumerate(columns):
             tile = Image.fromarray(np.asarray(images[t], np.uint8)).resize((side, side))
             canvas.paste(tile, (k * side, header))
-            lines = textwrap.wrap(label, 20)[:2] + (
+            lines = textwrap.wrap(label, 21)[:3] + (
                 [f"frame {t + 1}: PSPI {level:.0f}"] if k == 0 else []
             )
             for j, line in enumerate(lines[:3]):
