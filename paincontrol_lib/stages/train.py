@@ -426,7 +426,8 @@ def curves_figure(result: TrainResult, models_dir, figures_dir):
         axes[1].plot(curve["step"], curve["nme"], "o-", label=label)
     axes[0].set(xlabel="training step", ylabel="training loss (rolling mean of 20 steps)",
                 yscale="log", title="Training loss")  # fmt: skip
-    top = max([float(np.nanmax(c["nme"])) for c in result.curves.values() if len(c)] + [0.01])
+    scored = [pd.to_numeric(c["nme"], errors="coerce") for c in result.curves.values() if len(c)]
+    top = max([float(v.max()) for v in scored if v.notna().any()] + [0.01])  # None: unscored
     axes[1].set(xlabel="training step", ylabel="NME of the sample's mesh to the control",
                 ylim=(0, 1.15 * top), title="Held-out landmark error (axis from 0)")  # fmt: skip
     for ax in axes:
