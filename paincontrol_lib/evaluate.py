@@ -383,17 +383,22 @@ def motion_following(scores: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
 
 def motion_summary(scores: pd.DataFrame, n_boot: int, seed: int) -> dict:
     """``eval.json: motion_following``: per method the mean of :func:`motion_following` with a
-    95 % bootstrap interval over targets, and the exact answers' (the ceiling as the instrument
-    reads it; an output that stands still scores 0)."""
+    95 % bootstrap interval over targets and the sequences it rests on (none: every sequence
+    had a frame without a face), and the exact answers' where there are any (the ceiling as the
+    instrument reads it; an output that stands still scores 0)."""
+    frames = {"methods": motion_following(scores)}
+    if f"exact_feature_{MOTION_FEATURES[0]}" in scores:
+        exact = motion_following(scores, "exact_")
+        first = exact["method"].iloc[0] if len(exact) else None  # one method's requests: all
+        frames["exact_answer"] = exact[exact["method"] == first].assign(method="exact_answer")
     out = {}
-    for name, frame in (("methods", motion_following(scores)),
-                        ("exact_answer", motion_following(scores, "exact_"))):  # fmt: skip
-        if name == "exact_answer":
-            frame = frame[frame["method"] == frame["method"].iloc[0]] if len(frame) else frame
-            frame = frame.assign(method="exact_answer")
+    for frame in frames.values():
         for method, g in frame.groupby("method"):
             mean, low, high = cluster_bootstrap_ci(g["motion_following"], g["target"], n_boot, seed)
             out[method] = {"mean": mean, "ci_low": low, "ci_high": high, "n_sequences": len(g)}
+    sequenced = scores.loc[(scores["mode"] == "delta") & scores["frame"].notna(), "method"]
+    for method in sorted(set(sequenced) - set(out)):
+        out[method] = {"mean": None, "ci_low": None, "ci_high": None, "n_sequences": 0}
     return out
 
 

@@ -265,10 +265,12 @@ def _motion(m: dict) -> list[str]:
     """How the transferred sequences follow the source's motion (``motion_following``)."""
     motion, labels = m.get("motion_following") or {}, m.get("labels", {})
     shown = [x for x in ("paincontrol", "paincontrol_warp_start", "paincontrol_au_guided", "warp")
-             if x in motion]  # fmt: skip
+             if motion.get(x, {}).get("n_sequences")]  # fmt: skip
     if not shown:
         return []
-    exact = motion.get("exact_answer")
+    exact = (
+        motion.get("exact_answer") if motion.get("exact_answer", {}).get("n_sequences") else None
+    )
     ceiling = f"; the exact answers, read the same way, {_interval(exact)}" if exact else ""
     return [
         "- Following the source's motion (`motion_following`: cosine of each sequence's "

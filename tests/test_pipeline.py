@@ -203,9 +203,12 @@ def test_evaluate_stage(tiny_repo):
             assert (f"{ablation}_vs_paincontrol", metric) in named
     for endpoint in ("au04_error_vs_exact", "au43_error_vs_exact", "identity_top1_gallery"):
         assert ("paincontrol_au_guided_vs_paincontrol", endpoint) in named  # its own endpoints
-    motion = m["motion_following"]  # one sequence per method, and the exact answers'
-    assert set(motion) == METHODS | {"exact_answer"}
-    assert all(-1 <= v["mean"] <= 1 and v["n_sequences"] == 1 for v in motion.values())
+    # one sequence per method, and the exact answers'; a 32 px output without a face leaves it out
+    motion = m["motion_following"]
+    assert set(motion) == METHODS | {"exact_answer"} and motion["exact_answer"]["n_sequences"] == 1
+    for entry in motion.values():
+        assert entry["n_sequences"] in (0, 1)
+        assert entry["mean"] is None if not entry["n_sequences"] else -1 <= entry["mean"] <= 1
     guidance = m["au_guidance"]  # nothing tested with one source: said, never a number
     assert set(guidance["aus"]) == {"AU04", "AU43"} and not guidance["goal_met"]
     assert all("reason" in entry for entry in guidance["aus"].values())

@@ -13,7 +13,7 @@ from paincontrol_lib import facemesh
 from paincontrol_lib import retarget as rt
 from paincontrol_lib.au_basis import estimate_aus
 from paincontrol_lib.cli import main as cli
-from paincontrol_lib.evaluate import MOTION_FEATURES, motion_following
+from paincontrol_lib.evaluate import MOTION_FEATURES, motion_following, motion_summary
 from paincontrol_lib.facs import PAIN_AUS
 from paincontrol_lib.landmarks.align import align, canonical_landmarks
 from paincontrol_lib.landmarks.face import Face
@@ -171,6 +171,11 @@ def test_motion_following_rewards_following_the_source_not_standing_still():
     assert found["exact"] == pytest.approx(1) and found["weaker"] == pytest.approx(1)
     assert found["still"] == 0 and found["reversed"] == pytest.approx(-1)
     assert abs(found["flicker"]) < 0.7 and "no_face" not in found
+    # without exact answers (real data) no ceiling; a method whose every sequence lost a face
+    # is reported with none, not dropped
+    summary = motion_summary(_sequences(shown), n_boot=50, seed=0)
+    assert "exact_answer" not in summary and summary["no_face"]["n_sequences"] == 0
+    assert summary["exact"]["mean"] == pytest.approx(1) and summary["exact"]["n_sequences"] == 1
 
 
 def test_animation_plays_each_source_frame_with_every_method_labelled(tmp_path):
