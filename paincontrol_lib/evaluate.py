@@ -372,9 +372,9 @@ def motion_following(scores: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
     for ((method, source, target), g), asked in zip(groups, changes, strict=True):
         shown = np.diff(g[shown_cols].to_numpy(float), axis=0) / spread
         asked = asked / spread
-        norm = np.linalg.norm(shown) * np.linalg.norm(asked)
         if not np.isfinite(shown).all() or not np.linalg.norm(asked) > 0:
             continue
+        norm = np.linalg.norm(shown) * np.linalg.norm(asked)  # 0: the outputs stand still
         value = float((shown * asked).sum() / norm) if norm > 0 else 0.0
         rows.append({"method": method, "source": source, "target": target,
                      "motion_following": value})  # fmt: skip
@@ -386,13 +386,13 @@ def motion_summary(scores: pd.DataFrame, n_boot: int, seed: int) -> dict:
     95 % bootstrap interval over targets and the sequences it rests on (none: every sequence
     had a frame without a face), and the exact answers' where there are any (the ceiling as the
     instrument reads it; an output that stands still scores 0)."""
-    frames = {"methods": motion_following(scores)}
+    frames = [motion_following(scores)]
     if f"exact_feature_{MOTION_FEATURES[0]}" in scores:
         exact = motion_following(scores, "exact_")
         first = exact["method"].iloc[0] if len(exact) else None  # one method's requests: all
-        frames["exact_answer"] = exact[exact["method"] == first].assign(method="exact_answer")
+        frames.append(exact[exact["method"] == first].assign(method="exact_answer"))
     out = {}
-    for frame in frames.values():
+    for frame in frames:
         for method, g in frame.groupby("method"):
             mean, low, high = cluster_bootstrap_ci(g["motion_following"], g["target"], n_boot, seed)
             out[method] = {"mean": mean, "ci_low": low, "ci_high": high, "n_sequences": len(g)}

@@ -432,7 +432,7 @@ def animation(result: TransferResult, data: dict, landmarks_dir, figures_dir):
             lines = textwrap.wrap(label, 21)[:3] + (
                 [f"frame {t + 1}: PSPI {level:.0f}"] if k == 0 else []
             )
-            for j, line in enumerate(lines[:3]):
+            for j, line in enumerate(lines):
                 draw.text((k * side + 3, 2 + 13 * j), line, fill="black", font=font)
         frames.append(canvas.quantize(colors=255, dither=Image.Dither.NONE))
     buffer = io.BytesIO()
